@@ -1,0 +1,96 @@
+/**
+ * The authentication pipeline every gRPC call runs (contract §5), in order:
+ * freshness, session lookup, signature, session status, replay reservation.
+ * Shape checks come first and live with each method's handler.
+ */
+import { verifySignature } from "./ed25519.js";
+import { type AuthFailureReason, GatewayError } from "./errors.js";
+import type { Clock, DeviceSession, ReplayStore, SessionStore } from "./ports.js";
+
+/** What authentication needs. */
+export interface AuthenticateDeps {
+  readonly sessions: SessionStore;
+  readonly replay: ReplayStore;
+  readonly clock: Clock;
+  /** Allowed `|now − timestamp_ms|`, in ms. */
+  readonly maxClockSkewMs: number;
+}
+
+/** The already shape-checked fields of a signed request. */
+export interface SignedRequest {
+  readonly deviceSessionId: string;
+  readonly requestId: string;
+  readonly timestampMs: number;
+  readonly signature: Uint8Array;
+  /** The request's signed bytes (§4), built only once freshness passed. */
+  readonly signedBytes: () => Uint8Array;
+}
+
+/** Messages of contract §5. */
+export const AuthMessages = {
+  stale: "request timestamp outside allowed clock skew",
+  unknownSession: "device session not found",
+  badSignature: "invalid request signature",
+  revoked: "device session is revoked",
+  replayed: "request_id already used",
+  sessionStoreUnavailable: "session store unavailable",
+  replayStoreUnavailable: "replay store unavailable",
+} as const;
+
+/** A GatewayError for a failed authentication step, labelled with its reason. */
+export function authFailure(
+  code: ConstructorParameters<typeof GatewayError>[0],
+  message: string,
+  reason: AuthFailureReason,
+): GatewayError {
+  return new GatewayError(code, message, { authFailure: reason });
+}
+
+/**
+ * Runs §5 from freshness to replay reservation and resolves the session.
+ * Rejects with a GatewayError labelled by `authFailure`.
+ */
+export async function authenticate(
+  deps: AuthenticateDeps,
+  request: SignedRequest,
+): Promise<DeviceSession> {
+  const skew = Math.abs(deps.clock.now() - request.timestampMs);
+  if (!(skew <= deps.maxClockSkewMs)) {
+    throw authFailure("unauthenticated", AuthMessages.stale, "stale_timestamp");
+  }
+
+  const session = await withUnavailable(
+    () => deps.sessions.get(request.deviceSessionId),
+    AuthMessages.sessionStoreUnavailable,
+  );
+  if (session === undefined) {
+    throw authFailure("unauthenticated", AuthMessages.unknownSession, "unknown_session");
+  }
+
+  const valid = await verifySignature(session.publicKey, request.signedBytes(), request.signature);
+  if (!valid) {
+    throw authFailure("unauthenticated", AuthMessages.badSignature, "bad_signature");
+  }
+
+  if (session.status !== "active") {
+    throw authFailure("failed_precondition", AuthMessages.revoked, "revoked");
+  }
+
+  const reserved = await withUnavailable(
+    () => deps.replay.reserve(request.deviceSessionId, request.requestId),
+    AuthMessages.replayStoreUnavailable,
+  );
+  if (!reserved) {
+    throw authFailure("already_exists", AuthMessages.replayed, "replayed");
+  }
+  return session;
+}
+
+/** Store failures fail closed as `unavailable`, labelled `redis_unavailable`. */
+async function withUnavailable<T>(call: () => Promise<T>, message: string): Promise<T> {
+  try {
+    return await call();
+  } catch {
+    throw authFailure("unavailable", message, "redis_unavailable");
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Ports: the dependencies handlers are given. Each is a plain interface named
+ * for its role; the runtime passes Redis-, gRPC- or HTTP-backed implementations,
+ * tests pass in-memory ones.
+ */
+import type { KeyObject } from "node:crypto";
+
+/** A device session as the gateway sees it. */
+export interface DeviceSession {
+  /** The device session id. */
+  readonly deviceSessionId: string;
+  /** The user the session belongs to. */
+  readonly userId: string;
+  /** The session's Ed25519 public key, imported once and reused. */
+  readonly publicKey: KeyObject;
+  /** `active` or `revoked`. */
+  readonly status: "active" | "revoked";
+}
+
+/** Looks device sessions up. */
+export interface SessionStore {
+  /**
+   * The session, or `undefined` when none exists (or its record is incomplete).
+   * Rejects with a GatewayError `unavailable` when the backing store cannot answer.
+   */
+  get(deviceSessionId: string): Promise<DeviceSession | undefined>;
+}
+
+/** Reserves request ids against replay. */
+export interface ReplayStore {
+  /**
+   * Reserves `requestId` for `deviceSessionId`; resolves `true` when this call
+   * took it and `false` when it was already taken. Rejects with a GatewayError
+   * `unavailable` when the store cannot answer (the caller fails closed).
+   */
+  reserve(deviceSessionId: string, requestId: string): Promise<boolean>;
+}
+
+/** Signs with the gateway's Ed25519 key. */
+export interface ResponseSigner {
+  /** First 16 lowercase hex chars of SHA-256 of the raw public key. */
+  readonly keyId: string;
+  /** The raw 32-byte public key. */
+  readonly publicKey: Buffer;
+  /** A 64-byte Ed25519 signature of `data`. */
+  sign(data: Uint8Array): Buffer;
+}
+
+/** Wall clock in Unix milliseconds. */
+export interface Clock {
+  /** Now, in Unix milliseconds. */
+  now(): number;
+}
+
+/** Structured logger; consola's shape, so consola instances fit. */
+export interface Logger {
+  /** Detail for debugging. */
+  debug(message: string, ...args: unknown[]): void;
+  /** Normal operation. */
+  info(message: string, ...args: unknown[]): void;
+  /** Something was dropped or degraded. */
+  warn(message: string, ...args: unknown[]): void;
+  /** Something failed. */
+  error(message: string, ...args: unknown[]): void;
+}
+
+/** A command as a downstream route receives it, after authentication. */
+export interface Command {
+  /** The session's user. */
+  readonly userId: string;
+  /** The authenticated device session. */
+  readonly deviceSessionId: string;
+  /** The route key. */
+  readonly messageType: string;
+  /** The request id (unique per session). */
+  readonly requestId: string;
+  /** Opaque payload from the device. */
+  readonly payload: Uint8Array;
+}
+
+/** What a route is given besides the command. */
+export interface RouteContext {
+  /** Aborts when the client goes away, the deadline passes or the gateway stops. */
+  readonly signal: AbortSignal;
+  /** Absolute deadline in Unix ms, or `undefined` when the client set none. */
+  readonly deadline: number | undefined;
+  /** Logger scoped to the call. */
+  readonly logger: Logger;
+  /** W3C trace context headers of the call (`traceparent`, `tracestate`), when present. */
+  readonly traceHeaders?: Readonly<Record<string, string>>;
+}
+
+/** A route's answer; the gateway signs it. */
+export interface RouteResult {
+  /** Result code for the device (`ok`, `not_found`, …). */
+  readonly resultCode: string;
+  /** Result payload; empty when absent. */
+  readonly payload?: Uint8Array;
+}
+
+/** A downstream handler for one message type. */
+export type RouteHandler = (command: Command, ctx: RouteContext) => Promise<RouteResult>;
+
+/** Maps message types to downstream handlers. */
+export type Routes = Readonly<Record<string, RouteHandler>>;
+
+/** Finds the handler of a message type. */
+export interface Router {
+  /** The handler, or `undefined` when no route exists. */
+  resolve(messageType: string): RouteHandler | undefined;
+}
+
+/** The auth/session service behind the public auth routes. */
+export interface AuthUpstream {
+  /** Starts an email challenge; resolves the upstream's `{challenge_id}`. */
+  sendEmailCode(
+    body: { email: string },
+    ctx: { signal: AbortSignal },
+  ): Promise<{ challenge_id: string }>;
+  /** Confirms a challenge and creates a device session. */
+  confirmEmailCode(
+    body: { challenge_id: string; code: string; client_public_key: string },
+    ctx: { signal: AbortSignal },
+  ): Promise<{ device_session_id: string; user_id: string }>;
+}

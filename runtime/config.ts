@@ -1,0 +1,302 @@
+/**
+ * Gateway configuration from the environment (contract §2), validated with zod.
+ * Durations use Go syntax, addresses are `host:port`, `:port` or `[v6]:port`,
+ * and an empty value counts as unset.
+ */
+import { z } from "zod";
+
+/** A listen or connect address. */
+export interface HostPort {
+  /** Host name or IP; empty for all interfaces. */
+  readonly host: string;
+  readonly port: number;
+}
+
+/** The validated configuration. Durations are in milliseconds. */
+export interface GatewayConfig {
+  readonly redis: {
+    readonly master: HostPort;
+    readonly password: string;
+    readonly replicas: readonly HostPort[];
+    readonly db: number;
+    readonly keyPrefix: string;
+    readonly pingTimeoutMs: number;
+    readonly commandTimeoutMs: number;
+  };
+  readonly sessionEventsStream: string;
+  readonly clientEventsStream: string;
+  readonly signerKeyPath: string;
+  readonly publicHttpAddr: HostPort;
+  readonly grpcAddr: HostPort;
+  /** Admin listener; `undefined` = off. */
+  readonly adminHttpAddr: HostPort | undefined;
+  readonly shutdownTimeoutMs: number;
+  readonly maxClockSkewMs: number;
+  readonly sessionCacheTtlMs: number;
+  readonly sessionCacheMaxEntries: number;
+  readonly maxCommandPayloadBytes: number;
+  readonly maxEventPayloadBytes: number;
+  readonly pushStreamQueueSize: number;
+  readonly maxStreamsPerSession: number;
+  readonly maxPushStreams: number;
+  /** Base URL of the HTTP auth upstream; `undefined` = no adapter. */
+  readonly authUpstreamUrl: string | undefined;
+  /** Module whose `routes` export is injected; `undefined` = none. */
+  readonly routesModule: string | undefined;
+  /** Both set: the gRPC listener serves TLS. */
+  readonly grpcTls: { readonly certPath: string; readonly keyPath: string } | undefined;
+  readonly logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/** A configuration problem; `variable` names the offending variable. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
+    super(`${variable}: ${problem}`);
+  }
+}
+
+const DEPRECATED = ["GATEWAY_REDIS_TLS_ENABLED", "GATEWAY_REDIS_USERNAME"] as const;
+
+const UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3,
+  μs: 1e-3,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+};
+
+/**
+ * Parses a Go duration (`500ms`, `5s`, `1m30s`, `0`) into milliseconds.
+ * Returns `undefined` for anything else, including negative durations.
+ */
+export function parseDuration(text: string): number | undefined {
+  if (text === "0") return 0;
+  const part = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/y;
+  let total = 0;
+  let index = 0;
+  if (text.length === 0) return undefined;
+  while (index < text.length) {
+    part.lastIndex = index;
+    const match = part.exec(text);
+    if (match === null) return undefined;
+    total += Number(match[1]) * (UNIT_MS[match[2] ?? ""] ?? Number.NaN);
+    index = part.lastIndex;
+  }
+  return Number.isFinite(total) ? total : undefined;
+}
+
+/** Parses `host:port`, `:port` or `[v6]:port`; port 0 means ephemeral. */
+export function parseAddress(text: string): HostPort | undefined {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(text);
+  if (match === null) return undefined;
+  const port = Number(match[3]);
+  if (port > 65_535) return undefined;
+  return { host: match[1] ?? match[2] ?? "", port };
+}
+
+/** Formats an address for logs and `addresses` (`[v6]:port` for IPv6). */
+export function formatAddress(address: HostPort): string {
+  return address.host.includes(":")
+    ? `[${address.host}]:${address.port}`
+    : `${address.host}:${address.port}`;
+}
+
+const duration = (positive: boolean) =>
+  z.string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined || (positive && ms <= 0)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a ${positive ? "positive " : ""}Go duration such as 500ms, 5s or 1m30s, got "${text}"`,
+      });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const address = (connect: boolean) =>
+  z.string().transform((text, ctx) => {
+    const parsed = parseAddress(text);
+    if (parsed === undefined || (connect && (parsed.host === "" || parsed.port === 0))) {
+      ctx.addIssue({
+        code: "custom",
+        message: connect
+          ? `expected host:port, got "${text}"`
+          : `expected host:port, :port or [v6]:port, got "${text}"`,
+      });
+      return z.NEVER;
+    }
+    return parsed;
+  });
+
+const integer = (min: number, max: number) =>
+  z.string().transform((text, ctx) => {
+    const value = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected an integer from ${min} to ${max}, got "${text}"`,
+      });
+      return z.NEVER;
+    }
+    return value;
+  });
+
+const streamKey = z
+  .string()
+  .max(512, "expected a stream key of at most 512 bytes")
+  .regex(/^[\x21-\x7e]+$/, "expected a stream key of printable ASCII without spaces");
+
+const url = z.string().transform((text, ctx) => {
+  try {
+    const parsed = new URL(text);
+    if (parsed.protocol === "http:" || parsed.protocol === "https:") return text;
+  } catch {}
+  ctx.addIssue({ code: "custom", message: `expected an http(s) URL, got "${text}"` });
+  return z.NEVER;
+});
+
+/** Each variable: its default (or `undefined` when optional/required) and its parser. */
+const VARIABLES = {
+  GATEWAY_REDIS_MASTER_ADDR: { required: true, schema: address(true) },
+  GATEWAY_REDIS_PASSWORD: { required: true, schema: z.string() },
+  GATEWAY_REDIS_REPLICA_ADDRS: {
+    default: "",
+    schema: z.string().transform((text, ctx) => {
+      const items = text === "" ? [] : text.split(",").map((item) => item.trim());
+      const parsed: HostPort[] = [];
+      for (const item of items) {
+        const one = parseAddress(item);
+        if (one === undefined || one.host === "" || one.port === 0) {
+          ctx.addIssue({
+            code: "custom",
+            message: `expected comma-separated host:port, got "${item}"`,
+          });
+          return z.NEVER;
+        }
+        parsed.push(one);
+      }
+      return parsed;
+    }),
+  },
+  GATEWAY_REDIS_DB: { default: "0", schema: integer(0, 15) },
+  GATEWAY_REDIS_KEY_PREFIX: {
+    default: "gateway:",
+    schema: z.string().regex(/^[\x21-\x7e]{1,128}$/, "expected 1-128 printable ASCII characters"),
+  },
+  GATEWAY_REDIS_PING_TIMEOUT: { default: "2s", schema: duration(true) },
+  GATEWAY_SESSION_EVENTS_REDIS_STREAM: { default: "gateway:session_events", schema: streamKey },
+  GATEWAY_CLIENT_EVENTS_REDIS_STREAM: { default: "gateway:client_events", schema: streamKey },
+  GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: { required: true, schema: z.string() },
+  GATEWAY_PUBLIC_HTTP_ADDR: { default: ":8080", schema: address(false) },
+  GATEWAY_AUTHENTICATED_GRPC_ADDR: { default: ":9090", schema: address(false) },
+  GATEWAY_ADMIN_HTTP_ADDR: { schema: address(false) },
+  GATEWAY_REDIS_COMMAND_TIMEOUT: { default: "1s", schema: duration(true) },
+  GATEWAY_SHUTDOWN_TIMEOUT: { default: "5s", schema: duration(true) },
+  GATEWAY_REQUEST_MAX_CLOCK_SKEW: { default: "30s", schema: duration(true) },
+  GATEWAY_SESSION_CACHE_TTL: { default: "30s", schema: duration(false) },
+  GATEWAY_SESSION_CACHE_MAX_ENTRIES: { default: "100000", schema: integer(1, 10_000_000) },
+  GATEWAY_MAX_COMMAND_PAYLOAD_BYTES: { default: "262144", schema: integer(0, 64 * 1024 * 1024) },
+  GATEWAY_MAX_EVENT_PAYLOAD_BYTES: { default: "65536", schema: integer(0, 16 * 1024 * 1024) },
+  GATEWAY_PUSH_STREAM_QUEUE_SIZE: { default: "256", schema: integer(1, 1_000_000) },
+  GATEWAY_MAX_STREAMS_PER_SESSION: { default: "4", schema: integer(1, 1_000) },
+  GATEWAY_MAX_PUSH_STREAMS: { default: "100000", schema: integer(1, 10_000_000) },
+  GATEWAY_AUTH_UPSTREAM_URL: { schema: url },
+  GATEWAY_ROUTES_MODULE: { schema: z.string() },
+  GATEWAY_GRPC_TLS_CERT_PATH: { schema: z.string() },
+  GATEWAY_GRPC_TLS_KEY_PATH: { schema: z.string() },
+  GATEWAY_LOG_LEVEL: { default: "info", schema: z.enum(["debug", "info", "warn", "error"]) },
+} satisfies Record<string, { required?: boolean; default?: string; schema: z.ZodType }>;
+
+type Variables = typeof VARIABLES;
+type Parsed = { [K in keyof Variables]: z.output<Variables[K]["schema"]> | undefined };
+
+/** Names of every variable the gateway reads. */
+export const CONFIG_VARIABLES = Object.keys(VARIABLES) as readonly string[];
+
+/**
+ * Reads and validates the configuration. Throws a ConfigError naming the first
+ * offending variable; the Redis password never appears in a message.
+ */
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): GatewayConfig {
+  for (const name of DEPRECATED) {
+    if (env[name] !== undefined) {
+      throw new ConfigError(
+        name,
+        "is no longer accepted: Redis traffic is password-protected and TLS is disabled by policy; unset it",
+      );
+    }
+  }
+
+  const values: Partial<Record<string, unknown>> = {};
+  for (const [name, spec] of Object.entries(VARIABLES) as [
+    string,
+    { required?: boolean; default?: string; schema: z.ZodType },
+  ][]) {
+    const raw = env[name];
+    const text = raw === undefined || raw === "" ? spec.default : raw;
+    if (text === undefined) {
+      if (spec.required) throw new ConfigError(name, "is required");
+      continue;
+    }
+    const result = spec.schema.safeParse(text);
+    if (!result.success) {
+      const problem =
+        name === "GATEWAY_REDIS_PASSWORD"
+          ? "is invalid"
+          : (result.error.issues[0]?.message ?? "is invalid");
+      throw new ConfigError(name, problem);
+    }
+    values[name] = result.data;
+  }
+  const v = values as Parsed;
+
+  const certPath = v.GATEWAY_GRPC_TLS_CERT_PATH;
+  const keyPath = v.GATEWAY_GRPC_TLS_KEY_PATH;
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    throw new ConfigError(
+      certPath === undefined ? "GATEWAY_GRPC_TLS_CERT_PATH" : "GATEWAY_GRPC_TLS_KEY_PATH",
+      "must be set together with its pair to serve gRPC over TLS",
+    );
+  }
+
+  return {
+    redis: {
+      master: v.GATEWAY_REDIS_MASTER_ADDR!,
+      password: v.GATEWAY_REDIS_PASSWORD!,
+      replicas: v.GATEWAY_REDIS_REPLICA_ADDRS ?? [],
+      db: v.GATEWAY_REDIS_DB!,
+      keyPrefix: v.GATEWAY_REDIS_KEY_PREFIX!,
+      pingTimeoutMs: v.GATEWAY_REDIS_PING_TIMEOUT!,
+      commandTimeoutMs: v.GATEWAY_REDIS_COMMAND_TIMEOUT!,
+    },
+    sessionEventsStream: v.GATEWAY_SESSION_EVENTS_REDIS_STREAM!,
+    clientEventsStream: v.GATEWAY_CLIENT_EVENTS_REDIS_STREAM!,
+    signerKeyPath: v.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH!,
+    publicHttpAddr: v.GATEWAY_PUBLIC_HTTP_ADDR!,
+    grpcAddr: v.GATEWAY_AUTHENTICATED_GRPC_ADDR!,
+    adminHttpAddr: v.GATEWAY_ADMIN_HTTP_ADDR,
+    shutdownTimeoutMs: v.GATEWAY_SHUTDOWN_TIMEOUT!,
+    maxClockSkewMs: v.GATEWAY_REQUEST_MAX_CLOCK_SKEW!,
+    sessionCacheTtlMs: v.GATEWAY_SESSION_CACHE_TTL!,
+    sessionCacheMaxEntries: v.GATEWAY_SESSION_CACHE_MAX_ENTRIES!,
+    maxCommandPayloadBytes: v.GATEWAY_MAX_COMMAND_PAYLOAD_BYTES!,
+    maxEventPayloadBytes: v.GATEWAY_MAX_EVENT_PAYLOAD_BYTES!,
+    pushStreamQueueSize: v.GATEWAY_PUSH_STREAM_QUEUE_SIZE!,
+    maxStreamsPerSession: v.GATEWAY_MAX_STREAMS_PER_SESSION!,
+    maxPushStreams: v.GATEWAY_MAX_PUSH_STREAMS!,
+    authUpstreamUrl: v.GATEWAY_AUTH_UPSTREAM_URL,
+    routesModule: v.GATEWAY_ROUTES_MODULE,
+    grpcTls: certPath !== undefined && keyPath !== undefined ? { certPath, keyPath } : undefined,
+    logLevel: v.GATEWAY_LOG_LEVEL!,
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * Prometheus metrics of contract §9 on a registry of their own, so several
+ * gateways in one process (tests, embedders) never share counters.
+ */
+import client from "prom-client";
+
+/** prom-client gauges named `_total`, which promtool rejects. */
+const PROMTOOL_REJECTED = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
+
+/** Creates the gateway's metrics, with prom-client's process and Node.js defaults. */
+export function createMetrics() {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  for (const name of PROMTOOL_REJECTED) registry.removeSingleMetric(name);
+  const registers = [registry];
+
+  return {
+    registry,
+    grpcRequests: new client.Counter({
+      name: "gateway_grpc_requests_total",
+      help: "gRPC calls by method and final status name.",
+      labelNames: ["method", "code"] as const,
+      registers,
+    }),
+    grpcDuration: new client.Histogram({
+      name: "gateway_grpc_request_duration_seconds",
+      help: "gRPC unary call duration, and push stream lifetime, by method.",
+      labelNames: ["method"] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    httpRequests: new client.Counter({
+      name: "gateway_http_requests_total",
+      help: "Public HTTP requests by route and status.",
+      labelNames: ["route", "status"] as const,
+      registers,
+    }),
+    authFailures: new client.Counter({
+      name: "gateway_auth_failures_total",
+      help: "gRPC authentication failures by reason.",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
+    pushStreamsActive: new client.Gauge({
+      name: "gateway_push_streams_active",
+      help: "Open SubscribeEvents streams.",
+      registers,
+    }),
+    pushEventsDelivered: new client.Counter({
+      name: "gateway_push_events_delivered_total",
+      help: "Events queued to a push stream.",
+      registers,
+    }),
+    pushStreamCloses: new client.Counter({
+      name: "gateway_push_stream_closes_total",
+      help: "Push streams closed, by reason.",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
+    clientEvents: new client.Counter({
+      name: "gateway_client_events_total",
+      help: "Client-events stream entries consumed, by result.",
+      labelNames: ["result"] as const,
+      registers,
+    }),
+    sessionEvents: new client.Counter({
+      name: "gateway_session_events_total",
+      help: "Session-events stream entries consumed, by result.",
+      labelNames: ["result"] as const,
+      registers,
+    }),
+    readerLag: new client.Gauge({
+      name: "gateway_stream_reader_lag_seconds",
+      help: "Age of the last entry a stream reader processed when it processed it.",
+      labelNames: ["stream"] as const,
+      registers,
+    }),
+    redisCommandDuration: new client.Histogram({
+      name: "gateway_redis_command_duration_seconds",
+      help: "Redis command duration by command.",
+      labelNames: ["command"] as const,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+  };
+}
+
+/** The gateway's metrics. */
+export type Metrics = ReturnType<typeof createMetrics>;
