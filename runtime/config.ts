@@ -254,7 +254,7 @@ export function loadConfig(
         name === "GATEWAY_REDIS_PASSWORD"
           ? "is invalid"
           : (result.error.issues[0]?.message ?? "is invalid");
-      throw new ConfigError(name, problem);
+      throw new ConfigError(name, redact(problem, env.GATEWAY_REDIS_PASSWORD));
     }
     values[name] = result.data;
   }
@@ -299,4 +299,9 @@ export function loadConfig(
     grpcTls: certPath !== undefined && keyPath !== undefined ? { certPath, keyPath } : undefined,
     logLevel: v.GATEWAY_LOG_LEVEL!,
   };
+}
+
+/** Removes every occurrence of the Redis password from a problem description. */
+function redact(text: string, password: string | undefined): string {
+  return password === undefined || password === "" ? text : text.replaceAll(password, "[redacted]");
 }

@@ -1,0 +1,173 @@
+/**
+ * The authenticated gRPC listener: nice-grpc on grpc-js, with the gateway's
+ * middleware (shutdown gate, undecodable requests, error table, metrics).
+ */
+import { ServerCredentials, ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
+import {
+  type CallContext,
+  createServer,
+  type Server,
+  ServerError,
+  type ServerMiddleware,
+  Status,
+} from "nice-grpc";
+import { authFailure } from "../handlers/authenticate.js";
+import {
+  ERROR_TABLE,
+  GatewayError,
+  GrpcCode,
+  INTERNAL_MESSAGE,
+  isGatewayError,
+} from "../handlers/errors.js";
+import type { Logger } from "../handlers/ports.js";
+import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import type { Metrics } from "./metrics.js";
+
+const UNDECODABLE = Symbol("edge-gateway.undecodable");
+
+/** Metadata key carrying the call's absolute deadline (Unix ms) from grpc-js to handlers. */
+export const DEADLINE_METADATA_KEY = "x-edge-gateway-deadline-ms";
+
+/** The message calls get while the gateway stops. */
+export const SHUTTING_DOWN_MESSAGE = "gateway is shutting down";
+
+/**
+ * EdgeGatewayServiceDefinition with request decoders that never throw: bytes
+ * that do not decode become a marker the middleware answers with
+ * INVALID_ARGUMENT (grpc-js would answer INTERNAL).
+ */
+export const SafeEdgeGatewayServiceDefinition = {
+  ...EdgeGatewayServiceDefinition,
+  methods: Object.fromEntries(
+    Object.entries(EdgeGatewayServiceDefinition.methods).map(([name, method]) => [
+      name,
+      {
+        ...method,
+        requestType: {
+          ...method.requestType,
+          decode: (input: Uint8Array, length?: number) => {
+            try {
+              return method.requestType.decode(input, length);
+            } catch {
+              return { [UNDECODABLE]: true };
+            }
+          },
+        },
+      },
+    ]),
+  ),
+} as unknown as typeof EdgeGatewayServiceDefinition;
+
+function isUndecodable(request: unknown): boolean {
+  return typeof request === "object" && request !== null && UNDECODABLE in request;
+}
+
+/** The absolute deadline of a call in Unix ms, or `undefined` when the client set none. */
+export function deadlineOf(context: CallContext): number | undefined {
+  const value = context.metadata.get(DEADLINE_METADATA_KEY);
+  const ms = typeof value === "string" ? Number(value) : Number.NaN;
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/**
+ * A grpc-js interceptor that passes the call's deadline to handlers through
+ * metadata (nice-grpc's context does not carry it); a client-sent value of
+ * the same key is discarded.
+ */
+export const deadlineInterceptor: ServerInterceptor = (_method, call) =>
+  new ServerInterceptingCall(call, {
+    start(next) {
+      next({
+        onReceiveMetadata(metadata, nextMetadata) {
+          metadata.remove(DEADLINE_METADATA_KEY);
+          const deadline = call.getDeadline();
+          const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+          if (Number.isFinite(ms)) metadata.set(DEADLINE_METADATA_KEY, String(ms));
+          nextMetadata(metadata);
+        },
+      });
+    },
+  });
+
+/** Maps anything thrown by a handler to the ServerError the client sees. */
+export function toServerError(error: unknown, logger: Logger): ServerError {
+  if (error instanceof ServerError) return error;
+  if (isGatewayError(error)) {
+    return new ServerError(GrpcCode[ERROR_TABLE[error.code].grpc], error.message);
+  }
+  logger.error("unexpected error in gRPC call", error);
+  return new ServerError(Status.INTERNAL, INTERNAL_MESSAGE);
+}
+
+/** What the gateway middleware needs. */
+export interface GatewayMiddlewareOptions {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly isShuttingDown: () => boolean;
+}
+
+/**
+ * The gateway's server middleware: refuses calls during shutdown, answers
+ * undecodable requests with INVALID_ARGUMENT, maps errors through the error
+ * table, and records `gateway_grpc_*` and `gateway_auth_failures_total`.
+ */
+export function createGatewayMiddleware(options: GatewayMiddlewareOptions): ServerMiddleware {
+  const { logger, metrics } = options;
+  return async function* gatewayMiddleware(call, context) {
+    const method = call.method.path.slice(call.method.path.lastIndexOf("/") + 1);
+    const stopTimer = metrics.grpcDuration.startTimer({ method });
+    let code: string = "OK";
+    try {
+      if (options.isShuttingDown()) {
+        throw new GatewayError("unavailable", SHUTTING_DOWN_MESSAGE);
+      }
+      if (!call.requestStream && isUndecodable(call.request)) {
+        throw authFailure(
+          "invalid_argument",
+          "request message could not be decoded",
+          "invalid_argument",
+        );
+      }
+      return yield* call.next(call.request, context);
+    } catch (error) {
+      if (isGatewayError(error) && error.details?.authFailure !== undefined) {
+        metrics.authFailures.inc({ reason: error.details.authFailure });
+      }
+      const serverError =
+        context.signal.aborted && !isGatewayError(error) && !(error instanceof ServerError)
+          ? new ServerError(Status.CANCELLED, "call cancelled")
+          : toServerError(error, logger);
+      code = Status[serverError.code] ?? "UNKNOWN";
+      throw serverError;
+    } finally {
+      metrics.grpcRequests.inc({ method, code });
+      stopTimer();
+    }
+  };
+}
+
+/** Options of the gRPC listener. */
+export interface GrpcServerOptions {
+  /** Largest accepted command payload; the transport refuses messages over this + 4 KiB. */
+  readonly maxCommandPayloadBytes: number;
+  /** Extra grpc-js interceptors, run after the deadline interceptor. */
+  readonly interceptors?: readonly ServerInterceptor[];
+}
+
+/** Creates the nice-grpc server with transport limits and HTTP/2 keepalive. */
+export function createGrpcServer(options: GrpcServerOptions): Server {
+  return createServer({
+    "grpc.max_receive_message_length": options.maxCommandPayloadBytes + 4096,
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    interceptors: [deadlineInterceptor, ...(options.interceptors ?? [])],
+  } as Parameters<typeof createServer>[0]);
+}
+
+/** Insecure or TLS credentials for the gRPC listener. */
+export function grpcCredentials(tls?: { cert: Buffer; key: Buffer }): ServerCredentials {
+  return tls === undefined
+    ? ServerCredentials.createInsecure()
+    : ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false);
+}

@@ -1,0 +1,316 @@
+/**
+ * The gateway process as operators run it: the built bin with environment
+ * configuration. Startup failures, startup logs, SIGTERM and a second signal.
+ */
+import { generateKeyPairSync, randomUUID } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ClientError, createChannel, createClient } from "nice-grpc";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { signExecuteCommandRequest } from "../runtime/device-client.js";
+import { type GatewayProcess, gatewayEnv, putSession, spawnGateway } from "./support/gateway.js";
+import { newDeviceKey, vectors } from "./support/keys.js";
+import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
+
+let redis: TestRedis;
+const running: GatewayProcess[] = [];
+const tmp = mkdtempSync(join(tmpdir(), "edge-gateway-lifecycle-"));
+
+function file(name: string, content: string): string {
+  const path = join(tmp, name);
+  writeFileSync(path, content);
+  return path;
+}
+
+function run(env: Record<string, string>): GatewayProcess {
+  const gateway = spawnGateway(env);
+  running.push(gateway);
+  return gateway;
+}
+
+/** Runs the bin to its exit and returns the code and what it printed. */
+async function runToExit(env: Record<string, string>) {
+  const gateway = run(env);
+  const code = await gateway.exited;
+  return { code, output: gateway.output() };
+}
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((gateway) => gateway.kill()));
+});
+
+afterAll(async () => {
+  await redis?.stop();
+});
+
+describe("startup configuration", () => {
+  it.each([
+    [
+      "GATEWAY_REDIS_MASTER_ADDR",
+      { GATEWAY_REDIS_MASTER_ADDR: "" },
+      "GATEWAY_REDIS_MASTER_ADDR: is required",
+    ],
+    [
+      "GATEWAY_REDIS_PASSWORD",
+      { GATEWAY_REDIS_PASSWORD: "" },
+      "GATEWAY_REDIS_PASSWORD: is required",
+    ],
+    [
+      "GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH",
+      { GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: "" },
+      "GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: is required",
+    ],
+    [
+      "GATEWAY_REDIS_TLS_ENABLED (even empty)",
+      { GATEWAY_REDIS_TLS_ENABLED: "" },
+      "GATEWAY_REDIS_TLS_ENABLED: is no longer accepted",
+    ],
+    [
+      "GATEWAY_REDIS_USERNAME",
+      { GATEWAY_REDIS_USERNAME: "default" },
+      "GATEWAY_REDIS_USERNAME: is no longer accepted",
+    ],
+    [
+      "GATEWAY_SHUTDOWN_TIMEOUT",
+      { GATEWAY_SHUTDOWN_TIMEOUT: "5" },
+      "GATEWAY_SHUTDOWN_TIMEOUT: expected a positive Go duration",
+    ],
+    [
+      "GATEWAY_REDIS_DB",
+      { GATEWAY_REDIS_DB: "16" },
+      'GATEWAY_REDIS_DB: expected an integer from 0 to 15, got "16"',
+    ],
+    [
+      "GATEWAY_PUBLIC_HTTP_ADDR",
+      { GATEWAY_PUBLIC_HTTP_ADDR: "8080" },
+      "GATEWAY_PUBLIC_HTTP_ADDR: expected host:port",
+    ],
+    ["GATEWAY_LOG_LEVEL", { GATEWAY_LOG_LEVEL: "trace" }, "GATEWAY_LOG_LEVEL"],
+  ])("exits non-zero with one line naming %s", async (_name, override, expected) => {
+    const { code, output } = await runToExit({ ...gatewayEnv(redis), ...override });
+    expect(code).not.toBe(0);
+    expect(output).toContain(expected);
+    expect(output.trim().split("\n")).toHaveLength(1);
+    expect(output).not.toContain(redis.password);
+    expect(output).not.toMatch(/listening on/);
+  });
+});
+
+describe("startup signer key", () => {
+  const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({
+    type: "pkcs8",
+    format: "pem",
+  });
+  const ed = generateKeyPairSync("ed25519");
+  const cases: [string, () => string, RegExp][] = [
+    [
+      "an unreadable file",
+      () => join(tmp, "missing.pem"),
+      /cannot read signer key file .*missing\.pem \(ENOENT\)/,
+    ],
+    [
+      "garbage",
+      () => file("garbage.pem", "not a key at all\n"),
+      /is not a PEM-encoded private key/,
+    ],
+    [
+      "a public key",
+      () => file("public.pem", ed.publicKey.export({ type: "spki", format: "pem" }) as string),
+      /holds a public key/,
+    ],
+    [
+      "an encrypted PEM",
+      () =>
+        file(
+          "encrypted.pem",
+          ed.privateKey.export({
+            type: "pkcs8",
+            format: "pem",
+            cipher: "aes-256-cbc",
+            passphrase: "pw",
+          }) as string,
+        ),
+      /is encrypted/,
+    ],
+    [
+      "an RSA key",
+      () => file("rsa.pem", rsa as string),
+      /is a rsa key; an Ed25519 key is required/,
+    ],
+    [
+      "a corrupt PEM body",
+      () => file("corrupt.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+      /is not a valid PEM-encoded private key/,
+    ],
+  ];
+
+  it.each(cases)("refuses %s and exits non-zero", async (_name, path, expected) => {
+    const { code, output } = await runToExit(
+      gatewayEnv(redis, { GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: path() }),
+    );
+    expect(code).toBe(1);
+    expect(output).toMatch(expected);
+    expect(output).not.toMatch(/listening on/);
+    expect(output).not.toContain("PRIVATE KEY-----");
+  });
+});
+
+describe("startup with Redis down", () => {
+  it("exits non-zero after the bounded PING and opens no listener", async () => {
+    const port = await freePort();
+    const { code, output } = await runToExit(
+      gatewayEnv(redis, {
+        GATEWAY_REDIS_MASTER_ADDR: `127.0.0.1:${port}`,
+        GATEWAY_REDIS_PING_TIMEOUT: "500ms",
+      }),
+    );
+    expect(code).toBe(1);
+    expect(output).toContain(`Redis PING to 127.0.0.1:${port} failed`);
+    expect(output).not.toMatch(/listening on/);
+    expect(output).not.toContain(redis.password);
+  });
+});
+
+describe("a healthy start and SIGTERM", () => {
+  it("logs what the readiness check reads, never the password", async () => {
+    const gateway = run(
+      gatewayEnv(redis, { GATEWAY_REDIS_KEY_PREFIX: "edge:", GATEWAY_REDIS_DB: "3" }),
+    );
+    await gateway.waitFor(/gateway ready/);
+    const output = gateway.output();
+    expect(output).toContain(`Redis connected: addr=${redis.addr} db=3 key_prefix=edge:`);
+    expect(output).toContain("session events stream: gateway:session_events");
+    expect(output).toContain("client events stream: gateway:client_events");
+    expect(output).toContain(`response signer key_id=${vectors.gateway_key.key_id}`);
+    expect(output).toMatch(/authenticated gRPC listening on 127\.0\.0\.1:\d+/);
+    expect(output).toMatch(/public HTTP listening on 127\.0\.0\.1:\d+/);
+    expect(output).toMatch(/admin HTTP listening on 127\.0\.0\.1:\d+/);
+    expect(output).not.toContain(redis.password);
+    gateway.child.kill("SIGTERM");
+    expect(await gateway.exited).toBe(0);
+  });
+
+  // A call in flight when SIGTERM arrives completes; then the process exits 0
+  // after the ordered steps.
+  it("lets an in-flight call finish, logs each shutdown step and exits 0", async () => {
+    const device = newDeviceKey();
+    const admin = redis.client();
+    await putSession(admin, {
+      deviceSessionId: "ds-sigterm",
+      userId: "u-1",
+      publicKeyText: device.publicKeyText,
+    });
+    admin.disconnect();
+    const routes = file(
+      "routes.mjs",
+      `export const routes = {
+        "demo.wait": async (command, ctx) => {
+          ctx.logger.info("demo.wait started");
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          return { resultCode: "ok", payload: command.payload };
+        },
+      };`,
+    );
+    const gateway = run(gatewayEnv(redis, { GATEWAY_ROUTES_MODULE: routes }));
+    const [, grpcAddress] = (await gateway.waitFor(
+      /authenticated gRPC listening on (\S+)/,
+    )) as string[];
+    await gateway.waitFor(/gateway ready/);
+    const channel = createChannel(grpcAddress!);
+    const client = createClient(EdgeGatewayServiceDefinition, channel);
+    try {
+      const call = client.executeCommand(
+        signExecuteCommandRequest(
+          {
+            deviceSessionId: "ds-sigterm",
+            messageType: "demo.wait",
+            requestId: randomUUID(),
+            timestampMs: Date.now(),
+            payload: Buffer.from("in flight"),
+          },
+          device.privateKey,
+        ),
+      );
+      await gateway.waitFor(/demo\.wait started/);
+      gateway.child.kill("SIGTERM");
+      const response = await call;
+      expect(response.resultCode).toBe("ok");
+      expect(Buffer.from(response.payload).toString()).toBe("in flight");
+      expect(await gateway.exited).toBe(0);
+      const output = gateway.output();
+      const steps = [
+        "SIGTERM received",
+        "shutdown: readiness set to not ready",
+        "shutdown: gRPC server stopped",
+        "shutdown: HTTP listeners closed",
+        "shutdown: Redis connections closed",
+        "shutdown complete",
+      ].map((step) => output.indexOf(step));
+      expect(steps.every((index) => index >= 0)).toBe(true);
+      expect([...steps].sort((a, b) => a - b)).toEqual(steps);
+    } finally {
+      channel.close();
+    }
+  });
+
+  it("exits at once, non-zero, on a second signal", async () => {
+    const device = newDeviceKey();
+    const admin = redis.client();
+    await putSession(admin, {
+      deviceSessionId: "ds-twice",
+      userId: "u-1",
+      publicKeyText: device.publicKeyText,
+    });
+    admin.disconnect();
+    const routes = file(
+      "routes-hang.mjs",
+      `export const routes = {
+        "demo.hang": async (_command, ctx) => {
+          ctx.logger.info("demo.hang started");
+          return new Promise(() => {});
+        },
+      };`,
+    );
+    const gateway = run(
+      gatewayEnv(redis, { GATEWAY_ROUTES_MODULE: routes, GATEWAY_SHUTDOWN_TIMEOUT: "60s" }),
+    );
+    const [, grpcAddress] = (await gateway.waitFor(
+      /authenticated gRPC listening on (\S+)/,
+    )) as string[];
+    await gateway.waitFor(/gateway ready/);
+    const channel = createChannel(grpcAddress!);
+    const client = createClient(EdgeGatewayServiceDefinition, channel);
+    try {
+      const call = client
+        .executeCommand(
+          signExecuteCommandRequest(
+            {
+              deviceSessionId: "ds-twice",
+              messageType: "demo.hang",
+              requestId: randomUUID(),
+              timestampMs: Date.now(),
+            },
+            device.privateKey,
+          ),
+        )
+        .catch((error: ClientError) => error);
+      await gateway.waitFor(/demo\.hang started/);
+      gateway.child.kill("SIGTERM");
+      await gateway.waitFor(/SIGTERM received/);
+      gateway.child.kill("SIGINT");
+      expect(await gateway.exited).toBe(130);
+      expect(gateway.output()).toContain("SIGINT again: exiting at once");
+      const error = await call;
+      // The process is gone: the call fails with whatever the transport reports.
+      expect(error).toBeInstanceOf(ClientError);
+    } finally {
+      channel.close();
+    }
+  });
+});

@@ -1,0 +1,52 @@
+/** Fixed test keys from the shared signing vectors, and fresh device keys. */
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { rawPublicKeyOf } from "../../handlers/ed25519.js";
+
+interface Vectors {
+  device_key: { private_key_pkcs8_pem: string; public_key_base64url: string };
+  gateway_key: { private_key_pkcs8_pem: string; public_key_base64url: string; key_id: string };
+  cases: {
+    name: string;
+    fields: Record<string, string | number>;
+    signed_bytes_hex: string;
+    signature_hex: string;
+  }[];
+}
+
+/** The shared signing vectors. */
+export const vectors: Vectors = JSON.parse(
+  readFileSync(new URL("../../../shared/testdata/signing-vectors.json", import.meta.url), "utf8"),
+);
+
+/** Every distinct key flagged `low_order_A` in the CCTV Ed25519 vectors. */
+export const lowOrderKeys: string[] = [
+  ...new Set(
+    (
+      JSON.parse(
+        readFileSync(
+          new URL("../../../shared/testdata/ed25519-cctv-vectors.json", import.meta.url),
+          "utf8",
+        ),
+      ) as { key: string; flags?: string[] }[]
+    )
+      .filter((vector) => vector.flags?.includes("low_order_A"))
+      .map((vector) => vector.key),
+  ),
+];
+
+/** A fresh device key pair: the private KeyObject and the base64url raw public key. */
+export function newDeviceKey(): { privateKey: KeyObject; publicKeyText: string } {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  return { privateKey, publicKeyText: rawPublicKeyOf(privateKey).toString("base64url") };
+}
+
+/** Writes the vectors' gateway key to a temporary PEM file and returns its path. */
+export function writeGatewayKeyFile(pem = vectors.gateway_key.private_key_pkcs8_pem): string {
+  const dir = mkdtempSync(join(tmpdir(), "edge-gateway-test-"));
+  const path = join(dir, "signer.pem");
+  writeFileSync(path, pem, { mode: 0o600 });
+  return path;
+}
