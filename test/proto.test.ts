@@ -1,0 +1,49 @@
+/**
+ * The proto contract: `buf lint` (STANDARD) is clean and the committed
+ * ts-proto output is what `npm run proto` generates today.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const buf = join(root, "node_modules", ".bin", "buf");
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? files(path) : [path];
+  });
+}
+
+describe("proto/edgegateway/v1/edge_gateway.proto", () => {
+  it("passes buf lint STANDARD", () => {
+    const result = spawnSync(buf, ["lint"], { cwd: root, encoding: "utf8" });
+    expect(result.stdout + result.stderr).toBe("");
+    expect(result.status).toBe(0);
+  });
+
+  it("has committed generated code identical to a fresh generation", () => {
+    const out = mkdtempSync(join(tmpdir(), "edge-gateway-proto-"));
+    const result = spawnSync(buf, ["generate", "--output", out], { cwd: root, encoding: "utf8" });
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    const fresh = join(out, "proto", "gen");
+    const committed = join(root, "proto", "gen");
+    const list = (dir: string) =>
+      files(dir)
+        .map((path) => relative(dir, path))
+        .sort();
+    const generated = list(fresh).filter((path) => path.endsWith(".ts"));
+    expect(list(committed).filter((path) => path.endsWith(".ts"))).toEqual(generated);
+    for (const path of generated) {
+      expect(
+        readFileSync(join(committed, path), "utf8"),
+        `${path} is stale: run npm run proto`,
+      ).toBe(readFileSync(join(fresh, path), "utf8"));
+    }
+  });
+});
