@@ -3,13 +3,18 @@
  * them in order and stops them in the order of contract §10.
  */
 import { readFile } from "node:fs/promises";
-import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import {
+  createServer as createHttpServer,
+  type Server as HttpServer,
+  type RequestListener,
+} from "node:http";
 import type { Redis } from "ioredis";
 import type { Server as GrpcServer } from "nice-grpc";
-import { ServerError, Status } from "nice-grpc";
 import { createExecuteCommandHandler } from "../handlers/execute-command.js";
 import type { AuthUpstream, Clock, Logger, ResponseSigner, Routes } from "../handlers/ports.js";
+import { createSubscribeEventsAuthenticator, signEvent } from "../handlers/subscribe-events.js";
 import { createAdminHttpServer } from "./admin-http.js";
+import { createClientEventsHandler } from "./client-events.js";
 import { formatAddress, type GatewayConfig, loadConfig } from "./config.js";
 import {
   createGatewayMiddleware,
@@ -24,11 +29,15 @@ import { closeHttp, listenHttp, within } from "./listen.js";
 import { createLogger } from "./logger.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { createPublicHttpApp, toNodeListener } from "./public-http.js";
+import { createPushHub, type PushHub } from "./push-hub.js";
 import { connectRedis } from "./redis.js";
 import { createRedisReplayStore } from "./replay-store.js";
 import { createStaticRouter } from "./router.js";
+import { createSessionEventsHandler } from "./session-events.js";
 import { type CachedSessionStore, createRedisSessionStore } from "./session-store.js";
 import { loadResponseSigner } from "./signer.js";
+import { createStreamReader, type StreamReader } from "./stream-reader.js";
+import { createSubscribeEventsMethod, pushStreamInterceptor } from "./subscribe-events.js";
 
 /** Options of {@link createGateway}. */
 export interface GatewayOptions {
@@ -44,6 +53,19 @@ export interface GatewayOptions {
   readonly clock?: Clock;
   /** Called with each Redis connection the gateway opens (tracing and metrics hooks). */
   readonly instrumentRedis?: (redis: Redis) => void;
+  /**
+   * Serves the public HTTP app some other way (dev mode serves it through
+   * listhen); by default a `node:http` server on `GATEWAY_PUBLIC_HTTP_ADDR`.
+   */
+  readonly servePublicHttp?: (listener: RequestListener) => Promise<PublicHttpListener>;
+}
+
+/** A public HTTP listener started by {@link GatewayOptions.servePublicHttp}. */
+export interface PublicHttpListener {
+  /** Bound `host:port`. */
+  readonly address: string;
+  /** Stops listening and closes connections. */
+  close(): Promise<void>;
 }
 
 /** Bound listener addresses as `host:port`. */
@@ -98,8 +120,11 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
 
   let redis: Redis | undefined;
   let sessions: CachedSessionStore | undefined;
+  let hub: PushHub | undefined;
+  let readers: StreamReader[] = [];
   let grpcServer: GrpcServer | undefined;
   let publicServer: HttpServer | undefined;
+  let customPublic: PublicHttpListener | undefined;
   let adminServer: HttpServer | undefined;
 
   async function start(): Promise<void> {
@@ -153,7 +178,80 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         maxPayloadBytes: cfg.maxCommandPayloadBytes,
       });
 
-      grpcServer = createGrpcServer({ maxCommandPayloadBytes: cfg.maxCommandPayloadBytes });
+      const pushHub = createPushHub({
+        queueSize: cfg.pushStreamQueueSize,
+        maxStreamsPerSession: cfg.maxStreamsPerSession,
+        maxStreams: cfg.maxPushStreams,
+        terminalTimeoutMs: cfg.shutdownTimeoutMs,
+        metrics,
+        logger,
+      });
+      hub = pushHub;
+      const sessionStore = sessions;
+      const responseSigner = signer;
+      const readerCount = Math.min(cfg.pushStreamQueueSize, 128);
+      const sessionReader = createStreamReader({
+        redis,
+        stream: cfg.sessionEventsStream,
+        count: readerCount,
+        logger,
+        metrics,
+        instrument: options.instrumentRedis,
+        onEntries: createSessionEventsHandler({
+          apply: (snapshot) => sessionStore.applySnapshot(snapshot),
+          revoke: (deviceSessionId) => pushHub.endSession(deviceSessionId),
+          metrics,
+          logger,
+        }),
+        onGap: async (gap) => {
+          // Snapshots were lost: nothing cached can be trusted, and every open
+          // stream's session is re-checked against Redis.
+          logger.warn(
+            `session events ${gap.kind}: ${gap.reason}; dropping the session cache and re-checking open streams`,
+          );
+          sessionStore.clear();
+          await recheckOpenStreams(pushHub, sessionStore, logger);
+        },
+      });
+      const clientReader = createStreamReader({
+        redis,
+        stream: cfg.clientEventsStream,
+        count: readerCount,
+        logger,
+        metrics,
+        instrument: options.instrumentRedis,
+        onEntries: createClientEventsHandler({
+          deliver: (event) =>
+            pushHub.publish(
+              () =>
+                signEvent(responseSigner, {
+                  eventId: event.eventId,
+                  eventType: event.eventType,
+                  requestId: event.requestId,
+                  timestampMs: clock.now(),
+                  payload: event.payload,
+                }),
+              { userId: event.userId, deviceSessionId: event.deviceSessionId },
+            ),
+          metrics,
+          logger,
+          maxPayloadBytes: cfg.maxEventPayloadBytes,
+        }),
+        onGap: (gap) => {
+          logger.warn(`client events ${gap.kind}: ${gap.reason}; those events are not delivered`);
+        },
+      });
+      readers = [sessionReader, clientReader];
+      await sessionReader.start();
+      await clientReader.start();
+      logger.info(
+        `stream readers started: ${cfg.sessionEventsStream} from ${sessionReader.cursor()}, ${cfg.clientEventsStream} from ${clientReader.cursor()}`,
+      );
+
+      grpcServer = createGrpcServer({
+        maxCommandPayloadBytes: cfg.maxCommandPayloadBytes,
+        interceptors: [pushStreamInterceptor],
+      });
       grpcServer
         .with(createGatewayMiddleware({ logger, metrics, isShuttingDown: () => shuttingDown }))
         .add(SafeEdgeGatewayServiceDefinition, {
@@ -163,10 +261,20 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
               deadline: deadlineOf(context),
               logger,
             }),
-          // biome-ignore lint/correctness/useYield: replaced by the push path
-          async *subscribeEvents() {
-            throw new ServerError(Status.UNIMPLEMENTED, "push streams are not available");
-          },
+          subscribeEvents: createSubscribeEventsMethod({
+            authenticate: createSubscribeEventsAuthenticator({
+              sessions,
+              replay,
+              clock,
+              maxClockSkewMs: cfg.maxClockSkewMs,
+            }),
+            sessions,
+            hub: pushHub,
+            signer,
+            clock,
+            cursor: () => clientReader.cursor(),
+            logger,
+          }),
         });
       const grpcAddress = await bindGrpc(grpcServer, cfg.grpcAddr, grpcCredentials(grpcTls));
       logger.info(`authenticated gRPC listening on ${grpcAddress}${grpcTls ? " (TLS)" : ""}`);
@@ -182,8 +290,14 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         logger,
         metrics,
       });
-      publicServer = createHttpServer(toNodeListener(app));
-      const publicAddress = await listenHttp(publicServer, cfg.publicHttpAddr);
+      let publicAddress: string;
+      if (options.servePublicHttp !== undefined) {
+        customPublic = await options.servePublicHttp(toNodeListener(app) as RequestListener);
+        publicAddress = customPublic.address;
+      } else {
+        publicServer = createHttpServer(toNodeListener(app));
+        publicAddress = await listenHttp(publicServer, cfg.publicHttpAddr);
+      }
       logger.info(`public HTTP listening on ${publicAddress}`);
       if (authUpstream === undefined) {
         logger.warn("no auth upstream adapter: public auth routes answer 503 service_unavailable");
@@ -213,12 +327,17 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
 
   /** Closes whatever is open, without the ordered, logged sequence. */
   async function teardown(budgetMs: number): Promise<void> {
+    await Promise.all(readers.map((reader) => reader.stop().catch(() => {})));
     grpcServer?.forceShutdown();
+    await closeListeners(budgetMs);
+    redis?.disconnect();
+  }
+
+  async function closeListeners(budgetMs: number): Promise<void> {
     await Promise.all([
-      publicServer ? closeHttp(publicServer, budgetMs) : undefined,
+      publicServer ? closeHttp(publicServer, budgetMs) : customPublic?.close(),
       adminServer ? closeHttp(adminServer, budgetMs) : undefined,
     ]);
-    redis?.disconnect();
   }
 
   async function stop(): Promise<void> {
@@ -228,6 +347,14 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
     const budgetMs = config?.shutdownTimeoutMs ?? 5000;
     const steps: Step[] = [
       { name: "readiness set to not ready", run: async () => {} },
+      {
+        name: "stream readers stopped",
+        run: () => Promise.all(readers.map((reader) => reader.stop())),
+      },
+      {
+        name: "push hub closed",
+        run: async () => hub?.close(),
+      },
       {
         name: "gRPC server stopped",
         run: async () => {
@@ -243,11 +370,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
       },
       {
         name: "HTTP listeners closed",
-        run: () =>
-          Promise.all([
-            publicServer ? closeHttp(publicServer, budgetMs) : undefined,
-            adminServer ? closeHttp(adminServer, budgetMs) : undefined,
-          ]),
+        run: () => closeListeners(budgetMs),
       },
       {
         name: "Redis connections closed",
@@ -298,6 +421,28 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
     },
     metrics,
   };
+}
+
+/**
+ * After session snapshots were lost, re-reads the session of every open
+ * stream from Redis and ends the streams of sessions now revoked or gone.
+ */
+async function recheckOpenStreams(
+  hub: PushHub,
+  sessions: CachedSessionStore,
+  logger: Logger,
+): Promise<void> {
+  for (const deviceSessionId of hub.openSessionIds()) {
+    try {
+      const session = await sessions.refresh(deviceSessionId);
+      if (session === undefined || session.status !== "active") hub.endSession(deviceSessionId);
+    } catch (error) {
+      logger.warn(
+        `re-check of session ${deviceSessionId} failed: ${(error as Error).message}; ending its streams`,
+      );
+      hub.endSession(deviceSessionId);
+    }
+  }
 }
 
 /** Binds the gRPC server; an empty host binds all interfaces (IPv6 dual-stack, else IPv4). */

@@ -130,8 +130,9 @@ export function createGatewayMiddleware(options: GatewayMiddlewareOptions): Serv
       }
       return yield* call.next(call.request, context);
     } catch (error) {
-      if (isGatewayError(error) && error.details?.authFailure !== undefined) {
-        metrics.authFailures.inc({ reason: error.details.authFailure });
+      const cause = error instanceof ServerError ? error.cause : error;
+      if (isGatewayError(cause) && cause.details?.authFailure !== undefined) {
+        metrics.authFailures.inc({ reason: cause.details.authFailure });
       }
       const serverError =
         context.signal.aborted && !isGatewayError(error) && !(error instanceof ServerError)

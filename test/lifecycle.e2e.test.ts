@@ -247,6 +247,8 @@ describe("a healthy start and SIGTERM", () => {
       const steps = [
         "SIGTERM received",
         "shutdown: readiness set to not ready",
+        "shutdown: stream readers stopped",
+        "shutdown: push hub closed",
         "shutdown: gRPC server stopped",
         "shutdown: HTTP listeners closed",
         "shutdown: Redis connections closed",

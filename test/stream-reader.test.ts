@@ -1,0 +1,348 @@
+/**
+ * The stream reader against a real redis-server (contract §6 "Readers"): where it
+ * starts, order and batching, binary fields, surviving handler failures and Redis
+ * outages, gap reports, and a prompt stop.
+ */
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Logger } from "../handlers/ports.js";
+import { createMetrics } from "../runtime/metrics.js";
+import {
+  createStreamReader,
+  type StreamEntry,
+  type StreamGap,
+  type StreamReader,
+  type StreamReaderOptions,
+} from "../runtime/stream-reader.js";
+import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
+
+let server: TestRedis;
+let redis: Redis;
+const running: StreamReader[] = [];
+let streamCount = 0;
+
+beforeAll(async () => {
+  server = await startRedis();
+  redis = server.client();
+  // The restart test takes the server away; this client just reconnects.
+  redis.on("error", () => {});
+});
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((reader) => reader.stop()));
+});
+
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+});
+
+interface LogLine {
+  readonly level: keyof Logger;
+  readonly message: string;
+}
+
+function captureLogger(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const at =
+    (level: keyof Logger) =>
+    (message: string): void => {
+      lines.push({ level, message });
+    };
+  return {
+    lines,
+    logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") },
+  };
+}
+
+/** Polls until `check` holds; the timeout is only a safety net. */
+async function waitFor(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function nextStream(): string {
+  streamCount += 1;
+  return `test:stream:${streamCount}`;
+}
+
+/** Starts a reader that records what it is handed. */
+async function startReader(stream: string, options: Partial<StreamReaderOptions> = {}) {
+  const entries: StreamEntry[] = [];
+  const batches: number[] = [];
+  const gaps: StreamGap[] = [];
+  const { logger, lines } = captureLogger();
+  const reader = createStreamReader({
+    redis,
+    stream,
+    count: 16,
+    blockMs: 500,
+    logger,
+    onEntries: (batch) => {
+      batches.push(batch.length);
+      entries.push(...batch);
+    },
+    onGap: (gap) => {
+      gaps.push(gap);
+    },
+    ...options,
+  });
+  running.push(reader);
+  await reader.start();
+  const ids = () => entries.map((entry) => entry.id);
+  return { reader, entries, batches, gaps, lines, ids };
+}
+
+/** The Redis client id of the reader's connection (named after its stream). */
+async function readerClientId(stream: string): Promise<string> {
+  let id: string | undefined;
+  await waitFor("the reader's connection", async () => {
+    const list = String(await redis.client("LIST"));
+    id = list
+      .split("\n")
+      .find((line) => line.includes(` name=stream-reader:${stream} `))
+      ?.match(/^id=(\d+) /)?.[1];
+    return id !== undefined;
+  });
+  return id!;
+}
+
+/**
+ * Drops the reader's connection and keeps it away (new connections fail to
+ * authenticate) while `whileAway` runs, then lets it back in.
+ */
+async function withReaderAway(stream: string, whileAway: () => Promise<void>): Promise<void> {
+  const id = await readerClientId(stream);
+  await redis.config("SET", "requirepass", `${server.password}-changed`);
+  try {
+    await redis.client("KILL", "ID", id);
+    await whileAway();
+  } finally {
+    await redis.config("SET", "requirepass", server.password);
+  }
+}
+
+describe("createStreamReader", () => {
+  it("starts after the stream's last entry at startup, so older entries are not replayed", async () => {
+    const stream = nextStream();
+    await redis.xadd(stream, "*", "n", "old-1");
+    const lastOld = await redis.xadd(stream, "*", "n", "old-2");
+    const { reader, ids } = await startReader(stream);
+    expect(reader.cursor()).toBe(lastOld);
+
+    const fresh = await redis.xadd(stream, "*", "n", "new");
+    await waitFor("the new entry", () => ids().includes(fresh!));
+    expect(ids()).toEqual([fresh]);
+    expect(reader.cursor()).toBe(fresh);
+  });
+
+  it("resolves a missing or empty stream to 0-0 and reads what is added next", async () => {
+    const missing = nextStream();
+    const first = await startReader(missing);
+    expect(first.reader.cursor()).toBe("0-0");
+
+    const emptied = nextStream();
+    await redis.xadd(emptied, "*", "n", "gone");
+    await redis.xtrim(emptied, "MAXLEN", 0);
+    const second = await startReader(emptied);
+    expect(second.reader.cursor()).toBe("0-0");
+
+    const a = await redis.xadd(missing, "*", "n", "a");
+    const b = await redis.xadd(emptied, "*", "n", "b");
+    await waitFor("both entries", () => first.ids().includes(a!) && second.ids().includes(b!));
+    expect(first.ids()).toEqual([a]);
+    expect(second.ids()).toEqual([b]);
+  });
+
+  it("hands entries over strictly in stream order, in batches of at most count", async () => {
+    const stream = nextStream();
+    const { ids, batches } = await startReader(stream, { count: 3 });
+    const pipeline = redis.pipeline();
+    for (let index = 0; index < 20; index += 1) pipeline.xadd(stream, "*", "n", String(index));
+    const added = (await pipeline.exec())!.map(([, id]) => id as string);
+
+    await waitFor("all 20 entries", () => ids().length === 20);
+    expect(ids()).toEqual(added);
+    expect(Math.max(...batches)).toBeLessThanOrEqual(3);
+  });
+
+  it("passes field values through as raw bytes; a repeated field name keeps its last value", async () => {
+    const stream = nextStream();
+    const { entries } = await startReader(stream);
+    const payload = Buffer.concat([
+      Buffer.from(Array.from({ length: 256 }, (_, byte) => byte)),
+      Buffer.from([0xc3, 0x28, 0xff, 0xfe, 0x00]),
+    ]);
+    await redis.xadd(stream, "*", "payload", payload, "status", "active", "status", "revoked");
+
+    await waitFor("the entry", () => entries.length === 1);
+    const fields = entries[0]!.fields;
+    expect(Buffer.compare(fields.get("payload")!, payload)).toBe(0);
+    expect(fields.get("status")!.toString()).toBe("revoked");
+  });
+
+  it("logs a throwing handler and keeps reading", async () => {
+    const stream = nextStream();
+    const seen: string[] = [];
+    const { lines } = await startReader(stream, {
+      count: 1,
+      onEntries: (batch) => {
+        for (const entry of batch) {
+          seen.push(entry.id);
+          if (entry.fields.get("n")?.toString() === "bad") throw new Error("handler bug");
+        }
+      },
+    });
+    const bad = await redis.xadd(stream, "*", "n", "bad");
+    const good = await redis.xadd(stream, "*", "n", "good");
+
+    await waitFor("the entry after the failure", () => seen.includes(good!));
+    expect(seen).toEqual([bad, good]);
+    expect(lines.some((line) => line.level === "error" && line.message.includes(bad!))).toBe(true);
+  });
+
+  // The shared client fails fast on the request path; its reader connection
+  // must still block for the whole XREAD.
+  it("blocks past the shared client's command timeout", async () => {
+    const shared = new Redis({
+      host: server.host,
+      port: server.port,
+      password: server.password,
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: 20,
+    });
+    const stream = nextStream();
+    try {
+      const { ids, lines } = await startReader(stream, { redis: shared, blockMs: 1000 });
+      await waitFor("the blocked XREAD", async () =>
+        /blocked_clients:1\b/.test(await redis.info("clients")),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const id = await redis.xadd(stream, "*", "n", "1");
+      await waitFor("the entry", () => ids().includes(id!));
+      expect(lines.filter((line) => line.level === "warn")).toEqual([]);
+    } finally {
+      await Promise.all(running.splice(0).map((reader) => reader.stop()));
+      shared.disconnect();
+    }
+  });
+
+  it("sets gateway_stream_reader_lag_seconds for its stream", async () => {
+    const stream = nextStream();
+    const metrics = createMetrics();
+    const { ids } = await startReader(stream, { metrics });
+    const id = await redis.xadd(stream, "*", "n", "1");
+    await waitFor("the entry", () => ids().includes(id!));
+
+    const lag = (await metrics.readerLag.get()).values.find(
+      (value) => value.labels.stream === stream,
+    );
+    expect(lag?.value).toBeGreaterThanOrEqual(0);
+  });
+
+  // A dropped connection alone loses nothing: entries added while the reader
+  // was away are read from its cursor, and no gap is reported.
+  it("reads on from its cursor after its connection drops, without a gap", async () => {
+    const stream = nextStream();
+    const { ids, gaps, lines } = await startReader(stream);
+    const before = await redis.xadd(stream, "*", "n", "before");
+    await waitFor("the first entry", () => ids().includes(before!));
+
+    const away: string[] = [];
+    await withReaderAway(stream, async () => {
+      for (const n of ["away-1", "away-2"]) away.push((await redis.xadd(stream, "*", "n", n))!);
+    });
+    const after = await redis.xadd(stream, "*", "n", "after");
+
+    await waitFor("every entry", () => ids().includes(after!));
+    expect(ids()).toEqual([before, ...away, after]);
+    expect(gaps).toEqual([]);
+    expect(lines.some((line) => line.level === "warn" && line.message.includes(before!))).toBe(
+      true,
+    );
+  });
+
+  it("reports a gap when entries it had not read were trimmed while it was away, then reads on", async () => {
+    const stream = nextStream();
+    const { ids, gaps } = await startReader(stream);
+    const seen = await redis.xadd(stream, "*", "n", "seen");
+    await waitFor("the first entry", () => ids().includes(seen!));
+
+    let kept = "";
+    await withReaderAway(stream, async () => {
+      await redis.xadd(stream, "*", "n", "trimmed-1");
+      await redis.xadd(stream, "*", "n", "trimmed-2");
+      kept = (await redis.xadd(stream, "*", "n", "kept"))!;
+      await redis.xtrim(stream, "MAXLEN", 1);
+    });
+    const after = await redis.xadd(stream, "*", "n", "after");
+
+    await waitFor("the entries after the gap", () => ids().includes(after!));
+    expect(ids()).toEqual([seen, kept, after]);
+    expect(gaps).toHaveLength(1);
+    expect(gaps[0]).toMatchObject({ kind: "trimmed", cursor: seen, resumeAfter: seen });
+  });
+
+  it("stops at once while its XREAD is blocked", async () => {
+    const stream = nextStream();
+    // Block far longer than the test may run: stop() must not wait for the XREAD.
+    const { reader } = await startReader(stream, { blockMs: 600_000, stopTimeoutMs: 600_000 });
+    const blockedClients = async () =>
+      Number(/blocked_clients:(\d+)/.exec(await redis.info("clients"))?.[1]);
+    await waitFor("the blocked XREAD", async () => (await blockedClients()) === 1);
+
+    await reader.stop();
+    await waitFor("the connection to close", async () => (await blockedClients()) === 0);
+    await reader.stop();
+  });
+
+  it("rejects start() when Redis cannot be reached", async () => {
+    const unreachable = new Redis({
+      host: "127.0.0.1",
+      port: await freePort(),
+      lazyConnect: true,
+      retryStrategy: () => null,
+    });
+    const reader = createStreamReader({
+      redis: unreachable,
+      stream: nextStream(),
+      count: 1,
+      logger: captureLogger().logger,
+      onEntries: () => {},
+    });
+    await expect(reader.start()).rejects.toThrow(/cannot resolve the stream's last id/);
+    await reader.stop();
+    unreachable.disconnect();
+  });
+
+  // Runs last: it restarts the server, and with it every other client.
+  it("survives Redis being killed and restarted empty, reading the new stream from its start", async () => {
+    const stream = nextStream();
+    const { ids, gaps, lines } = await startReader(stream);
+    const before = await redis.xadd(stream, "*", "n", "before");
+    await waitFor("the first entry", () => ids().includes(before!));
+
+    await server.kill();
+    await server.restart();
+    const publisher = server.client();
+    try {
+      // The new stream's ids may lie below the old cursor; they must still be read.
+      const low = await publisher.xadd(stream, "1-1", "n", "low");
+      const next = await publisher.xadd(stream, "*", "n", "next");
+      await waitFor("the entries added after the restart", () => ids().includes(next!));
+      expect(ids()).toEqual([before, low, next]);
+    } finally {
+      publisher.disconnect();
+    }
+    expect(gaps).toHaveLength(1);
+    expect(gaps[0]).toMatchObject({ kind: "lost", cursor: before, resumeAfter: "0-0" });
+    expect(lines.some((line) => line.level === "info" && line.message.includes("again"))).toBe(
+      true,
+    );
+  });
+});
