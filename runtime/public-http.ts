@@ -214,7 +214,10 @@ async function readJsonBody(request: Request): Promise<unknown> {
     const reader = request.body.getReader();
     let total = 0;
     for (;;) {
-      const { done, value } = await reader.read();
+      const { done, value } = await reader.read().catch(() => {
+        // The client went away mid-body: an expected failure, not an internal one.
+        throw new GatewayError("invalid_argument", "request body was not received completely");
+      });
       if (done) break;
       total += value.byteLength;
       if (total > MAX_PUBLIC_BODY_BYTES) {
@@ -236,9 +239,14 @@ async function readJsonBody(request: Request): Promise<unknown> {
 
 /** A JSON answer that is never cached. */
 function jsonResponse(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), {
+  const text = JSON.stringify(body);
+  return new Response(text, {
     status,
-    headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
+    headers: {
+      "content-type": "application/json; charset=utf-8",
+      "content-length": String(Buffer.byteLength(text)),
+      "cache-control": "no-store",
+    },
   });
 }
 
