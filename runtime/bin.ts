@@ -8,7 +8,7 @@ import { createGateway } from "./gateway.js";
 import { createLogger } from "./logger.js";
 import { loadRoutesModule } from "./routes-module.js";
 
-async function main(): Promise<void> {
+async function serve(): Promise<void> {
   const early = createLogger((process.env.GATEWAY_LOG_LEVEL as "info" | undefined) || "info");
   let config: ReturnType<typeof loadConfig>;
   try {
@@ -52,4 +52,16 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+const [command, ...args] = process.argv.slice(2);
+if (command === undefined || command === "serve") {
+  await serve();
+} else if (command === "dev") {
+  const { runDev } = await import("./dev.js");
+  await runDev().catch((error: unknown) => {
+    createLogger("info").error(`dev mode failed: ${(error as Error).message}`);
+    process.exit(1);
+  });
+} else {
+  const { runCli } = await import("./cli.js");
+  process.exit(await runCli([command, ...args]));
+}

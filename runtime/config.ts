@@ -221,13 +221,53 @@ type Parsed = { [K in keyof Variables]: z.output<Variables[K]["schema"]> | undef
 /** Names of every variable the gateway reads. */
 export const CONFIG_VARIABLES = Object.keys(VARIABLES) as readonly string[];
 
+/** The Redis part of the configuration, for tools that talk to the gateway's Redis. */
+export interface RedisToolConfig {
+  readonly redis: GatewayConfig["redis"];
+  readonly sessionEventsStream: string;
+  readonly clientEventsStream: string;
+}
+
+const REDIS_TOOL_VARIABLES = [
+  "GATEWAY_REDIS_MASTER_ADDR",
+  "GATEWAY_REDIS_PASSWORD",
+  "GATEWAY_REDIS_REPLICA_ADDRS",
+  "GATEWAY_REDIS_DB",
+  "GATEWAY_REDIS_KEY_PREFIX",
+  "GATEWAY_REDIS_PING_TIMEOUT",
+  "GATEWAY_REDIS_COMMAND_TIMEOUT",
+  "GATEWAY_SESSION_EVENTS_REDIS_STREAM",
+  "GATEWAY_CLIENT_EVENTS_REDIS_STREAM",
+] as const satisfies readonly (keyof Variables)[];
+
 /**
- * Reads and validates the configuration. Throws a ConfigError naming the first
- * offending variable; the Redis password never appears in a message.
+ * Reads only the Redis and stream variables, with the same rules as
+ * {@link loadConfig} (publishers, the CLI and infra scripts use it).
  */
-export function loadConfig(
+export function loadRedisToolConfig(
   env: Readonly<Record<string, string | undefined>> = process.env,
-): GatewayConfig {
+): RedisToolConfig {
+  const v = parseVariables(env, REDIS_TOOL_VARIABLES);
+  return {
+    redis: {
+      master: v.GATEWAY_REDIS_MASTER_ADDR!,
+      password: v.GATEWAY_REDIS_PASSWORD!,
+      replicas: v.GATEWAY_REDIS_REPLICA_ADDRS ?? [],
+      db: v.GATEWAY_REDIS_DB!,
+      keyPrefix: v.GATEWAY_REDIS_KEY_PREFIX!,
+      pingTimeoutMs: v.GATEWAY_REDIS_PING_TIMEOUT!,
+      commandTimeoutMs: v.GATEWAY_REDIS_COMMAND_TIMEOUT!,
+    },
+    sessionEventsStream: v.GATEWAY_SESSION_EVENTS_REDIS_STREAM!,
+    clientEventsStream: v.GATEWAY_CLIENT_EVENTS_REDIS_STREAM!,
+  };
+}
+
+/** Validates the deprecated variables and then each named variable, in order. */
+function parseVariables(
+  env: Readonly<Record<string, string | undefined>>,
+  names: readonly (keyof Variables)[],
+): Parsed {
   for (const name of DEPRECATED) {
     if (env[name] !== undefined) {
       throw new ConfigError(
@@ -236,12 +276,9 @@ export function loadConfig(
       );
     }
   }
-
   const values: Partial<Record<string, unknown>> = {};
-  for (const [name, spec] of Object.entries(VARIABLES) as [
-    string,
-    { required?: boolean; default?: string; schema: z.ZodType },
-  ][]) {
+  for (const name of names) {
+    const spec: { required?: boolean; default?: string; schema: z.ZodType } = VARIABLES[name];
     const raw = env[name];
     const text = raw === undefined || raw === "" ? spec.default : raw;
     if (text === undefined) {
@@ -258,8 +295,17 @@ export function loadConfig(
     }
     values[name] = result.data;
   }
-  const v = values as Parsed;
+  return values as Parsed;
+}
 
+/**
+ * Reads and validates the configuration. Throws a ConfigError naming the first
+ * offending variable; the Redis password never appears in a message.
+ */
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): GatewayConfig {
+  const v = parseVariables(env, Object.keys(VARIABLES) as (keyof Variables)[]);
   const certPath = v.GATEWAY_GRPC_TLS_CERT_PATH;
   const keyPath = v.GATEWAY_GRPC_TLS_KEY_PATH;
   if ((certPath === undefined) !== (keyPath === undefined)) {

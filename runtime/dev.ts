@@ -1,0 +1,263 @@
+/**
+ * `npm run dev`: the whole gateway on this machine with no setup. Launches a
+ * local redis-server when no Redis is configured, creates a dev signer key,
+ * provisions the streams, seeds a demo device session, injects `demo.echo`,
+ * serves public HTTP through listhen, and stops everything on Ctrl-C.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createPrivateKey, generateKeyPairSync, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join, resolve } from "node:path";
+import { Redis } from "ioredis";
+import { listen } from "listhen";
+import { rawPublicKeyOf } from "../handlers/ed25519.js";
+import type { Routes } from "../handlers/ports.js";
+import { provisionRedis } from "../infra/provision-redis.js";
+import { formatAddress, loadConfig } from "./config.js";
+import { createGateway } from "./gateway.js";
+import { createLogger } from "./logger.js";
+import { publishSessionSnapshot } from "./publishers.js";
+import { loadRoutesModule } from "./routes-module.js";
+
+/** The demo device session dev mode seeds. */
+export const DEV_SESSION = { deviceSessionId: "dev-device-1", userId: "dev-user" } as const;
+
+/** The route dev mode injects: answers `ok` with the command's payload. */
+export const demoRoutes: Routes = {
+  "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
+};
+
+async function freeLoopbackPort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.on("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => done(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+function ensureKey(path: string): void {
+  if (existsSync(path)) return;
+  const { privateKey } = generateKeyPairSync("ed25519");
+  writeFileSync(path, privateKey.export({ type: "pkcs8", format: "pem" }) as string, {
+    mode: 0o600,
+  });
+}
+
+async function startLocalRedis(dir: string): Promise<{
+  child: ChildProcess;
+  addr: string;
+  password: string;
+}> {
+  if (spawnSync("redis-server", ["--version"], { stdio: "ignore" }).error !== undefined) {
+    throw new Error(
+      "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis) or point GATEWAY_REDIS_MASTER_ADDR and GATEWAY_REDIS_PASSWORD at a Redis server.",
+    );
+  }
+  const port = await freeLoopbackPort();
+  const password = randomBytes(18).toString("base64url");
+  const child = spawn(
+    "redis-server",
+    [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--requirepass",
+      password,
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--maxmemory-policy",
+      "noeviction",
+      "--dir",
+      dir,
+    ],
+    { stdio: "ignore" },
+  );
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+    const probe = new Redis({
+      host: "127.0.0.1",
+      port,
+      password,
+      lazyConnect: true,
+      retryStrategy: () => null,
+      maxRetriesPerRequest: 0,
+    });
+    probe.on("error", () => {});
+    try {
+      await probe.connect();
+      await probe.ping();
+      probe.disconnect();
+      return { child, addr: `127.0.0.1:${port}`, password };
+    } catch {
+      probe.disconnect();
+      await new Promise((wake) => setTimeout(wake, 50));
+    }
+  }
+  child.kill("SIGKILL");
+  throw new Error("the local redis-server did not answer within 10 s");
+}
+
+/**
+ * Runs dev mode until SIGINT/SIGTERM. `env` overrides apply as in production;
+ * unset listener addresses default to loopback (gRPC 9090, admin 9464, public
+ * 8080 through listhen, which moves to a free port when 8080 is busy).
+ */
+export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const logger = createLogger((env.GATEWAY_LOG_LEVEL as "info" | undefined) || "info");
+  const dir = resolve(".dev");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+  let redisChild: ChildProcess | undefined;
+  const devEnv: Record<string, string | undefined> = { ...env };
+  if (!env.GATEWAY_REDIS_MASTER_ADDR) {
+    const local = await startLocalRedis(dir);
+    redisChild = local.child;
+    devEnv.GATEWAY_REDIS_MASTER_ADDR = local.addr;
+    devEnv.GATEWAY_REDIS_PASSWORD = local.password;
+    logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
+  }
+  const stopRedis = () => {
+    if (redisChild && redisChild.exitCode === null) redisChild.kill("SIGTERM");
+  };
+
+  try {
+    const signerPath = env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH || join(dir, "signer.pem");
+    ensureKey(signerPath);
+    const devicePath = join(dir, "device.pem");
+    ensureKey(devicePath);
+    devEnv.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH = signerPath;
+    devEnv.GATEWAY_AUTHENTICATED_GRPC_ADDR ||= "127.0.0.1:9090";
+    devEnv.GATEWAY_ADMIN_HTTP_ADDR ||= "127.0.0.1:9464";
+    const config = loadConfig(devEnv);
+
+    // Provision the streams and seed the demo session before the gateway reads them.
+    const redis = new Redis({
+      host: config.redis.master.host,
+      port: config.redis.master.port,
+      password: config.redis.password,
+      db: config.redis.db,
+      lazyConnect: true,
+      maxRetriesPerRequest: 1,
+    });
+    redis.on("error", () => {});
+    try {
+      await redis.connect();
+      const report = await provisionRedis(redis, {
+        sessionEventsStream: config.sessionEventsStream,
+        clientEventsStream: config.clientEventsStream,
+        log: logger,
+      });
+      if (!report.ok) throw new Error(`provisioning failed: ${report.errors.join("; ")}`);
+      const devicePublicKey = rawPublicKeyOf(createPrivateKey(readFileSync(devicePath, "utf8")));
+      await publishSessionSnapshot(
+        redis,
+        { ...DEV_SESSION, clientPublicKey: devicePublicKey, status: "active" },
+        { keyPrefix: config.redis.keyPrefix, stream: config.sessionEventsStream },
+      );
+    } finally {
+      redis.disconnect();
+    }
+
+    const routes = {
+      ...demoRoutes,
+      ...(config.routesModule ? await loadRoutesModule(config.routesModule) : {}),
+    };
+    const publicPort = env.GATEWAY_PUBLIC_HTTP_ADDR ? config.publicHttpAddr.port : 8080;
+    const gateway = createGateway({
+      config,
+      routes,
+      logger,
+      servePublicHttp: async (handler) => {
+        const listener = await listen(handler, {
+          port: publicPort,
+          hostname: config.publicHttpAddr.host || "127.0.0.1",
+          autoClose: false,
+          showURL: false,
+          open: false,
+          qr: false,
+          public: false,
+        });
+        return {
+          address: formatAddress({
+            host: listener.address.address,
+            port: listener.address.port,
+          }),
+          close: () => listener.close(),
+        };
+      },
+    });
+
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals += 1;
+      if (signals > 1) {
+        stopRedis();
+        process.exit(130);
+      }
+      logger.info(`${signal} received: stopping the dev gateway`);
+      gateway
+        .stop()
+        .finally(stopRedis)
+        .then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    // Started by `npm run dev`: stop when the launcher is gone.
+    process.on("disconnect", () => onSignal("SIGTERM"));
+
+    await gateway.start();
+
+    // The CLI needs the Redis settings; they go to a file, not the terminal.
+    const envFile = join(dir, "env");
+    writeFileSync(
+      envFile,
+      [
+        `GATEWAY_REDIS_MASTER_ADDR=${formatAddress(config.redis.master)}`,
+        `GATEWAY_REDIS_PASSWORD=${config.redis.password}`,
+        `GATEWAY_REDIS_DB=${config.redis.db}`,
+        `GATEWAY_REDIS_KEY_PREFIX=${config.redis.keyPrefix}`,
+        `GATEWAY_SESSION_EVENTS_REDIS_STREAM=${config.sessionEventsStream}`,
+        `GATEWAY_CLIENT_EVENTS_REDIS_STREAM=${config.clientEventsStream}`,
+        `GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH=${signerPath}`,
+        `GATEWAY_AUTHENTICATED_GRPC_ADDR=${gateway.addresses.grpc}`,
+        "",
+      ].join("\n"),
+      { mode: 0o600 },
+    );
+    const { publicHttp, grpc, adminHttp } = gateway.addresses;
+    const device = `--session ${DEV_SESSION.deviceSessionId} --key .dev/device.pem`;
+    process.stdout.write(
+      [
+        "",
+        "Dev gateway is running. Try:",
+        `  curl http://${publicHttp}/healthz`,
+        adminHttp ? `  curl http://${adminHttp}/metrics` : "",
+        "  set -a; . .dev/env; set +a   # Redis and gateway settings for the CLI",
+        `  npx edge-gateway exec ${device} --type demo.echo --payload hello`,
+        `  npx edge-gateway subscribe ${device}`,
+        `  npx edge-gateway event publish --user ${DEV_SESSION.userId} --type demo.note --payload hi`,
+        `  npx edge-gateway session revoke --session ${DEV_SESSION.deviceSessionId}`,
+        `  buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${grpc}`,
+        "Ctrl-C stops the gateway and everything dev mode started.",
+        "",
+      ]
+        .filter((line) => line !== "")
+        .join("\n")
+        .concat("\n"),
+    );
+  } catch (error) {
+    stopRedis();
+    throw error;
+  }
+}
