@@ -1,0 +1,97 @@
+/**
+ * The package entry as embedding code uses it: `import { createGateway } from
+ * "edge-gateway"` with routes injected in code (docs/examples/embed.mjs),
+ * driven by the kit's device client and publisher helpers.
+ */
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createDeviceClient } from "../runtime/device-client.js";
+import { publishSessionSnapshot } from "../runtime/publishers.js";
+import { gatewayEnv } from "./support/gateway.js";
+import { newDeviceKey, vectors } from "./support/keys.js";
+import { startRedis, type TestRedis } from "./support/redis-server.js";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+let redis: TestRedis;
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+
+afterAll(async () => {
+  await redis?.stop();
+});
+
+describe("the kit through the package entry", () => {
+  it("exports the host, handlers, helpers and types", async () => {
+    const kit = await import(new URL("../dist/index.js", import.meta.url).href);
+    for (const name of [
+      "createGateway",
+      "createExecuteCommandHandler",
+      "createSubscribeEventsAuthenticator",
+      "sendEmailCode",
+      "confirmEmailCode",
+      "createStaticRouter",
+      "createHttpRoute",
+      "createHttpAuthUpstream",
+      "publishSessionSnapshot",
+      "publishClientEvent",
+      "createDeviceClient",
+      "GatewayError",
+      "ERROR_TABLE",
+    ]) {
+      expect(typeof kit[name], name).not.toBe("undefined");
+    }
+  });
+
+  it("runs an embedded gateway whose injected route answers a signed device call", async () => {
+    const device = newDeviceKey();
+    const admin = redis.client();
+    await publishSessionSnapshot(admin, {
+      deviceSessionId: "ds-kit",
+      userId: "u-kit",
+      clientPublicKey: device.publicKeyText,
+      status: "active",
+    });
+    admin.disconnect();
+
+    const child = spawn(process.execPath, ["docs/examples/embed.mjs"], {
+      cwd: root,
+      env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...gatewayEnv(redis) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    try {
+      let output = "";
+      const ready = await new Promise<string>((resolve, reject) => {
+        const onData = (chunk: Buffer) => {
+          output += chunk.toString();
+          const match = /embedded gateway ready: (\{.*\})/.exec(output);
+          if (match) resolve(match[1]!);
+        };
+        child.stdout.on("data", onData);
+        child.stderr.on("data", onData);
+        child.once("exit", () => reject(new Error(`exited early:\n${output}`)));
+      });
+      const addresses = JSON.parse(ready) as { grpc: string };
+      const client = createDeviceClient({
+        address: addresses.grpc,
+        deviceSessionId: "ds-kit",
+        devicePrivateKey: device.privateKey,
+        gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+      });
+      try {
+        const response = await client.execute("demo.echo", Buffer.from("embedded"));
+        expect(response.resultCode).toBe("ok");
+        expect(Buffer.from(response.payload).toString()).toBe("embedded");
+      } finally {
+        client.close();
+      }
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    }
+  });
+});
