@@ -250,8 +250,8 @@ async function event(
     userId: required(values.user, "--user"),
     eventType: required(values.type, "--type"),
     payload: payloadOf(values),
-    ...(values.session ? { deviceSessionId: values.session } : {}),
-    ...(values["request-id"] ? { requestId: values["request-id"] } : {}),
+    ...(values.session !== undefined ? { deviceSessionId: values.session } : {}),
+    ...(values["request-id"] !== undefined ? { requestId: values["request-id"] } : {}),
   };
   const id = await withRedis(env, (redis, config) =>
     publishClientEvent(redis, input, { stream: config.clientEventsStream }),
@@ -350,8 +350,10 @@ async function subscribe(
   io: CliIo,
 ): Promise<number> {
   const values = options(args, { ...DEVICE_OPTIONS, count: { type: "string" } });
+  if (values.count !== undefined && !/^[1-9]\d{0,8}$/.test(values.count)) {
+    throw new UsageError("--count expects a positive integer");
+  }
   const count = values.count === undefined ? Number.POSITIVE_INFINITY : Number(values.count);
-  if (!(count >= 1)) throw new UsageError("--count expects a positive integer");
   const { client } = deviceClient(values, env);
   const abort = new AbortController();
   const onSignal = () => abort.abort();

@@ -47,7 +47,10 @@ function ensureKey(path: string): void {
   });
 }
 
-async function startLocalRedis(dir: string): Promise<{
+async function startLocalRedis(
+  dir: string,
+  onSpawn: (child: ChildProcess) => void,
+): Promise<{
   child: ChildProcess;
   addr: string;
   password: string;
@@ -79,6 +82,7 @@ async function startLocalRedis(dir: string): Promise<{
     ],
     { stdio: "ignore" },
   );
+  onSpawn(child);
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
@@ -117,17 +121,39 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
 
   let redisChild: ChildProcess | undefined;
   const devEnv: Record<string, string | undefined> = { ...env };
-  if (!env.GATEWAY_REDIS_MASTER_ADDR) {
-    const local = await startLocalRedis(dir);
-    redisChild = local.child;
-    devEnv.GATEWAY_REDIS_MASTER_ADDR = local.addr;
-    devEnv.GATEWAY_REDIS_PASSWORD = local.password;
-    logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
-  }
   const stopRedis = () => {
     if (redisChild && redisChild.exitCode === null) redisChild.kill("SIGTERM");
   };
 
+  // Installed before anything else is started, so a signal at any point of
+  // startup still stops what dev mode started.
+  let gateway: ReturnType<typeof createGateway> | undefined;
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      stopRedis();
+      process.exit(130);
+    }
+    logger.info(`${signal} received: stopping the dev gateway`);
+    (gateway?.stop() ?? Promise.resolve()).finally(stopRedis).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  // Started by `npm run dev`: stop when the launcher is gone.
+  process.on("disconnect", () => onSignal("SIGTERM"));
+
+  if (!env.GATEWAY_REDIS_MASTER_ADDR) {
+    const local = await startLocalRedis(dir, (child) => {
+      redisChild = child;
+    });
+    devEnv.GATEWAY_REDIS_MASTER_ADDR = local.addr;
+    devEnv.GATEWAY_REDIS_PASSWORD = local.password;
+    logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
+  }
   try {
     const signerPath = env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH || join(dir, "signer.pem");
     ensureKey(signerPath);
@@ -171,7 +197,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
       ...(config.routesModule ? await loadRoutesModule(config.routesModule) : {}),
     };
     const publicPort = env.GATEWAY_PUBLIC_HTTP_ADDR ? config.publicHttpAddr.port : 8080;
-    const gateway = createGateway({
+    gateway = createGateway({
       config,
       routes,
       logger,
@@ -194,27 +220,6 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
         };
       },
     });
-
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
-      signals += 1;
-      if (signals > 1) {
-        stopRedis();
-        process.exit(130);
-      }
-      logger.info(`${signal} received: stopping the dev gateway`);
-      gateway
-        .stop()
-        .finally(stopRedis)
-        .then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-    // Started by `npm run dev`: stop when the launcher is gone.
-    process.on("disconnect", () => onSignal("SIGTERM"));
 
     await gateway.start();
 

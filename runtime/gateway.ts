@@ -16,6 +16,8 @@ import { createSubscribeEventsAuthenticator, signEvent } from "../handlers/subsc
 import { createAdminHttpServer } from "./admin-http.js";
 import { createClientEventsHandler } from "./client-events.js";
 import { formatAddress, type GatewayConfig, loadConfig } from "./config.js";
+import { createGrpcHealth } from "./grpc-health.js";
+import { addGrpcReflection } from "./grpc-reflection.js";
 import {
   createGatewayMiddleware,
   createGrpcServer,
@@ -24,6 +26,7 @@ import {
   SafeEdgeGatewayServiceDefinition,
   SHUTTING_DOWN_MESSAGE,
 } from "./grpc-server.js";
+import { createGrpcTracingMiddleware, traceHeadersOf } from "./grpc-tracing.js";
 import { createHttpAuthUpstream } from "./http-auth-upstream.js";
 import { closeHttp, listenHttp, within } from "./listen.js";
 import { createLogger } from "./logger.js";
@@ -38,6 +41,7 @@ import { type CachedSessionStore, createRedisSessionStore } from "./session-stor
 import { loadResponseSigner } from "./signer.js";
 import { createStreamReader, type StreamReader } from "./stream-reader.js";
 import { createSubscribeEventsMethod, pushStreamInterceptor } from "./subscribe-events.js";
+import { observeRedisCommands } from "./telemetry.js";
 
 /** Options of {@link createGateway}. */
 export interface GatewayOptions {
@@ -51,8 +55,11 @@ export interface GatewayOptions {
   readonly logger?: Logger;
   /** Wall clock; `Date.now` by default. */
   readonly clock?: Clock;
-  /** Called with each Redis connection the gateway opens (tracing and metrics hooks). */
-  readonly instrumentRedis?: (redis: Redis) => void;
+  /**
+   * Telemetry to flush as the last shutdown step; the bin passes the SDK it
+   * started. Embedders that run their own SDK leave it out.
+   */
+  readonly telemetry?: { shutdown(): Promise<void> };
   /**
    * Serves the public HTTP app some other way (dev mode serves it through
    * listhen); by default a `node:http` server on `GATEWAY_PUBLIC_HTTP_ADDR`.
@@ -122,6 +129,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
   let sessions: CachedSessionStore | undefined;
   let hub: PushHub | undefined;
   let readers: StreamReader[] = [];
+  const health = createGrpcHealth();
   let grpcServer: GrpcServer | undefined;
   let publicServer: HttpServer | undefined;
   let customPublic: PublicHttpListener | undefined;
@@ -142,7 +150,9 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
           };
 
     try {
-      redis = await connectRedis(cfg.redis, logger, options.instrumentRedis);
+      redis = await connectRedis(cfg.redis, logger, (client) =>
+        observeRedisCommands(client, metrics.redisCommandDuration),
+      );
       logger.info(
         `Redis connected: addr=${formatAddress(cfg.redis.master)} db=${cfg.redis.db} key_prefix=${cfg.redis.keyPrefix}`,
       );
@@ -196,7 +206,6 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         count: readerCount,
         logger,
         metrics,
-        instrument: options.instrumentRedis,
         onEntries: createSessionEventsHandler({
           apply: (snapshot) => sessionStore.applySnapshot(snapshot),
           revoke: (deviceSessionId) => pushHub.endSession(deviceSessionId),
@@ -219,7 +228,6 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         count: readerCount,
         logger,
         metrics,
-        instrument: options.instrumentRedis,
         onEntries: createClientEventsHandler({
           deliver: (event) =>
             pushHub.publish(
@@ -253,6 +261,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         interceptors: [pushStreamInterceptor],
       });
       grpcServer
+        .with(createGrpcTracingMiddleware())
         .with(createGatewayMiddleware({ logger, metrics, isShuttingDown: () => shuttingDown }))
         .add(SafeEdgeGatewayServiceDefinition, {
           executeCommand: (request, context) =>
@@ -260,6 +269,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
               signal: context.signal,
               deadline: deadlineOf(context),
               logger,
+              traceHeaders: traceHeadersOf(),
             }),
           subscribeEvents: createSubscribeEventsMethod({
             authenticate: createSubscribeEventsAuthenticator({
@@ -276,6 +286,8 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
             logger,
           }),
         });
+      grpcServer.add(health.definition, health.implementation);
+      addGrpcReflection(grpcServer);
       const grpcAddress = await bindGrpc(grpcServer, cfg.grpcAddr, grpcCredentials(grpcTls));
       logger.info(`authenticated gRPC listening on ${grpcAddress}${grpcTls ? " (TLS)" : ""}`);
 
@@ -318,6 +330,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         ...(adminAddress === undefined ? {} : { adminHttp: adminAddress }),
       };
       ready = true;
+      health.setServing(true);
       logger.info("gateway ready");
     } catch (error) {
       await teardown(Math.min(cfg.shutdownTimeoutMs, 2000));
@@ -346,14 +359,17 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
     await started?.catch(() => {});
     const budgetMs = config?.shutdownTimeoutMs ?? 5000;
     const steps: Step[] = [
-      { name: "readiness set to not ready", run: async () => {} },
+      { name: "readiness set to not ready", run: async () => health.setServing(false) },
       {
         name: "stream readers stopped",
         run: () => Promise.all(readers.map((reader) => reader.stop())),
       },
       {
         name: "push hub closed",
-        run: async () => hub?.close(),
+        run: async () => {
+          health.close();
+          await hub?.close();
+        },
       },
       {
         name: "gRPC server stopped",
@@ -383,6 +399,10 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
             client.disconnect();
           }
         },
+      },
+      {
+        name: "telemetry flushed",
+        run: async () => options.telemetry?.shutdown(),
       },
     ];
     for (const step of steps) {

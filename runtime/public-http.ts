@@ -13,6 +13,7 @@ import {
   SEND_EMAIL_CODE_PATH,
   sendEmailCode,
 } from "../handlers/public-auth.js";
+import { withHttpSpan } from "./grpc-tracing.js";
 import type { Metrics } from "./metrics.js";
 
 /** Largest accepted request body, in bytes; a larger one is `413 payload_too_large`. */
@@ -117,7 +118,12 @@ export function createPublicHttpApp(options: PublicHttpOptions): H3 {
 
   const allowed = new Map<string, string[]>();
   for (const route of PUBLIC_HTTP_ROUTES) {
-    const handler = toH3Handler(route, options);
+    const inner = toH3Handler(route, options);
+    const handler: EventHandler = (event) =>
+      withHttpSpan(
+        { route: route.route, method: event.req.method, headers: event.req.headers },
+        async () => (await inner(event)) as Response,
+      );
     app.on(route.method, route.route, handler);
     const methods = allowed.get(route.route) ?? [];
     methods.push(route.method);

@@ -65,8 +65,6 @@ export interface StreamReaderOptions {
    * it reads on. It may be called again for the same gap after another disconnect.
    */
   readonly onGap?: (gap: StreamGap) => void | Promise<void>;
-  /** Called with the reader's own connection (tracing and metrics hooks). */
-  readonly instrument?: (connection: Redis) => void;
   /** Sets `gateway_stream_reader_lag_seconds{stream}` after each batch. */
   readonly metrics?: Pick<Metrics, "readerLag">;
   /** Wall clock in Unix ms, for the lag. Defaults to `Date.now`. */
@@ -139,7 +137,6 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
     commandTimeout: undefined,
     replyMapping: "legacy",
   });
-  options.instrument?.(connection);
   let lastConnectionError: string | undefined;
   connection.on("error", (error: Error) => {
     lastConnectionError = error.message;

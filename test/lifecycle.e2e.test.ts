@@ -252,6 +252,7 @@ describe("a healthy start and SIGTERM", () => {
         "shutdown: gRPC server stopped",
         "shutdown: HTTP listeners closed",
         "shutdown: Redis connections closed",
+        "shutdown: telemetry flushed",
         "shutdown complete",
       ].map((step) => output.indexOf(step));
       expect(steps.every((index) => index >= 0)).toBe(true);

@@ -1,0 +1,548 @@
+/**
+ * The `edge-gateway` command line end to end: a device's whole life through
+ * the CLI (keygen, session put, exec, subscribe, event publish, session revoke)
+ * against a real gateway and a real redis-server, the CLI's failure modes and
+ * exit codes, and dispatch through the built bin.
+ */
+import { spawn } from "node:child_process";
+import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Routes } from "../handlers/ports.js";
+import { type CliIo, runCli } from "../runtime/cli.js";
+import { gatewayEnv, startGateway } from "./support/gateway.js";
+import { newDeviceKey, vectors } from "./support/keys.js";
+import { startRedis, type TestRedis } from "./support/redis-server.js";
+
+const BIN = fileURLToPath(new URL("../dist/runtime/bin.js", import.meta.url));
+
+const routes: Routes = {
+  "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
+};
+
+let redis: TestRedis;
+let admin: Redis;
+let gateway: Awaited<ReturnType<typeof startGateway>>;
+/** The CLI's environment: the same Redis, streams and signer key as the gateway. */
+let env: Record<string, string>;
+const tmp = mkdtempSync(join(tmpdir(), "edge-gateway-cli-"));
+
+/** An in-memory CliIo that records lines and lets a test wait for output. */
+function createIo() {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const waiters = new Set<() => void>();
+  const record = (lines: string[]) => (line: string) => {
+    lines.push(line);
+    for (const wake of waiters) wake();
+  };
+  const io: CliIo = { stdout: record(stdout), stderr: record(stderr) };
+  return {
+    io,
+    stdout,
+    stderr,
+    /** Everything written, both streams. */
+    text: () => [...stdout, ...stderr].join("\n"),
+    /** Resolves once stdout holds `count` lines; rejects if `running` settles first. */
+    untilStdoutLines(count: number, running: Promise<number>): Promise<void> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (stdout.length >= count) {
+            waiters.delete(check);
+            resolve();
+          }
+        };
+        waiters.add(check);
+        check();
+        running.then(
+          (code) => {
+            waiters.delete(check);
+            if (stdout.length < count) {
+              reject(new Error(`the command exited ${code} first:\n${[...stdout, ...stderr]}`));
+            }
+          },
+          (error: unknown) => {
+            waiters.delete(check);
+            reject(error);
+          },
+        );
+      });
+    },
+  };
+}
+
+/** Runs the CLI in-process and returns its exit code and output. */
+async function cli(argv: string[], cliEnv: Record<string, string> = env) {
+  const out = createIo();
+  const code = await runCli(argv, cliEnv, out.io);
+  return { code, stdout: out.stdout.join("\n"), stderr: out.stderr.join("\n") };
+}
+
+/** Runs the built bin to its exit with exactly `binEnv` plus PATH. */
+function runBin(args: string[], binEnv: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...binEnv },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString("utf8");
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString("utf8");
+  });
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The `name=value` lines keygen prints. */
+function keygenFields(stdout: string): Record<string, string> {
+  return Object.fromEntries(
+    stdout
+      .split("\n")
+      .map((line) => /^([a-z_]+)=(.*)$/.exec(line))
+      .filter((match) => match !== null)
+      .map((match) => [match[1]!, match[2]!]),
+  );
+}
+
+/** The raw public key (base64url) and key_id of a PEM private key, computed independently. */
+function expectedKeyLines(pem: string): { publicKey: string; keyId: string } {
+  const key = createPrivateKey(pem);
+  expect(key.asymmetricKeyType).toBe("ed25519");
+  const publicKey = createPublicKey(key).export({ format: "jwk" }).x!;
+  const raw = Buffer.from(publicKey, "base64url");
+  expect(raw).toHaveLength(32);
+  return { publicKey, keyId: createHash("sha256").update(raw).digest("hex").slice(0, 16) };
+}
+
+beforeAll(async () => {
+  redis = await startRedis();
+  admin = redis.client();
+  gateway = await startGateway(redis, { routes });
+  env = gatewayEnv(redis);
+});
+
+afterAll(async () => {
+  await gateway?.stop();
+  admin?.disconnect();
+  await redis?.stop();
+  rmSync(tmp, { recursive: true, force: true });
+  if (env) rmSync(dirname(env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH!), { recursive: true });
+});
+
+// The steps share one device session and run in order, as a developer would
+// type them.
+describe("a device round trip through the CLI", () => {
+  const keyFile = join(tmp, "device.pem");
+  let devicePublicKey = "";
+  const device = () => [
+    "--session",
+    "ds-cli",
+    "--key",
+    keyFile,
+    "--addr",
+    gateway.addresses.grpc,
+    "--gateway-key",
+    vectors.gateway_key.public_key_base64url,
+  ];
+
+  it("keygen --out writes a 0600 Ed25519 PEM and prints its public key and key_id", async () => {
+    const { code, stdout, stderr } = await cli(["keygen", "--out", keyFile]);
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    const pem = readFileSync(keyFile, "utf8");
+    const expected = expectedKeyLines(pem);
+    const fields = keygenFields(stdout);
+    expect(fields).toEqual({
+      private_key_pem_path: keyFile,
+      public_key: expected.publicKey,
+      key_id: expected.keyId,
+    });
+    expect(stdout).not.toContain("PRIVATE KEY");
+    devicePublicKey = fields.public_key!;
+  });
+
+  it("keygen --out refuses to overwrite an existing file", async () => {
+    const before = statSync(keyFile).mtimeMs;
+    const { code, stderr } = await cli(["keygen", "--out", keyFile]);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/^error: .*EEXIST/);
+    expect(statSync(keyFile).mtimeMs).toBe(before);
+  });
+
+  it("session put writes the session hash and a session-events entry", async () => {
+    const { code, stdout } = await cli([
+      "session",
+      "put",
+      "--session",
+      "ds-cli",
+      "--user",
+      "u-cli",
+      "--public-key",
+      devicePublicKey,
+    ]);
+    expect(code).toBe(0);
+    const match = /^session ds-cli active \(entry (\d+-\d+)\)$/.exec(stdout);
+    expect(match).not.toBeNull();
+    expect(await admin.hgetall("gateway:session:ds-cli")).toEqual({
+      user_id: "u-cli",
+      client_public_key: devicePublicKey,
+      status: "active",
+      updated_at_ms: expect.stringMatching(/^\d+$/),
+    });
+    const entries = await admin.xrange("gateway:session_events", match![1]!, match![1]!);
+    expect(entries).toHaveLength(1);
+    expect(entries[0]![1]).toEqual([
+      "device_session_id",
+      "ds-cli",
+      "user_id",
+      "u-cli",
+      "client_public_key",
+      devicePublicKey,
+      "status",
+      "active",
+    ]);
+  });
+
+  it("exec sends a signed command and prints the verified response", async () => {
+    const { code, stdout, stderr } = await cli([
+      "exec",
+      ...device(),
+      "--type",
+      "demo.echo",
+      "--payload",
+      "hello",
+    ]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual({
+      request_id: expect.any(String),
+      result_code: "ok",
+      payload: "hello",
+      payload_hex: Buffer.from("hello").toString("hex"),
+      timestamp_ms: expect.any(Number),
+      key_id: vectors.gateway_key.key_id,
+      signature: "verified",
+    });
+  });
+
+  it("exec fails when the response is not signed by the given gateway key", async () => {
+    const args = device();
+    args[args.indexOf("--gateway-key") + 1] = newDeviceKey().publicKeyText;
+    const { code, stdout, stderr } = await cli([
+      "exec",
+      ...args,
+      "--type",
+      "demo.echo",
+      "--payload",
+      "hello",
+    ]);
+    expect(code).toBe(1);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(/^error: response \S+ has an invalid gateway signature$/);
+  });
+
+  it("subscribe receives the bootstrap event, then an event published with the CLI", async () => {
+    const out = createIo();
+    const subscribing = runCli(["subscribe", ...device(), "--count", "2"], env, out.io);
+    // The bootstrap event is sent after the stream is registered, so an event
+    // published after it reaches this stream.
+    await out.untilStdoutLines(1, subscribing);
+    const bootstrap = JSON.parse(out.stdout[0]!);
+    expect(bootstrap).toMatchObject({
+      event_type: "gateway.server_time",
+      request_id: expect.stringMatching(/.+/),
+      payload: "",
+      signature: "verified",
+    });
+
+    const published = await cli([
+      "event",
+      "publish",
+      "--user",
+      "u-cli",
+      "--type",
+      "demo.note",
+      "--payload",
+      "hi",
+    ]);
+    expect(published.code).toBe(0);
+    const [, eventId] = /^event (\d+-\d+) published$/.exec(published.stdout) ?? [];
+    expect(eventId).toBeDefined();
+
+    expect(await subscribing).toBe(0);
+    expect(out.stderr).toEqual([]);
+    expect(out.stdout).toHaveLength(2);
+    expect(JSON.parse(out.stdout[1]!)).toEqual({
+      event_id: eventId,
+      event_type: "demo.note",
+      request_id: "",
+      timestamp_ms: expect.any(Number),
+      payload: "hi",
+      payload_hex: Buffer.from("hi").toString("hex"),
+      signature: "verified",
+    });
+  });
+
+  // The open stream ends once the gateway has applied the revoke, which makes
+  // the following exec deterministic (the gateway caches the active session).
+  it("session revoke ends the open stream, then exec fails with FAILED_PRECONDITION", async () => {
+    const out = createIo();
+    const subscribing = runCli(["subscribe", ...device()], env, out.io);
+    await out.untilStdoutLines(1, subscribing);
+
+    const revoked = await cli(["session", "revoke", "--session", "ds-cli"]);
+    expect(revoked.code).toBe(0);
+    expect(revoked.stdout).toMatch(/^session ds-cli revoked \(entry \d+-\d+\)$/);
+    expect(await admin.hget("gateway:session:ds-cli", "status")).toBe("revoked");
+    expect(await admin.hget("gateway:session:ds-cli", "revoked_at_ms")).toMatch(/^\d+$/);
+
+    expect(await subscribing).toBe(1);
+    expect(out.stderr).toEqual(["error: FAILED_PRECONDITION: device session is revoked"]);
+
+    const { code, stdout, stderr } = await cli([
+      "exec",
+      ...device(),
+      "--type",
+      "demo.echo",
+      "--payload",
+      "hello",
+    ]);
+    expect(code).toBe(1);
+    expect(stdout).toBe("");
+    expect(stderr).toBe("error: FAILED_PRECONDITION: device session is revoked");
+  });
+
+  it("session revoke of an unknown session fails and writes nothing", async () => {
+    const before = await admin.xlen("gateway:session_events");
+    const { code, stderr } = await cli(["session", "revoke", "--session", "ds-nobody"]);
+    expect(code).toBe(1);
+    expect(stderr).toBe("error: session ds-nobody not found");
+    expect(await admin.xlen("gateway:session_events")).toBe(before);
+    expect(await admin.exists("gateway:session:ds-nobody")).toBe(0);
+  });
+});
+
+describe("CLI usage errors", () => {
+  it.each([
+    ["an unknown command", ["frobnicate"], 'unknown command "frobnicate"'],
+    ["no command", [], 'unknown command ""'],
+    [
+      "exec without --session",
+      ["exec", "--key", "device.pem", "--type", "demo.echo"],
+      "--session is required",
+    ],
+    ["session revoke without --session", ["session", "revoke"], "--session is required"],
+    ["an unknown option", ["keygen", "--bogus"], "--bogus"],
+    ["session with no action", ["session"], "expected: session put | session revoke"],
+    ["infra without provision", ["infra", "teardown"], "expected: infra provision"],
+  ])("%s exits 2 and prints the usage", async (_name, argv, message) => {
+    const { code, stdout, stderr } = await cli(argv);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(/^error: /);
+    expect(stderr).toContain(message);
+    expect(stderr).toContain("Usage: edge-gateway");
+  });
+
+  it("help prints the usage and exits 0", async () => {
+    const { code, stdout } = await cli(["help"]);
+    expect(code).toBe(0);
+    expect(stdout).toContain("Usage: edge-gateway");
+  });
+});
+
+describe("config check", () => {
+  it("accepts a valid environment and prints the signer's key_id", async () => {
+    const { code, stdout, stderr } = await cli(["config", "check"]);
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
+    expect(stdout).toContain("configuration is valid");
+    expect(stdout).toContain(`redis addr=${redis.addr} db=0 key_prefix=gateway:`);
+    expect(stdout).toContain(`response signer key_id=${vectors.gateway_key.key_id}`);
+    expect(stdout).not.toContain(redis.password);
+  });
+
+  it.each<[string, () => Record<string, string>, RegExp]>([
+    [
+      "GATEWAY_REDIS_DB=16",
+      () => ({ GATEWAY_REDIS_DB: "16" }),
+      /^error: GATEWAY_REDIS_DB: expected an integer from 0 to 15, got "16"$/,
+    ],
+    [
+      "the deprecated GATEWAY_REDIS_USERNAME",
+      () => ({ GATEWAY_REDIS_USERNAME: "default" }),
+      /^error: GATEWAY_REDIS_USERNAME: is no longer accepted/,
+    ],
+    [
+      "the deprecated GATEWAY_REDIS_TLS_ENABLED, even empty",
+      () => ({ GATEWAY_REDIS_TLS_ENABLED: "" }),
+      /^error: GATEWAY_REDIS_TLS_ENABLED: is no longer accepted/,
+    ],
+    [
+      "an empty GATEWAY_REDIS_PASSWORD",
+      () => ({ GATEWAY_REDIS_PASSWORD: "" }),
+      /^error: GATEWAY_REDIS_PASSWORD: is required$/,
+    ],
+    [
+      "a missing signer key file",
+      () => ({ GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: join(tmp, "missing.pem") }),
+      /^error: cannot read signer key file .*missing\.pem \(ENOENT\)$/,
+    ],
+    [
+      "the password pasted into another variable",
+      () => ({ GATEWAY_REDIS_DB: redis.password }),
+      /^error: GATEWAY_REDIS_DB: /,
+    ],
+  ])(
+    "refuses %s with exit 1, naming the problem, never the password",
+    async (_name, override, expected) => {
+      const { code, stdout, stderr } = await cli(["config", "check"], { ...env, ...override() });
+      expect(code).toBe(1);
+      expect(stdout).toBe("");
+      expect(stderr).toMatch(expected);
+      expect(stderr).not.toContain(redis.password);
+    },
+  );
+});
+
+describe("event publish", () => {
+  it.each([
+    ["--user", ["--user", "u cli", "--type", "demo.note"], "userId"],
+    [
+      "--session",
+      ["--user", "u-cli", "--session", "ds/1", "--type", "demo.note"],
+      "deviceSessionId",
+    ],
+    ["--type", ["--user", "u-cli", "--type", "demo note"], "eventType"],
+    [
+      "--request-id",
+      ["--user", "u-cli", "--type", "demo.note", "--request-id", "r 1"],
+      "requestId",
+    ],
+  ])("with an invalid %s exits 1 and writes nothing", async (_flag, args, field) => {
+    const before = await admin.xlen("gateway:client_events");
+    const { code, stdout, stderr } = await cli(["event", "publish", ...args]);
+    expect(code).toBe(1);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(new RegExp(`^error: publishClientEvent: ${field} must be`));
+    expect(await admin.xlen("gateway:client_events")).toBe(before);
+  });
+
+  // `--session "$SESSION"` with an unset variable must not widen the audience
+  // from one device session to every device of the user.
+  it("with an empty --session fails and writes nothing", async () => {
+    const before = await admin.xlen("gateway:client_events");
+    const args = ["event", "publish", "--user", "u-cli", "--session", "", "--type", "demo.note"];
+    const { code, stdout, stderr } = await cli(args);
+    expect([1, 2]).toContain(code);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(/session/i);
+    expect(await admin.xlen("gateway:client_events")).toBe(before);
+  });
+});
+
+describe("infra provision through the CLI", () => {
+  const streams = {
+    GATEWAY_SESSION_EVENTS_REDIS_STREAM: "cli-provision:session_events",
+    GATEWAY_CLIENT_EVENTS_REDIS_STREAM: "cli-provision:client_events",
+  };
+
+  it("--check fails on missing streams, provisioning creates them, --check then passes", async () => {
+    const provisionEnv = { ...env, ...streams };
+    const missing = await cli(["infra", "provision", "--check"], provisionEnv);
+    expect(missing.code).toBe(1);
+    expect(missing.stdout).toContain("(check only: nothing will be changed)");
+    expect(missing.stderr).toContain(
+      "stream cli-provision:session_events (session events) does not exist",
+    );
+    expect(missing.stderr).toContain(
+      "stream cli-provision:client_events (client events) does not exist",
+    );
+    expect(await admin.exists(...Object.values(streams))).toBe(0);
+
+    const created = await cli(["infra", "provision"], provisionEnv);
+    expect(created.code).toBe(0);
+    expect(created.stdout).toContain(
+      "stream cli-provision:session_events (session events): created",
+    );
+    expect(created.stdout).toContain("stream cli-provision:client_events (client events): created");
+
+    const checked = await cli(["infra", "provision", "--check"], provisionEnv);
+    expect(checked.code).toBe(0);
+    expect(checked.stderr).toBe("");
+    expect(checked.stdout).toContain(
+      "stream cli-provision:session_events (session events): exists",
+    );
+    expect(checked.stdout).toContain("stream cli-provision:client_events (client events): exists");
+    expect(checked.stdout).toContain("maxmemory-policy: noeviction");
+    expect(await admin.type(streams.GATEWAY_SESSION_EVENTS_REDIS_STREAM)).toBe("stream");
+
+    for (const output of [missing, created, checked]) {
+      expect(`${output.stdout}\n${output.stderr}`).not.toContain(redis.password);
+    }
+  });
+
+  it("refuses --check with --trim as a usage error", async () => {
+    const { code, stderr } = await cli(["infra", "provision", "--check", "--trim"]);
+    expect(code).toBe(2);
+    expect(stderr).toContain("--check changes nothing");
+  });
+});
+
+describe("the built bin dispatches CLI commands", () => {
+  it("keygen prints a PEM, its public key and key_id, and exits 0", async () => {
+    const { code, stdout, stderr } = await runBin(["keygen"]);
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
+    const pem = /-----BEGIN PRIVATE KEY-----\n[\s\S]+?\n-----END PRIVATE KEY-----/.exec(stdout);
+    expect(pem).not.toBeNull();
+    const expected = expectedKeyLines(pem![0]);
+    expect(keygenFields(stdout)).toEqual({
+      public_key: expected.publicKey,
+      key_id: expected.keyId,
+    });
+  });
+
+  it("keygen --out writes the key file with mode 0600", async () => {
+    const path = join(tmp, "bin-key.pem");
+    const { code, stdout } = await runBin(["keygen", "--out", path]);
+    expect(code).toBe(0);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(keygenFields(stdout).key_id).toBe(expectedKeyLines(readFileSync(path, "utf8")).keyId);
+  });
+
+  it("config check reads the process environment and exits 0", async () => {
+    const { code, stdout } = await runBin(["config", "check"], env);
+    expect(code).toBe(0);
+    expect(stdout).toContain("configuration is valid");
+    expect(stdout).toContain(`response signer key_id=${vectors.gateway_key.key_id}`);
+    expect(stdout).not.toContain(redis.password);
+  });
+
+  it("an unknown command exits 2 with the usage on stderr", async () => {
+    const { code, stdout, stderr } = await runBin(["frobnicate"]);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toContain('error: unknown command "frobnicate"');
+    expect(stderr).toContain("Usage: edge-gateway");
+  });
+
+  it("a failing command exits 1", async () => {
+    const { code, stderr } = await runBin(["config", "check"], {
+      ...env,
+      GATEWAY_REDIS_DB: "16",
+    });
+    expect(code).toBe(1);
+    expect(stderr).toContain("GATEWAY_REDIS_DB");
+  });
+});

@@ -1,0 +1,271 @@
+/**
+ * Dev mode as a developer runs it: the built bin's `dev` command in a fresh
+ * directory, with its own redis-server, a seeded demo device and the CLI
+ * talking to it; Ctrl-C stops everything it started.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { runCli } from "../runtime/cli.js";
+
+const BIN = fileURLToPath(new URL("../dist/runtime/bin.js", import.meta.url));
+
+/** A `bin.js dev` child process and what it printed. */
+interface DevProcess {
+  readonly child: ChildProcess;
+  output(): string;
+  /** Resolves once the output matches `pattern`; rejects if the process exits first. */
+  waitFor(pattern: RegExp): Promise<RegExpMatchArray>;
+  /** Resolves with the exit code once it exits. */
+  readonly exited: Promise<number | null>;
+}
+
+const tmpDirs: string[] = [];
+const running: DevProcess[] = [];
+/** Local redis-servers dev mode reported, to end if a test fails before dev mode stops them. */
+const redisPids: number[] = [];
+
+function freshDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tmpDirs.push(dir);
+  return dir;
+}
+
+/** The environment of a dev run on loopback ephemeral ports, with exactly `extra` added. */
+function devEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "",
+    NO_COLOR: "1",
+    GATEWAY_PUBLIC_HTTP_ADDR: "127.0.0.1:0",
+    GATEWAY_AUTHENTICATED_GRPC_ADDR: "127.0.0.1:0",
+    GATEWAY_ADMIN_HTTP_ADDR: "127.0.0.1:0",
+    ...extra,
+  };
+}
+
+/** Spawns `bin.js dev` in `cwd`; `detached` gives it its own process group, as a terminal does. */
+function spawnDev(cwd: string, env: Record<string, string>, detached = false): DevProcess {
+  const child = spawn(process.execPath, [BIN, "dev"], {
+    cwd,
+    env,
+    detached,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let text = "";
+  const waiters = new Set<() => void>();
+  const onData = (chunk: Buffer) => {
+    text += chunk.toString("utf8");
+    for (const wake of waiters) wake();
+  };
+  child.stdout?.on("data", onData);
+  child.stderr?.on("data", onData);
+  const exited = new Promise<number | null>((resolve) => {
+    child.once("exit", (code) => resolve(code));
+  });
+  const dev: DevProcess = {
+    child,
+    output: () => text,
+    exited,
+    waitFor(pattern) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const match = text.match(pattern);
+          if (match) {
+            waiters.delete(check);
+            resolve(match);
+          }
+        };
+        waiters.add(check);
+        check();
+        exited.then((code) => {
+          check();
+          if (waiters.delete(check)) {
+            reject(new Error(`dev mode exited ${code} before ${pattern}; output:\n${text}`));
+          }
+        });
+      });
+    },
+  };
+  running.push(dev);
+  return dev;
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
+    throw error;
+  }
+}
+
+/** Resolves once `pid` is gone (signal 0 answers ESRCH). */
+async function untilGone(pid: number): Promise<void> {
+  while (isRunning(pid)) await new Promise((wake) => setTimeout(wake, 25));
+}
+
+/** `KEY=value` lines of a dotenv-style file. */
+function parseEnvFile(path: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of readFileSync(path, "utf8").split("\n")) {
+    const at = line.indexOf("=");
+    if (at > 0) env[line.slice(0, at)] = line.slice(at + 1);
+  }
+  return env;
+}
+
+afterEach(async () => {
+  for (const dev of running.splice(0)) {
+    if (dev.child.exitCode === null && dev.child.signalCode === null) {
+      dev.child.kill("SIGKILL");
+      await dev.exited;
+    }
+  }
+  for (const pid of redisPids.splice(0)) {
+    if (isRunning(pid)) {
+      process.kill(pid, "SIGKILL");
+      await untilGone(pid);
+    }
+  }
+});
+
+afterAll(() => {
+  for (const dir of tmpDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("dev mode", () => {
+  it("serves a ready gateway the CLI can use, and SIGINT stops it and its redis-server", async () => {
+    const cwd = freshDir("edge-gateway-dev-");
+    const dev = spawnDev(cwd, devEnv());
+    const [, redisPid] = await dev.waitFor(/local redis-server \(pid (\d+)\) on 127\.0\.0\.1:\d+/);
+    const pid = Number(redisPid);
+    redisPids.push(pid);
+    expect(isRunning(pid)).toBe(true);
+
+    await dev.waitFor(/gateway ready/);
+    await dev.waitFor(/Ctrl-C stops the gateway and everything dev mode started\./);
+    const output = dev.output();
+    const [, grpc] = output.match(/authenticated gRPC listening on (127\.0\.0\.1:\d+)/) ?? [];
+    const [, publicHttp] = output.match(/public HTTP listening on (127\.0\.0\.1:\d+)/) ?? [];
+    const [, adminHttp] = output.match(/admin HTTP listening on (127\.0\.0\.1:\d+)/) ?? [];
+    expect(grpc).toBeDefined();
+    expect(publicHttp).toBeDefined();
+    expect(adminHttp).toBeDefined();
+
+    // The "Try:" block points at the bound listeners and the seeded device.
+    expect(output).toContain("Dev gateway is running. Try:");
+    expect(output).toContain(`curl http://${publicHttp}/healthz`);
+    expect(output).toContain(`curl http://${adminHttp}/metrics`);
+    expect(output).toContain(
+      "npx edge-gateway exec --session dev-device-1 --key .dev/device.pem --type demo.echo --payload hello",
+    );
+
+    const health = await fetch(`http://${publicHttp}/healthz`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ status: "ok" });
+
+    // The Redis settings go to a private file, never to the terminal.
+    const envFile = join(cwd, ".dev", "env");
+    expect(statSync(envFile).mode & 0o777).toBe(0o600);
+    expect(statSync(join(cwd, ".dev", "device.pem")).mode & 0o777).toBe(0o600);
+    expect(statSync(join(cwd, ".dev", "signer.pem")).mode & 0o777).toBe(0o600);
+    const cliEnv = parseEnvFile(envFile);
+    expect(cliEnv.GATEWAY_AUTHENTICATED_GRPC_ADDR).toBe(grpc);
+    const password = cliEnv.GATEWAY_REDIS_PASSWORD ?? "";
+    expect(password).not.toBe("");
+    expect(output).toContain(`on ${cliEnv.GATEWAY_REDIS_MASTER_ADDR}`);
+    expect(output).not.toContain(password);
+
+    // The CLI acts as the seeded device, as the "Try:" block says.
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    const code = await runCli(
+      [
+        "exec",
+        "--session",
+        "dev-device-1",
+        "--key",
+        join(cwd, ".dev", "device.pem"),
+        "--gateway-key-file",
+        join(cwd, ".dev", "signer.pem"),
+        "--type",
+        "demo.echo",
+        "--payload",
+        "hello",
+      ],
+      cliEnv,
+      { stdout: (line) => stdout.push(line), stderr: (line) => stderr.push(line) },
+    );
+    expect(stderr).toEqual([]);
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout.join("\n"))).toMatchObject({
+      result_code: "ok",
+      payload: "hello",
+      signature: "verified",
+    });
+    const [, keyId] = output.match(/response signer key_id=([0-9a-f]{16})/) ?? [];
+    expect(JSON.parse(stdout.join("\n")).key_id).toBe(keyId);
+
+    dev.child.kill("SIGINT");
+    expect(await dev.exited).toBe(0);
+    expect(dev.output()).toContain("SIGINT received: stopping the dev gateway");
+    expect(dev.output()).not.toContain(password);
+    await untilGone(pid);
+  });
+
+  it("exits 1 and says how to install redis-server when it is not on PATH", async () => {
+    const cwd = freshDir("edge-gateway-dev-noredis-");
+    const bin = freshDir("edge-gateway-dev-path-");
+    symlinkSync(process.execPath, join(bin, "node"));
+    const dev = spawnDev(cwd, devEnv({ PATH: bin }));
+    expect(await dev.exited).toBe(1);
+    const output = dev.output();
+    expect(output).toContain("redis-server is not installed");
+    expect(output).toContain("apt-get install -y redis-server");
+    expect(output).toContain("brew install redis");
+    expect(output).not.toMatch(/listening on|gateway ready/);
+  });
+
+  // Ctrl-C in a terminal signals the whole process group: the redis-server
+  // gets SIGINT at the same moment as the gateway, which must still stop cleanly.
+  it("exits 0 when Ctrl-C signals its whole process group", async () => {
+    const cwd = freshDir("edge-gateway-dev-group-");
+    const dev = spawnDev(cwd, devEnv(), true);
+    const [, redisPid] = await dev.waitFor(/local redis-server \(pid (\d+)\)/);
+    const pid = Number(redisPid);
+    redisPids.push(pid);
+    await dev.waitFor(/Ctrl-C stops the gateway and everything dev mode started\./);
+    process.kill(-dev.child.pid!, "SIGINT");
+    expect(await dev.exited).toBe(0);
+    await untilGone(pid);
+  });
+
+  // `npm run dev` forwards SIGTERM to dev mode only. Dev mode holds here while
+  // it loads GATEWAY_ROUTES_MODULE, after its redis-server is up and before the
+  // gateway starts; the signal must still stop that redis-server.
+  it("stops its redis-server when SIGTERM arrives during startup", async () => {
+    const cwd = freshDir("edge-gateway-dev-early-");
+    writeFileSync(
+      join(cwd, "routes.mjs"),
+      `process.stderr.write("routes module loading\\n");
+      await new Promise(() => setInterval(() => {}, 1000));
+      export const routes = {};`,
+    );
+    const dev = spawnDev(cwd, devEnv({ GATEWAY_ROUTES_MODULE: "routes.mjs" }));
+    const [, redisPid] = await dev.waitFor(/local redis-server \(pid (\d+)\)/);
+    const pid = Number(redisPid);
+    redisPids.push(pid);
+    await dev.waitFor(/routes module loading/);
+    dev.child.kill("SIGTERM");
+    await dev.exited;
+    const deadline = Date.now() + 10_000;
+    while (isRunning(pid) && Date.now() < deadline) {
+      await new Promise((wake) => setTimeout(wake, 25));
+    }
+    expect(isRunning(pid), `redis-server pid ${pid} outlived dev mode`).toBe(false);
+  });
+});
