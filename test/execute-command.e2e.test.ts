@@ -348,7 +348,9 @@ describe("ExecuteCommand", () => {
   it("aborts the route's signal when the client's deadline passes", async () => {
     now = Date.now();
     await expectStatus(
-      client.executeCommand(request({ messageType: "demo.slow" }), { deadline: new Date(Date.now() + 200) }),
+      client.executeCommand(request({ messageType: "demo.slow" }), {
+        deadline: new Date(Date.now() + 200),
+      }),
       Status.DEADLINE_EXCEEDED,
     );
   });
