@@ -1,0 +1,565 @@
+/**
+ * Push-path test support: devices with signed requests, subscriptions that
+ * record every event and the terminal status, clients that stop reading, an
+ * independent check of pushed-event signatures (contract §4), /metrics
+ * scraping, and gateways (in-process or the bin) on streams of their own.
+ */
+import { createHash, createPublicKey, type KeyObject, randomUUID, verify } from "node:crypto";
+import * as http2 from "node:http2";
+import * as grpc from "@grpc/grpc-js";
+import type { Redis } from "ioredis";
+import {
+  type Channel,
+  ChannelCredentials,
+  ClientError,
+  createChannel,
+  createClient,
+  Status,
+  waitForChannelReady,
+} from "nice-grpc";
+import type { Routes } from "../../handlers/ports.js";
+import {
+  EdgeGatewayServiceDefinition,
+  type ExecuteCommandRequest,
+  SubscribeEventsRequest,
+  SubscribeEventsResponse,
+} from "../../proto/gen/edgegateway/v1/edge_gateway.js";
+import {
+  signExecuteCommandRequest,
+  signSubscribeEventsRequest,
+} from "../../runtime/device-client.js";
+import {
+  type ClientEventInput,
+  publishClientEvent,
+  publishSessionSnapshot,
+  type SessionSnapshotInput,
+} from "../../runtime/publishers.js";
+import { SUBSCRIBE_EVENTS_PATH } from "../../runtime/subscribe-events.js";
+import { type GatewayProcess, gatewayEnv, spawnGateway, startGateway } from "./gateway.js";
+import { newDeviceKey, vectors } from "./keys.js";
+import type { TestRedis } from "./redis-server.js";
+
+/** Safety net of every wait below; never an expectation about speed. */
+export const SAFETY_MS = 15_000;
+
+/** Runs registered cleanups, last registered first. */
+export function createCleanup() {
+  const tasks: (() => unknown)[] = [];
+  return {
+    /** Registers a cleanup. */
+    defer(task: () => unknown): void {
+      tasks.push(task);
+    },
+    /** Runs and forgets every registered cleanup; one failing does not stop the others. */
+    async run(): Promise<void> {
+      const errors: unknown[] = [];
+      for (const task of tasks.splice(0).reverse()) {
+        try {
+          await task();
+        } catch (error) {
+          errors.push(error);
+        }
+      }
+      if (errors.length > 0) throw errors[0];
+    },
+  };
+}
+
+/** Cleanup registry of one test file. */
+export type Cleanup = ReturnType<typeof createCleanup>;
+
+/** The gateway's public key, imported from the shared vectors' raw bytes. */
+const gatewayPublicKey = createPublicKey({
+  key: { kty: "OKP", crv: "Ed25519", x: vectors.gateway_key.public_key_base64url },
+  format: "jwk",
+});
+
+function lp(text: string): Buffer {
+  const bytes = Buffer.from(text, "utf8");
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(bytes.length);
+  return Buffer.concat([length, bytes]);
+}
+
+function u64(value: number): Buffer {
+  const bytes = Buffer.alloc(8);
+  bytes.writeBigUInt64BE(BigInt(value));
+  return bytes;
+}
+
+/** The signed bytes of a pushed event, built from contract §4 alone. */
+export function contractEventSignedBytes(event: {
+  keyId: string;
+  eventId: string;
+  eventType: string;
+  requestId: string;
+  timestampMs: number;
+  payload: Uint8Array;
+}): Buffer {
+  return Buffer.concat([
+    lp("edge-gateway/v1/event"),
+    lp(event.keyId),
+    lp(event.eventId),
+    lp(event.eventType),
+    lp(event.requestId),
+    u64(event.timestampMs),
+    createHash("sha256").update(event.payload).digest(),
+  ]);
+}
+
+/** Whether an event carries the vectors' gateway `key_id` and a valid signature by that key. */
+export function hasValidGatewaySignature(event: SubscribeEventsResponse): boolean {
+  return (
+    event.keyId === vectors.gateway_key.key_id &&
+    verify(null, contractEventSignedBytes(event), gatewayPublicKey, event.signature)
+  );
+}
+
+let sequence = 0;
+
+/** A name unique within the test file. */
+export function uniqueName(prefix: string): string {
+  sequence += 1;
+  return `${prefix}-${sequence}`;
+}
+
+/** A device session: its ids and its Ed25519 key. */
+export interface TestDevice {
+  readonly userId: string;
+  readonly deviceSessionId: string;
+  readonly privateKey: KeyObject;
+  /** base64url of the raw public key, as the session record stores it. */
+  readonly publicKeyText: string;
+}
+
+/** A new device session of `userId` with a fresh key (not yet written anywhere). */
+export function newDevice(userId: string, deviceSessionId = uniqueName("ds")): TestDevice {
+  return { userId, deviceSessionId, ...newDeviceKey() };
+}
+
+/** A SubscribeEvents request signed by the device (or by `signingKey`), fresh now. */
+export function subscribeRequest(
+  device: TestDevice,
+  options: {
+    requestId?: string;
+    timestampMs?: number;
+    lastEventId?: string;
+    signingKey?: KeyObject;
+  } = {},
+): SubscribeEventsRequest {
+  return signSubscribeEventsRequest(
+    {
+      deviceSessionId: device.deviceSessionId,
+      requestId: options.requestId ?? `sub-${randomUUID()}`,
+      timestampMs: options.timestampMs ?? Date.now(),
+      lastEventId: options.lastEventId ?? "",
+    },
+    options.signingKey ?? device.privateKey,
+  );
+}
+
+/** An ExecuteCommand request signed by the device, fresh now. */
+export function executeRequest(
+  device: TestDevice,
+  options: { messageType?: string; requestId?: string; payload?: Uint8Array } = {},
+): ExecuteCommandRequest {
+  return signExecuteCommandRequest(
+    {
+      deviceSessionId: device.deviceSessionId,
+      messageType: options.messageType ?? "demo.echo",
+      requestId: options.requestId ?? `cmd-${randomUUID()}`,
+      timestampMs: Date.now(),
+      payload: options.payload ?? Buffer.from("ping"),
+    },
+    device.privateKey,
+  );
+}
+
+/** A gRPC status as a device sees it: its name and message. */
+export interface Outcome {
+  readonly status: string;
+  readonly details: string;
+}
+
+function outcomeOf(error: unknown): Outcome {
+  if (error instanceof ClientError) {
+    return { status: Status[error.code] ?? String(error.code), details: error.details };
+  }
+  if (error instanceof Error && error.name === "AbortError") {
+    return { status: "CANCELLED", details: "cancelled by the test" };
+  }
+  throw error;
+}
+
+/** A nice-grpc client on a connection of its own. */
+export function grpcClient(address: string, cleanup: Cleanup) {
+  const channel = createChannel(address, ChannelCredentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  cleanup.defer(() => channel.close());
+  return createClient(EdgeGatewayServiceDefinition, channel);
+}
+
+/** Sends a signed ExecuteCommand; resolves `OK` with the result code, or the error status. */
+export async function execute(
+  address: string,
+  device: TestDevice,
+  cleanup: Cleanup,
+  options: { messageType?: string; requestId?: string } = {},
+): Promise<Outcome> {
+  const channel = createChannel(address, ChannelCredentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  cleanup.defer(() => channel.close());
+  const client = createClient(EdgeGatewayServiceDefinition, channel);
+  try {
+    const response = await client.executeCommand(executeRequest(device, options), {
+      signal: AbortSignal.timeout(SAFETY_MS),
+    });
+    return { status: "OK", details: response.resultCode };
+  } catch (error) {
+    return outcomeOf(error);
+  } finally {
+    channel.close();
+  }
+}
+
+/** Resolves once `check` returns a value; rejects with `describe()` after `timeoutMs`. */
+function until<T>(
+  subscribe: (wake: () => void) => () => void,
+  check: () => T | undefined,
+  timeoutMs: number,
+  describe: () => string,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let unsubscribe = () => {};
+    const timer = setTimeout(() => {
+      unsubscribe();
+      reject(new Error(`timed out after ${timeoutMs} ms: ${describe()}`));
+    }, timeoutMs);
+    const test = () => {
+      let value: T | undefined;
+      try {
+        value = check();
+      } catch (error) {
+        clearTimeout(timer);
+        unsubscribe();
+        reject(error);
+        return;
+      }
+      if (value === undefined) return;
+      clearTimeout(timer);
+      unsubscribe();
+      resolve(value);
+    };
+    unsubscribe = subscribe(test);
+    test();
+  });
+}
+
+/** A SubscribeEvents call that records what it receives. */
+export interface Subscription {
+  readonly request: SubscribeEventsRequest;
+  /** Every event received so far, the bootstrap event first. */
+  readonly events: SubscribeEventsResponse[];
+  /** The terminal status, once the stream ended. */
+  readonly ended: Outcome | undefined;
+  /** The first `count` events, once they arrived; rejects if the stream ends with fewer. */
+  received(count: number): Promise<SubscribeEventsResponse[]>;
+  /** The terminal status, once the stream ends. */
+  terminal(): Promise<Outcome>;
+  /** Cancels the call and closes its connection (unless the caller provided it). */
+  cancel(): void;
+}
+
+/** A connection of its own to `address`, once it is ready (to start calls without connecting). */
+export async function connectedChannel(address: string, cleanup: Cleanup): Promise<Channel> {
+  const channel = createChannel(address, ChannelCredentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  cleanup.defer(() => channel.close());
+  await waitForChannelReady(channel, new Date(Date.now() + SAFETY_MS));
+  return channel;
+}
+
+/**
+ * Opens SubscribeEvents with a nice-grpc client and reads continuously: on a
+ * connection of its own, or on `channel` (which the caller closes).
+ */
+export function subscribe(
+  target: string | Channel,
+  request: SubscribeEventsRequest,
+  cleanup: Cleanup,
+): Subscription {
+  const channel =
+    typeof target === "string"
+      ? createChannel(target, ChannelCredentials.createInsecure(), {
+          "grpc.use_local_subchannel_pool": 1,
+        })
+      : target;
+  const client = createClient(EdgeGatewayServiceDefinition, channel);
+  const abort = new AbortController();
+  const events: SubscribeEventsResponse[] = [];
+  const watchers = new Set<() => void>();
+  const notify = () => {
+    for (const watcher of [...watchers]) watcher();
+  };
+  const watch = (wake: () => void) => {
+    watchers.add(wake);
+    return () => watchers.delete(wake);
+  };
+  let ended: Outcome | undefined;
+
+  const done = (async () => {
+    try {
+      for await (const event of client.subscribeEvents(request, { signal: abort.signal })) {
+        events.push(event);
+        notify();
+      }
+      ended = { status: "OK", details: "" };
+    } catch (error) {
+      ended = outcomeOf(error);
+    }
+    notify();
+  })();
+  const cancel = () => {
+    abort.abort();
+    if (typeof target === "string") channel.close();
+  };
+  cleanup.defer(async () => {
+    cancel();
+    await done;
+  });
+  const describe = () =>
+    `${events.length} event(s) [${events.map((event) => event.eventType).join(", ")}], ended: ${
+      ended === undefined ? "no" : `${ended.status} ${ended.details}`
+    }`;
+
+  return {
+    request,
+    events,
+    get ended() {
+      return ended;
+    },
+    received(count) {
+      return until(
+        watch,
+        () => {
+          if (events.length >= count) return events.slice(0, count);
+          if (ended !== undefined) {
+            throw new Error(`stream ended before ${count} event(s): ${describe()}`);
+          }
+          return undefined;
+        },
+        SAFETY_MS,
+        () => `waiting for ${count} event(s); ${describe()}`,
+      );
+    },
+    terminal() {
+      return until(
+        watch,
+        () => ended,
+        SAFETY_MS,
+        () => `waiting for the end; ${describe()}`,
+      );
+    },
+    cancel,
+  };
+}
+
+const RawClient = grpc.makeGenericClientConstructor({}, "EdgeGatewayService");
+
+/**
+ * A plain grpc-js subscription that stops reading right after the bootstrap
+ * event, on a connection of its own: HTTP/2 flow control then stops the
+ * gateway's writes once the client's window is full.
+ */
+export function pausedSubscription(
+  address: string,
+  request: SubscribeEventsRequest,
+  cleanup: Cleanup,
+) {
+  const client = new RawClient(address, grpc.credentials.createInsecure(), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  const call = client.makeServerStreamRequest(
+    SUBSCRIBE_EVENTS_PATH,
+    (message: SubscribeEventsRequest) =>
+      Buffer.from(SubscribeEventsRequest.encode(message).finish()),
+    (bytes: Buffer) => SubscribeEventsResponse.decode(bytes),
+    request,
+  );
+  cleanup.defer(() => {
+    call.cancel();
+    client.close();
+  });
+  const events: SubscribeEventsResponse[] = [];
+  let bootstrapped: (event: SubscribeEventsResponse) => void = () => {};
+  const bootstrap = new Promise<SubscribeEventsResponse>((resolve) => {
+    bootstrapped = resolve;
+  });
+  call.on("data", (event: SubscribeEventsResponse) => {
+    events.push(event);
+    if (events.length === 1) {
+      call.pause();
+      bootstrapped(event);
+    }
+  });
+  call.on("error", () => {
+    // The status event carries it.
+  });
+  const status = new Promise<Outcome>((resolve) =>
+    call.on("status", (value: grpc.StatusObject) =>
+      resolve({ status: Status[value.code] ?? String(value.code), details: value.details }),
+    ),
+  );
+  return { bootstrap, events, status, resume: () => call.resume() };
+}
+
+/** gRPC messages (5-byte prefix: compressed flag, big-endian length) decoded as events. */
+function decodeMessages(data: Buffer): SubscribeEventsResponse[] {
+  const events: SubscribeEventsResponse[] = [];
+  for (let offset = 0; offset + 5 <= data.length; ) {
+    const length = data.readUInt32BE(offset + 1);
+    events.push(SubscribeEventsResponse.decode(data.subarray(offset + 5, offset + 5 + length)));
+    offset += 5 + length;
+  }
+  return events;
+}
+
+/**
+ * A subscription over a bare HTTP/2 connection whose stream window starts at
+ * zero: the gateway cannot send it one DATA byte (not even the bootstrap
+ * event) until `resume()` opens the window, so its transport stays blocked and
+ * every published event waits in the stream's queue.
+ */
+export function blockedSubscription(
+  address: string,
+  request: SubscribeEventsRequest,
+  cleanup: Cleanup,
+) {
+  const session = http2.connect(`http://${address}`, { settings: { initialWindowSize: 0 } });
+  session.on("error", () => {});
+  cleanup.defer(() => session.destroy());
+  const body = Buffer.from(SubscribeEventsRequest.encode(request).finish());
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(body.length, 1);
+  const stream = session.request({
+    ":method": "POST",
+    ":path": SUBSCRIBE_EVENTS_PATH,
+    "content-type": "application/grpc+proto",
+    te: "trailers",
+  });
+  stream.on("error", () => {});
+  stream.end(Buffer.concat([prefix, body]));
+
+  const chunks: Buffer[] = [];
+  stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+  let status: Outcome | undefined;
+  const readStatus = (headers: http2.IncomingHttpHeaders) => {
+    const code = headers["grpc-status"];
+    if (code === undefined) return;
+    status = {
+      status: Status[Number(code)] ?? String(code),
+      details: decodeURIComponent(String(headers["grpc-message"] ?? "")),
+    };
+  };
+  stream.on("trailers", readStatus);
+  // Response headers leave with the first message, outside flow control: once
+  // they arrive, the bootstrap event was written and waits behind the window.
+  const responded = new Promise<void>((resolve) => {
+    stream.on("response", (headers) => {
+      readStatus(headers);
+      resolve();
+    });
+  });
+  const closed = new Promise<void>((resolve) => stream.on("close", resolve));
+  return {
+    responded,
+    resume: () => session.settings({ initialWindowSize: 65_535 }),
+    /** Resolves once the stream closed: its gRPC status and the events it got. */
+    async end() {
+      await closed;
+      return { status, events: decodeMessages(Buffer.concat(chunks)) };
+    },
+  };
+}
+
+/** The admin `/metrics` text. */
+export async function scrapeMetrics(adminAddress: string): Promise<string> {
+  const response = await fetch(`http://${adminAddress}/metrics`);
+  if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
+  return response.text();
+}
+
+/** The value of one series (`name{labels}` exactly as exposed) in a scrape; 0 when absent. */
+export function metricValue(text: string, series: string): number {
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
+  }
+  return 0;
+}
+
+/** Scrapes `/metrics` and reads one series. */
+export async function metric(adminAddress: string, series: string): Promise<number> {
+  return metricValue(await scrapeMetrics(adminAddress), series);
+}
+
+/** An in-process gateway reading streams of its own, with publishers bound to them. */
+export async function startPushGateway(
+  redis: TestRedis,
+  publisher: Redis,
+  cleanup: Cleanup,
+  options: { env?: Record<string, string>; routes?: Routes; name?: string } = {},
+) {
+  const name = options.name ?? uniqueName("push");
+  const clientEvents = `${name}:client_events`;
+  const sessionEvents = `${name}:session_events`;
+  const gateway = await startGateway(redis, {
+    env: {
+      GATEWAY_CLIENT_EVENTS_REDIS_STREAM: clientEvents,
+      GATEWAY_SESSION_EVENTS_REDIS_STREAM: sessionEvents,
+      ...options.env,
+    },
+    ...(options.routes === undefined ? {} : { routes: options.routes }),
+  });
+  cleanup.defer(() => gateway.stop());
+  return {
+    gateway,
+    grpc: gateway.addresses.grpc,
+    admin: gateway.addresses.adminHttp ?? "",
+    publicHttp: gateway.addresses.publicHttp,
+    clientEvents,
+    sessionEvents,
+    /** `publishClientEvent` onto this gateway's client-events stream. */
+    publish: (event: ClientEventInput) =>
+      publishClientEvent(publisher, event, { stream: clientEvents }),
+    /** `publishSessionSnapshot` onto this gateway's session-events stream. */
+    snapshot: (device: TestDevice, status: SessionSnapshotInput["status"]) =>
+      publishSessionSnapshot(
+        publisher,
+        {
+          deviceSessionId: device.deviceSessionId,
+          userId: device.userId,
+          clientPublicKey: device.publicKeyText,
+          status,
+          ...(status === "revoked" ? { revokedAtMs: Date.now() } : {}),
+        },
+        { stream: sessionEvents },
+      ),
+  };
+}
+
+/** The gateway bin in a child process, ready, with its bound addresses. */
+export async function startGatewayBin(
+  redis: TestRedis,
+  cleanup: Cleanup,
+  env: Record<string, string> = {},
+): Promise<{ bin: GatewayProcess; grpc: string; admin: string }> {
+  const bin = spawnGateway(gatewayEnv(redis, env));
+  cleanup.defer(() => bin.kill());
+  const [, grpcAddress] = await bin.waitFor(/authenticated gRPC listening on (\S+)/);
+  const [, adminAddress] = await bin.waitFor(/admin HTTP listening on (\S+)/);
+  await bin.waitFor(/gateway ready/);
+  return { bin, grpc: grpcAddress!, admin: adminAddress! };
+}
