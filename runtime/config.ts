@@ -247,7 +247,10 @@ const REDIS_TOOL_VARIABLES = [
 export function loadRedisToolConfig(
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): RedisToolConfig {
-  const v = parseVariables(env, REDIS_TOOL_VARIABLES);
+  return redisToolConfigOf(parseVariables(env, REDIS_TOOL_VARIABLES));
+}
+
+function redisToolConfigOf(v: Parsed): RedisToolConfig {
   return {
     redis: {
       master: v.GATEWAY_REDIS_MASTER_ADDR!,
@@ -316,17 +319,7 @@ export function loadConfig(
   }
 
   return {
-    redis: {
-      master: v.GATEWAY_REDIS_MASTER_ADDR!,
-      password: v.GATEWAY_REDIS_PASSWORD!,
-      replicas: v.GATEWAY_REDIS_REPLICA_ADDRS ?? [],
-      db: v.GATEWAY_REDIS_DB!,
-      keyPrefix: v.GATEWAY_REDIS_KEY_PREFIX!,
-      pingTimeoutMs: v.GATEWAY_REDIS_PING_TIMEOUT!,
-      commandTimeoutMs: v.GATEWAY_REDIS_COMMAND_TIMEOUT!,
-    },
-    sessionEventsStream: v.GATEWAY_SESSION_EVENTS_REDIS_STREAM!,
-    clientEventsStream: v.GATEWAY_CLIENT_EVENTS_REDIS_STREAM!,
+    ...redisToolConfigOf(v),
     signerKeyPath: v.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH!,
     publicHttpAddr: v.GATEWAY_PUBLIC_HTTP_ADDR!,
     grpcAddr: v.GATEWAY_AUTHENTICATED_GRPC_ADDR!,
