@@ -9,16 +9,14 @@ import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import { type CliIo, runCli } from "../runtime/cli.js";
 import { gatewayEnv, startGateway } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
+import { BIN } from "./support/node-process.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
-
-const BIN = fileURLToPath(new URL("../dist/runtime/bin.js", import.meta.url));
 
 const routes: Routes = {
   "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
@@ -153,6 +151,9 @@ describe("a device round trip through the CLI", () => {
     "--gateway-key",
     vectors.gateway_key.public_key_base64url,
   ];
+  /** `exec` of demo.echo with the payload "hello", as the device `args` name. */
+  const execEchoHello = (args = device()) =>
+    cli(["exec", ...args, "--type", "demo.echo", "--payload", "hello"]);
 
   it("keygen --out writes a 0600 Ed25519 PEM and prints its public key and key_id", async () => {
     const { code, stdout, stderr } = await cli(["keygen", "--out", keyFile]);
@@ -214,14 +215,7 @@ describe("a device round trip through the CLI", () => {
   });
 
   it("exec sends a signed command and prints the verified response", async () => {
-    const { code, stdout, stderr } = await cli([
-      "exec",
-      ...device(),
-      "--type",
-      "demo.echo",
-      "--payload",
-      "hello",
-    ]);
+    const { code, stdout, stderr } = await execEchoHello();
     expect(stderr).toBe("");
     expect(code).toBe(0);
     expect(JSON.parse(stdout)).toEqual({
@@ -238,14 +232,7 @@ describe("a device round trip through the CLI", () => {
   it("exec fails when the response is not signed by the given gateway key", async () => {
     const args = device();
     args[args.indexOf("--gateway-key") + 1] = newDeviceKey().publicKeyText;
-    const { code, stdout, stderr } = await cli([
-      "exec",
-      ...args,
-      "--type",
-      "demo.echo",
-      "--payload",
-      "hello",
-    ]);
+    const { code, stdout, stderr } = await execEchoHello(args);
     expect(code).toBe(1);
     expect(stdout).toBe("");
     expect(stderr).toMatch(/^error: response \S+ has an invalid gateway signature$/);
@@ -309,14 +296,7 @@ describe("a device round trip through the CLI", () => {
     expect(await subscribing).toBe(1);
     expect(out.stderr).toEqual(["error: FAILED_PRECONDITION: device session is revoked"]);
 
-    const { code, stdout, stderr } = await cli([
-      "exec",
-      ...device(),
-      "--type",
-      "demo.echo",
-      "--payload",
-      "hello",
-    ]);
+    const { code, stdout, stderr } = await execEchoHello();
     expect(code).toBe(1);
     expect(stdout).toBe("");
     expect(stderr).toBe("error: FAILED_PRECONDITION: device session is revoked");

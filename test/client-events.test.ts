@@ -5,7 +5,6 @@
  */
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Logger } from "../handlers/ports.js";
 import {
   type ClientEvent,
   createClientEventsHandler,
@@ -13,44 +12,17 @@ import {
 } from "../runtime/client-events.js";
 import { createMetrics, type Metrics } from "../runtime/metrics.js";
 import { publishClientEvent } from "../runtime/publishers.js";
-import { createStreamReader, type StreamEntry } from "../runtime/stream-reader.js";
+import { createStreamReader } from "../runtime/stream-reader.js";
+import { captureLogger } from "./support/logger.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { streamEntry } from "./support/stream-entry.js";
+import { waitFor } from "./support/wait.js";
 
 const LIMITS = { maxPayloadBytes: 64 };
 
-function entry(fields: Record<string, string | Buffer>, id = "1764028801000-0"): StreamEntry {
-  return {
-    id,
-    fields: new Map(
-      Object.entries(fields).map(([name, value]) => [
-        name,
-        typeof value === "string" ? Buffer.from(value) : value,
-      ]),
-    ),
-  };
-}
-
 function problemOf(fields: Record<string, string | Buffer>): string | undefined {
-  const parsed = parseClientEvent(entry(fields), LIMITS);
+  const parsed = parseClientEvent(streamEntry(fields), LIMITS);
   return parsed.ok ? undefined : parsed.problem;
-}
-
-interface LogLine {
-  readonly level: keyof Logger;
-  readonly message: string;
-}
-
-function captureLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const at =
-    (level: keyof Logger) =>
-    (message: string): void => {
-      lines.push({ level, message });
-    };
-  return {
-    lines,
-    logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") },
-  };
 }
 
 async function counted(metrics: Metrics, result: string): Promise<number> {
@@ -58,20 +30,11 @@ async function counted(metrics: Metrics, result: string): Promise<number> {
   return values.find((value) => value.labels.result === result)?.value ?? 0;
 }
 
-/** Polls until `check` holds; the timeout is only a safety net. */
-async function waitFor(what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 describe("parseClientEvent", () => {
   it("parses a complete entry, with the entry id as event id and the payload as raw bytes", () => {
     const payload = Buffer.from([0x00, 0xff, 0xc3, 0x28]);
     const parsed = parseClientEvent(
-      entry(
+      streamEntry(
         {
           user_id: "user-1",
           device_session_id: "ds.1",
@@ -97,7 +60,7 @@ describe("parseClientEvent", () => {
   });
 
   it("needs only user_id and event_type; absent optional fields read as no session, no payload, no request id", () => {
-    const parsed = parseClientEvent(entry({ user_id: "u", event_type: "t" }), LIMITS);
+    const parsed = parseClientEvent(streamEntry({ user_id: "u", event_type: "t" }), LIMITS);
     expect(parsed.ok).toBe(true);
     if (!parsed.ok) return;
     expect(parsed.event).not.toHaveProperty("deviceSessionId");
@@ -108,7 +71,13 @@ describe("parseClientEvent", () => {
   // Publishers that always write every field leave the unused ones empty.
   it("reads empty optional fields as absent", () => {
     const parsed = parseClientEvent(
-      entry({ user_id: "u", event_type: "t", device_session_id: "", payload: "", request_id: "" }),
+      streamEntry({
+        user_id: "u",
+        event_type: "t",
+        device_session_id: "",
+        payload: "",
+        request_id: "",
+      }),
       LIMITS,
     );
     expect(parsed.ok && parsed.event).toEqual({
@@ -178,10 +147,10 @@ describe("createClientEventsHandler", () => {
       },
     });
     handle([
-      entry({ user_id: "online", event_type: "a" }, "1-1"),
-      entry({ user_id: "offline", event_type: "b" }, "1-2"),
-      entry({ user_id: "online" }, "1-3"),
-      entry({ user_id: "online", device_session_id: "ds", event_type: "c" }, "1-4"),
+      streamEntry({ user_id: "online", event_type: "a" }, "1-1"),
+      streamEntry({ user_id: "offline", event_type: "b" }, "1-2"),
+      streamEntry({ user_id: "online" }, "1-3"),
+      streamEntry({ user_id: "online", device_session_id: "ds", event_type: "c" }, "1-4"),
     ]);
 
     expect(delivered.map((event) => event.eventId)).toEqual(["1-1", "1-2", "1-4"]);
@@ -212,8 +181,8 @@ describe("createClientEventsHandler", () => {
       },
     });
     handle([
-      entry({ user_id: "u", event_type: "t" }, "1-1"),
-      entry({ user_id: "u", event_type: "t" }, "1-2"),
+      streamEntry({ user_id: "u", event_type: "t" }, "1-1"),
+      streamEntry({ user_id: "u", event_type: "t" }, "1-2"),
     ]);
     expect(delivered).toEqual(["1-2"]);
     expect(lines.some((line) => line.level === "error" && line.message.includes("1-1"))).toBe(true);

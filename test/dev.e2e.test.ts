@@ -3,28 +3,15 @@
  * directory, with its own redis-server, a seeded demo device and the CLI
  * talking to it; Ctrl-C stops everything it started.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { runCli } from "../runtime/cli.js";
-
-const BIN = fileURLToPath(new URL("../dist/runtime/bin.js", import.meta.url));
-
-/** A `bin.js dev` child process and what it printed. */
-interface DevProcess {
-  readonly child: ChildProcess;
-  output(): string;
-  /** Resolves once the output matches `pattern`; rejects if the process exits first. */
-  waitFor(pattern: RegExp): Promise<RegExpMatchArray>;
-  /** Resolves with the exit code once it exits. */
-  readonly exited: Promise<number | null>;
-}
+import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
 
 const tmpDirs: string[] = [];
-const running: DevProcess[] = [];
+const running: NodeProcess[] = [];
 /** Local redis-servers dev mode reported, to end if a test fails before dev mode stops them. */
 const redisPids: number[] = [];
 
@@ -34,11 +21,9 @@ function freshDir(prefix: string): string {
   return dir;
 }
 
-/** The environment of a dev run on loopback ephemeral ports, with exactly `extra` added. */
+/** The environment of a dev run on loopback ephemeral ports, with exactly `extra` added (PATH may be one). */
 function devEnv(extra: Record<string, string> = {}): Record<string, string> {
   return {
-    PATH: process.env.PATH ?? "",
-    NO_COLOR: "1",
     GATEWAY_PUBLIC_HTTP_ADDR: "127.0.0.1:0",
     GATEWAY_AUTHENTICATED_GRPC_ADDR: "127.0.0.1:0",
     GATEWAY_ADMIN_HTTP_ADDR: "127.0.0.1:0",
@@ -47,48 +32,8 @@ function devEnv(extra: Record<string, string> = {}): Record<string, string> {
 }
 
 /** Spawns `bin.js dev` in `cwd`; `detached` gives it its own process group, as a terminal does. */
-function spawnDev(cwd: string, env: Record<string, string>, detached = false): DevProcess {
-  const child = spawn(process.execPath, [BIN, "dev"], {
-    cwd,
-    env,
-    detached,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let text = "";
-  const waiters = new Set<() => void>();
-  const onData = (chunk: Buffer) => {
-    text += chunk.toString("utf8");
-    for (const wake of waiters) wake();
-  };
-  child.stdout?.on("data", onData);
-  child.stderr?.on("data", onData);
-  const exited = new Promise<number | null>((resolve) => {
-    child.once("exit", (code) => resolve(code));
-  });
-  const dev: DevProcess = {
-    child,
-    output: () => text,
-    exited,
-    waitFor(pattern) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const match = text.match(pattern);
-          if (match) {
-            waiters.delete(check);
-            resolve(match);
-          }
-        };
-        waiters.add(check);
-        check();
-        exited.then((code) => {
-          check();
-          if (waiters.delete(check)) {
-            reject(new Error(`dev mode exited ${code} before ${pattern}; output:\n${text}`));
-          }
-        });
-      });
-    },
-  };
+function spawnDev(cwd: string, env: Record<string, string>, detached = false): NodeProcess {
+  const dev = spawnNode(BIN, ["dev"], { cwd, env, detached });
   running.push(dev);
   return dev;
 }
@@ -119,12 +64,7 @@ function parseEnvFile(path: string): Record<string, string> {
 }
 
 afterEach(async () => {
-  for (const dev of running.splice(0)) {
-    if (dev.child.exitCode === null && dev.child.signalCode === null) {
-      dev.child.kill("SIGKILL");
-      await dev.exited;
-    }
-  }
+  for (const dev of running.splice(0)) await dev.kill();
   for (const pid of redisPids.splice(0)) {
     if (isRunning(pid)) {
       process.kill(pid, "SIGKILL");

@@ -3,7 +3,6 @@
  * order, routing, route failures and the signed response (§4).
  */
 import { createPrivateKey, sign } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import {
   keyIdOf,
@@ -11,7 +10,7 @@ import {
   rawPublicKeyOf,
   verifySignature,
 } from "../handlers/ed25519.js";
-import { ERROR_TABLE, GatewayError, isGatewayError } from "../handlers/errors.js";
+import { ERROR_TABLE, GatewayError } from "../handlers/errors.js";
 import {
   type CallContext,
   createExecuteCommandHandler,
@@ -21,7 +20,6 @@ import {
 import type {
   Command,
   DeviceSession,
-  Logger,
   ReplayStore,
   ResponseSigner,
   RouteContext,
@@ -32,20 +30,15 @@ import {
   executeCommandResponseSignedBytes,
   executeCommandSignedBytes,
 } from "../handlers/signing.js";
+import { vectors } from "./support/keys.js";
+import { captureLogger } from "./support/logger.js";
+import { rejectionOf } from "./support/rejection.js";
 
 interface VectorCase {
   readonly name: string;
   readonly fields: Readonly<Record<string, string | number>>;
   readonly signature_hex: string;
 }
-
-const vectors = JSON.parse(
-  readFileSync(new URL("../../shared/testdata/signing-vectors.json", import.meta.url), "utf8"),
-) as {
-  device_key: { public_key_base64url: string; private_key_pkcs8_pem: string };
-  gateway_key: { public_key_base64url: string; private_key_pkcs8_pem: string; key_id: string };
-  cases: VectorCase[];
-};
 
 function vectorCase(name: string): VectorCase {
   const found = vectors.cases.find((vector) => vector.name === name);
@@ -88,21 +81,6 @@ const MAX_PAYLOAD_BYTES = 64;
 const SESSION_ID = "ds_01JD8Y6T1VQ8E5A9";
 const USER_ID = "user-42";
 const MESSAGE_TYPE = "profile.get";
-
-interface LogLine {
-  readonly level: keyof Logger;
-  readonly message: string;
-  readonly args: unknown[];
-}
-
-function memoryLogger(lines: LogLine[]): Logger {
-  const at =
-    (level: keyof Logger) =>
-    (message: string, ...args: unknown[]) => {
-      lines.push({ level, message, args });
-    };
-  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
-}
 
 interface HarnessOptions {
   readonly status?: DeviceSession["status"];
@@ -157,12 +135,12 @@ function harness(options: HarnessOptions = {}) {
     router: { resolve: (messageType) => routes[messageType] },
     maxPayloadBytes: MAX_PAYLOAD_BYTES,
   });
-  const logLines: LogLine[] = [];
+  const { logger, lines: logLines } = captureLogger();
   const controller = new AbortController();
   const ctx: CallContext = {
     signal: controller.signal,
     deadline: undefined,
-    logger: memoryLogger(logLines),
+    logger,
   };
   return {
     reservations,
@@ -196,18 +174,8 @@ interface Outcome {
   readonly authFailure: string | undefined;
 }
 
-async function rejection(call: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await call;
-  } catch (error) {
-    if (!isGatewayError(error)) throw new Error(`expected a GatewayError, got ${String(error)}`);
-    return error;
-  }
-  throw new Error("expected the call to fail");
-}
-
 async function outcomeOf(call: Promise<unknown>): Promise<Outcome> {
-  const error = await rejection(call);
+  const error = await rejectionOf(call);
   return {
     code: error.code,
     status: ERROR_TABLE[error.code].grpc,
@@ -549,7 +517,7 @@ describe("ExecuteCommand handler", () => {
       ],
     ])("leaves the replay store untouched after %s", async (_, scenario) => {
       const { call, reservations } = harness(scenario.options);
-      await rejection(call(scenario.request()));
+      await rejectionOf(call(scenario.request()));
       expect(reservations).toEqual([]);
     });
   });
@@ -625,7 +593,7 @@ describe("ExecuteCommand handler", () => {
           },
         },
       });
-      const error = await rejection(call(request()));
+      const error = await rejectionOf(call(request()));
       expect(error).toBe(thrown);
       expect(ERROR_TABLE[error.code].grpc).toBe("UNAVAILABLE");
       expect(error.message).toBe("inventory service unavailable");
@@ -639,7 +607,7 @@ describe("ExecuteCommand handler", () => {
           },
         },
       });
-      const error = await rejection(call(request(), { ...ctx, deadline: 0 }));
+      const error = await rejectionOf(call(request(), { ...ctx, deadline: 0 }));
       expect({ code: error.code, status: ERROR_TABLE[error.code].grpc }).toEqual({
         code: "deadline_exceeded",
         status: "DEADLINE_EXCEEDED",

@@ -10,7 +10,7 @@ import { ChannelCredentials, ClientError, createChannel, createClient, Status } 
 import { HealthDefinition } from "nice-grpc-server-health";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDeviceClient } from "../runtime/device-client.js";
-import { putSession, startGateway } from "./support/gateway.js";
+import { startGateway, storeSession } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 
@@ -23,13 +23,11 @@ const device = newDeviceKey();
 
 beforeAll(async () => {
   redis = await startRedis();
-  const admin = redis.client();
-  await putSession(admin, {
+  await storeSession(redis, {
     deviceSessionId: "ds-ops",
     userId: "u-ops",
     publicKeyText: device.publicKeyText,
   });
-  admin.disconnect();
 });
 
 afterAll(async () => {
@@ -66,6 +64,17 @@ function selfSignedCertificate(): { certPath: string; keyPath: string; cert: Buf
   return { certPath, keyPath, cert: readFileSync(certPath) };
 }
 
+/** A client acting as the stored device, over cleartext unless `credentials` say otherwise. */
+function deviceClient(address: string, credentials?: ChannelCredentials) {
+  return createDeviceClient({
+    address,
+    deviceSessionId: "ds-ops",
+    devicePrivateKey: device.privateKey,
+    gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+    ...(credentials === undefined ? {} : { credentials }),
+  });
+}
+
 const echo = {
   "demo.echo": async (command: { payload: Uint8Array }) => ({
     resultCode: "ok",
@@ -76,12 +85,7 @@ const echo = {
 describe("gRPC TLS", () => {
   it("serves cleartext h2c by default", async () => {
     const gateway = await startGateway(redis, { routes: echo });
-    const client = createDeviceClient({
-      address: gateway.addresses.grpc,
-      deviceSessionId: "ds-ops",
-      devicePrivateKey: device.privateKey,
-      gatewayPublicKey: vectors.gateway_key.public_key_base64url,
-    });
+    const client = deviceClient(gateway.addresses.grpc);
     try {
       expect((await client.execute("demo.echo", Buffer.from("h2c"))).resultCode).toBe("ok");
     } finally {
@@ -99,19 +103,8 @@ describe("gRPC TLS", () => {
     expect(
       gateway.logger.lines.some((line) => /authenticated gRPC listening on .* \(TLS\)/.test(line)),
     ).toBe(true);
-    const secure = createDeviceClient({
-      address: gateway.addresses.grpc,
-      deviceSessionId: "ds-ops",
-      devicePrivateKey: device.privateKey,
-      gatewayPublicKey: vectors.gateway_key.public_key_base64url,
-      credentials: ChannelCredentials.createSsl(tls.cert),
-    });
-    const cleartext = createDeviceClient({
-      address: gateway.addresses.grpc,
-      deviceSessionId: "ds-ops",
-      devicePrivateKey: device.privateKey,
-      gatewayPublicKey: vectors.gateway_key.public_key_base64url,
-    });
+    const secure = deviceClient(gateway.addresses.grpc, ChannelCredentials.createSsl(tls.cert));
+    const cleartext = deviceClient(gateway.addresses.grpc);
     try {
       const response = await secure.execute("demo.echo", Buffer.from("tls"));
       expect(Buffer.from(response.payload).toString()).toBe("tls");

@@ -6,12 +6,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { type GatewayError, isGatewayError } from "../handlers/errors.js";
-import type { Logger } from "../handlers/ports.js";
 import {
   createHttpAuthUpstream,
   MAX_UPSTREAM_RESPONSE_BYTES,
 } from "../runtime/http-auth-upstream.js";
+import { captureLogger } from "./support/logger.js";
+import { rejectionOf } from "./support/rejection.js";
 
 interface ReceivedRequest {
   readonly method: string | undefined;
@@ -67,27 +67,6 @@ async function closedPort(): Promise<number> {
   const { port } = server.address() as AddressInfo;
   await new Promise((resolve) => server.close(resolve));
   return port;
-}
-
-function createRecordingLogger() {
-  const warnings: string[] = [];
-  const logger: Logger = {
-    debug() {},
-    info() {},
-    warn: (message) => warnings.push(message),
-    error() {},
-  };
-  return { logger, warnings };
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isGatewayError(error)) return error;
-    throw error;
-  }
-  throw new Error("expected a rejection");
 }
 
 const ctx = { signal: new AbortController().signal };
@@ -168,7 +147,7 @@ describe("createHttpAuthUpstream", () => {
     const fake = await startFakeUpstream((_request, response) => {
       response.writeHead(500, { "content-type": "text/plain" }).end("db password is hunter2");
     });
-    const { logger, warnings } = createRecordingLogger();
+    const { logger, warnings } = captureLogger();
     const upstream = createHttpAuthUpstream({ baseUrl: fake.baseUrl, logger });
     const error = await rejectionOf(upstream.sendEmailCode({ email: "a@b.co" }, ctx));
     expect([error.code, error.message, error.details]).toEqual([
@@ -249,7 +228,7 @@ describe("createHttpAuthUpstream", () => {
 
   it("answers unavailable when the connection is refused", async () => {
     const port = await closedPort();
-    const { logger, warnings } = createRecordingLogger();
+    const { logger, warnings } = captureLogger();
     const upstream = createHttpAuthUpstream({ baseUrl: `http://127.0.0.1:${port}`, logger });
     const error = await rejectionOf(upstream.confirmEmailCode(confirmRequest, ctx));
     expect([error.code, error.message]).toEqual(["unavailable", "auth upstream unavailable"]);

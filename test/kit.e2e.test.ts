@@ -3,13 +3,13 @@
  * "edge-gateway"` with routes injected in code (docs/examples/embed.mjs),
  * driven by the kit's device client and publisher helpers.
  */
-import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDeviceClient } from "../runtime/device-client.js";
 import { publishSessionSnapshot } from "../runtime/publishers.js";
 import { gatewayEnv } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
+import { spawnNode } from "./support/node-process.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -56,25 +56,14 @@ describe("the kit through the package entry", () => {
     });
     admin.disconnect();
 
-    const child = spawn(process.execPath, ["docs/examples/embed.mjs"], {
+    const embedded = spawnNode("docs/examples/embed.mjs", [], {
       cwd: root,
-      env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...gatewayEnv(redis) },
-      stdio: ["ignore", "pipe", "pipe"],
+      env: gatewayEnv(redis),
     });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const { child, exited } = embedded;
     try {
-      let output = "";
-      const ready = await new Promise<string>((resolve, reject) => {
-        const onData = (chunk: Buffer) => {
-          output += chunk.toString();
-          const match = /embedded gateway ready: (\{.*\})/.exec(output);
-          if (match) resolve(match[1]!);
-        };
-        child.stdout.on("data", onData);
-        child.stderr.on("data", onData);
-        child.once("exit", () => reject(new Error(`exited early:\n${output}`)));
-      });
-      const addresses = JSON.parse(ready) as { grpc: string };
+      const [, ready] = await embedded.waitFor(/embedded gateway ready: (\{.*\})/);
+      const addresses = JSON.parse(ready!) as { grpc: string };
       const client = createDeviceClient({
         address: addresses.grpc,
         deviceSessionId: "ds-kit",
@@ -91,7 +80,7 @@ describe("the kit through the package entry", () => {
       child.kill("SIGTERM");
       expect(await exited).toBe(0);
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await embedded.kill();
     }
   });
 });

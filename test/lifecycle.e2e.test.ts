@@ -10,12 +10,19 @@ import { ClientError, createChannel, createClient } from "nice-grpc";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { signExecuteCommandRequest } from "../runtime/device-client.js";
-import { type GatewayProcess, gatewayEnv, putSession, spawnGateway } from "./support/gateway.js";
+import { createCleanup } from "./support/cleanup.js";
+import {
+  type GatewayProcess,
+  gatewayEnv,
+  spawnGateway,
+  startGatewayBin,
+  storeSession,
+} from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
 
 let redis: TestRedis;
-const running: GatewayProcess[] = [];
+const cleanup = createCleanup();
 const tmp = mkdtempSync(join(tmpdir(), "edge-gateway-lifecycle-"));
 
 function file(name: string, content: string): string {
@@ -26,8 +33,36 @@ function file(name: string, content: string): string {
 
 function run(env: Record<string, string>): GatewayProcess {
   const gateway = spawnGateway(env);
-  running.push(gateway);
+  cleanup.defer(() => gateway.kill());
   return gateway;
+}
+
+/**
+ * Runs the bin, ready, with `routes` as its routes module and the session of
+ * a new device stored; a client on a channel of its own (the caller closes it).
+ */
+async function startWithRoutes(
+  deviceSessionId: string,
+  routes: string,
+  env: Record<string, string> = {},
+) {
+  const device = newDeviceKey();
+  await storeSession(redis, {
+    deviceSessionId,
+    userId: "u-1",
+    publicKeyText: device.publicKeyText,
+  });
+  const { bin, grpc } = await startGatewayBin(redis, cleanup, {
+    GATEWAY_ROUTES_MODULE: routes,
+    ...env,
+  });
+  const channel = createChannel(grpc);
+  return {
+    device,
+    gateway: bin,
+    channel,
+    client: createClient(EdgeGatewayServiceDefinition, channel),
+  };
 }
 
 /** Runs the bin to its exit and returns the code and what it printed. */
@@ -41,9 +76,7 @@ beforeAll(async () => {
   redis = await startRedis();
 });
 
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((gateway) => gateway.kill()));
-});
+afterEach(() => cleanup.run());
 
 afterAll(async () => {
   await redis?.stop();
@@ -199,14 +232,6 @@ describe("a healthy start and SIGTERM", () => {
   // A call in flight when SIGTERM arrives completes; then the process exits 0
   // after the ordered steps.
   it("lets an in-flight call finish, logs each shutdown step and exits 0", async () => {
-    const device = newDeviceKey();
-    const admin = redis.client();
-    await putSession(admin, {
-      deviceSessionId: "ds-sigterm",
-      userId: "u-1",
-      publicKeyText: device.publicKeyText,
-    });
-    admin.disconnect();
     const routes = file(
       "routes.mjs",
       `export const routes = {
@@ -217,13 +242,7 @@ describe("a healthy start and SIGTERM", () => {
         },
       };`,
     );
-    const gateway = run(gatewayEnv(redis, { GATEWAY_ROUTES_MODULE: routes }));
-    const [, grpcAddress] = (await gateway.waitFor(
-      /authenticated gRPC listening on (\S+)/,
-    )) as string[];
-    await gateway.waitFor(/gateway ready/);
-    const channel = createChannel(grpcAddress!);
-    const client = createClient(EdgeGatewayServiceDefinition, channel);
+    const { device, gateway, channel, client } = await startWithRoutes("ds-sigterm", routes);
     try {
       const call = client.executeCommand(
         signExecuteCommandRequest(
@@ -263,14 +282,6 @@ describe("a healthy start and SIGTERM", () => {
   });
 
   it("exits at once, non-zero, on a second signal", async () => {
-    const device = newDeviceKey();
-    const admin = redis.client();
-    await putSession(admin, {
-      deviceSessionId: "ds-twice",
-      userId: "u-1",
-      publicKeyText: device.publicKeyText,
-    });
-    admin.disconnect();
     const routes = file(
       "routes-hang.mjs",
       `export const routes = {
@@ -280,15 +291,9 @@ describe("a healthy start and SIGTERM", () => {
         },
       };`,
     );
-    const gateway = run(
-      gatewayEnv(redis, { GATEWAY_ROUTES_MODULE: routes, GATEWAY_SHUTDOWN_TIMEOUT: "60s" }),
-    );
-    const [, grpcAddress] = (await gateway.waitFor(
-      /authenticated gRPC listening on (\S+)/,
-    )) as string[];
-    await gateway.waitFor(/gateway ready/);
-    const channel = createChannel(grpcAddress!);
-    const client = createClient(EdgeGatewayServiceDefinition, channel);
+    const { device, gateway, channel, client } = await startWithRoutes("ds-twice", routes, {
+      GATEWAY_SHUTDOWN_TIMEOUT: "60s",
+    });
     try {
       const call = client
         .executeCommand(

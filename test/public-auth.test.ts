@@ -4,30 +4,18 @@
  * forwarded, and how the upstream's answers are checked.
  */
 import { generateKeyPairSync } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { GatewayError, isGatewayError } from "../handlers/errors.js";
-import type { AuthUpstream, Logger } from "../handlers/ports.js";
+import { GatewayError } from "../handlers/errors.js";
+import type { AuthUpstream } from "../handlers/ports.js";
 import {
   confirmEmailCode,
   isEmailAddress,
   type PublicAuthDeps,
   sendEmailCode,
 } from "../handlers/public-auth.js";
-
-interface CctvVector {
-  readonly key: string;
-  readonly flags: readonly string[] | null;
-}
-
-const cctv = JSON.parse(
-  readFileSync(new URL("../../shared/testdata/ed25519-cctv-vectors.json", import.meta.url), "utf8"),
-) as CctvVector[];
-const lowOrderKeys = [
-  ...new Set(
-    cctv.filter((vector) => vector.flags?.includes("low_order_A")).map((vector) => vector.key),
-  ),
-];
+import { lowOrderKeys } from "./support/keys.js";
+import { captureLogger } from "./support/logger.js";
+import { rejectionOf } from "./support/rejection.js";
 
 const devicePublicKey = generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }).x!;
 
@@ -55,32 +43,11 @@ function createFakeUpstream(answers?: {
   return { upstream, calls };
 }
 
-function createRecordingLogger() {
-  const warnings: string[] = [];
-  const logger: Logger = {
-    debug() {},
-    info() {},
-    warn: (message) => warnings.push(message),
-    error() {},
-  };
-  return { logger, warnings };
-}
-
 function depsWith(upstream: AuthUpstream): PublicAuthDeps {
-  return { authUpstream: upstream, logger: createRecordingLogger().logger };
+  return { authUpstream: upstream, logger: captureLogger().logger };
 }
 
 const ctx = { signal: new AbortController().signal };
-
-async function rejectionOf(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isGatewayError(error)) return error;
-    throw error;
-  }
-  throw new Error("expected a rejection");
-}
 
 function confirmBody(overrides: Record<string, unknown> = {}) {
   return {
@@ -198,7 +165,7 @@ describe("sendEmailCode", () => {
     ["that is not an object", "ch_01J9Z"],
   ])("answers unavailable and logs when the upstream answers %s", async (_name, answer) => {
     const { upstream } = createFakeUpstream({ sendEmailCode: () => Promise.resolve(answer) });
-    const { logger, warnings } = createRecordingLogger();
+    const { logger, warnings } = captureLogger();
     const error = await rejectionOf(
       sendEmailCode({ email: "ada@example.com" }, { authUpstream: upstream, logger }, ctx),
     );
@@ -368,7 +335,7 @@ describe("confirmEmailCode", () => {
     ["null", null],
   ])("answers unavailable when the upstream answers %s", async (_name, answer) => {
     const { upstream } = createFakeUpstream({ confirmEmailCode: () => Promise.resolve(answer) });
-    const { logger, warnings } = createRecordingLogger();
+    const { logger, warnings } = captureLogger();
     const error = await rejectionOf(
       confirmEmailCode(confirmBody(), { authUpstream: upstream, logger }, ctx),
     );

@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { GatewayError } from "../handlers/errors.js";
-import type { AuthUpstream, Logger } from "../handlers/ports.js";
+import type { AuthUpstream } from "../handlers/ports.js";
 import { CONFIRM_EMAIL_CODE_PATH, SEND_EMAIL_CODE_PATH } from "../handlers/public-auth.js";
 import { createHttpAuthUpstream } from "../runtime/http-auth-upstream.js";
 import { createMetrics } from "../runtime/metrics.js";
@@ -19,6 +19,7 @@ import {
   type PublicHttpOptions,
   toNodeListener,
 } from "../runtime/public-http.js";
+import { captureLogger } from "./support/logger.js";
 
 const servers: Server[] = [];
 
@@ -33,17 +34,6 @@ async function listen(server: Server): Promise<string> {
   servers.push(server);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-function createRecordingLogger() {
-  const errors: unknown[][] = [];
-  const logger: Logger = {
-    debug() {},
-    info() {},
-    warn() {},
-    error: (...args) => errors.push(args),
-  };
-  return { logger, errors };
 }
 
 /** An in-memory AuthUpstream that records what reached it. */
@@ -69,7 +59,7 @@ function createFakeUpstream(overrides: Partial<AuthUpstream> = {}) {
 /** Serves the public app with the given options (defaults: a fake upstream, ready). */
 async function startGateway(options: Partial<PublicHttpOptions> = {}) {
   const fake = createFakeUpstream();
-  const { logger, errors } = createRecordingLogger();
+  const { logger, errors } = captureLogger();
   const metrics = createMetrics();
   const app = createPublicHttpApp({
     authUpstream: "authUpstream" in options ? options.authUpstream : fake.upstream,

@@ -11,6 +11,7 @@ import {
   type SessionSnapshotInput,
 } from "../runtime/publishers.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { waitFor } from "./support/wait.js";
 
 /** RFC 8032 test 1 public key. */
 const KEY = Buffer.from("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "hex");
@@ -39,15 +40,6 @@ async function entryFields(stream: string, id: string): Promise<Record<string, s
   const fields: Record<string, string> = {};
   for (let index = 0; index + 1 < flat.length; index += 2) fields[flat[index]!] = flat[index + 1]!;
   return fields;
-}
-
-/** Polls until `check` holds; the timeout is only a safety net. */
-async function waitFor(what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 describe("publishSessionSnapshot", () => {

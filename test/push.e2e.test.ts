@@ -10,13 +10,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import type { SubscribeEventsResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { publishClientEvent, publishSessionSnapshot } from "../runtime/publishers.js";
-import { putSession } from "./support/gateway.js";
+import { createCleanup } from "./support/cleanup.js";
+import { putSession, startGatewayBin } from "./support/gateway.js";
 import { lowOrderKeys, newDeviceKey, vectors } from "./support/keys.js";
 import {
   blockedSubscription,
   connectedChannel,
   contractEventSignedBytes,
-  createCleanup,
   execute,
   executeRequest,
   grpcClient,
@@ -28,7 +28,6 @@ import {
   SAFETY_MS,
   type Subscription,
   scrapeMetrics,
-  startGatewayBin,
   startPushGateway,
   subscribe,
   subscribeRequest,

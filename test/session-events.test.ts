@@ -4,11 +4,9 @@
  * and snapshots written by the publisher helper or a raw XADD going through a
  * real reader.
  */
-import { readFileSync } from "node:fs";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rawPublicKeyOf } from "../handlers/ed25519.js";
-import type { Logger } from "../handlers/ports.js";
 import { createMetrics, type Metrics } from "../runtime/metrics.js";
 import { publishSessionSnapshot } from "../runtime/publishers.js";
 import {
@@ -16,22 +14,14 @@ import {
   parseSessionSnapshot,
   type SessionSnapshot,
 } from "../runtime/session-events.js";
-import { createStreamReader, type StreamEntry } from "../runtime/stream-reader.js";
+import { createStreamReader } from "../runtime/stream-reader.js";
+import { lowOrderKeys as cctvLowOrderKeys } from "./support/keys.js";
+import { captureLogger } from "./support/logger.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { streamEntry } from "./support/stream-entry.js";
+import { waitFor } from "./support/wait.js";
 
-interface CctvVector {
-  readonly key: string;
-  readonly flags: readonly string[] | null;
-}
-
-const cctv = JSON.parse(
-  readFileSync(new URL("../../shared/testdata/ed25519-cctv-vectors.json", import.meta.url), "utf8"),
-) as CctvVector[];
-const lowOrderKeys = [
-  ...new Set(
-    cctv.filter((vector) => vector.flags?.includes("low_order_A")).map((vector) => vector.key),
-  ),
-].sort();
+const lowOrderKeys = [...cctvLowOrderKeys].sort();
 
 /** RFC 8032 test 1 public key. */
 const KEY_HEX = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
@@ -45,15 +35,8 @@ const VALID = {
   status: "active",
 };
 
-function entry(fields: Record<string, string>, id = "1764028801000-0"): StreamEntry {
-  return {
-    id,
-    fields: new Map(Object.entries(fields).map(([name, value]) => [name, Buffer.from(value)])),
-  };
-}
-
 function problemOf(fields: Record<string, string>): string | undefined {
-  const parsed = parseSessionSnapshot(entry(fields));
+  const parsed = parseSessionSnapshot(streamEntry(fields));
   return parsed.ok ? undefined : parsed.problem;
 }
 
@@ -62,41 +45,14 @@ function without(name: keyof typeof VALID): Record<string, string> {
   return rest;
 }
 
-interface LogLine {
-  readonly level: keyof Logger;
-  readonly message: string;
-}
-
-function captureLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const at =
-    (level: keyof Logger) =>
-    (message: string): void => {
-      lines.push({ level, message });
-    };
-  return {
-    lines,
-    logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") },
-  };
-}
-
 async function counted(metrics: Metrics, result: string): Promise<number> {
   const values = (await metrics.sessionEvents.get()).values;
   return values.find((value) => value.labels.result === result)?.value ?? 0;
 }
 
-/** Polls until `check` holds; the timeout is only a safety net. */
-async function waitFor(what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 describe("parseSessionSnapshot", () => {
   it("parses an active snapshot and imports its key", () => {
-    const parsed = parseSessionSnapshot(entry(VALID));
+    const parsed = parseSessionSnapshot(streamEntry(VALID));
     expect(parsed.ok).toBe(true);
     if (!parsed.ok) return;
     const { publicKey, ...rest } = parsed.snapshot;
@@ -111,11 +67,16 @@ describe("parseSessionSnapshot", () => {
 
   it("parses a revoked snapshot with and without revoked_at_ms, and a base64 key", () => {
     const withTime = parseSessionSnapshot(
-      entry({ ...VALID, status: "revoked", revoked_at_ms: "1764028801000" }),
+      streamEntry({ ...VALID, status: "revoked", revoked_at_ms: "1764028801000" }),
     );
     expect(withTime.ok && withTime.snapshot.revokedAtMs).toBe(1764028801000);
     const withoutTime = parseSessionSnapshot(
-      entry({ ...VALID, status: "revoked", client_public_key: KEY_BASE64, revoked_at_ms: "" }),
+      streamEntry({
+        ...VALID,
+        status: "revoked",
+        client_public_key: KEY_BASE64,
+        revoked_at_ms: "",
+      }),
     );
     expect(withoutTime.ok && withoutTime.snapshot.status).toBe("revoked");
     expect(withoutTime.ok && withoutTime.snapshot).not.toHaveProperty("revokedAtMs");
@@ -184,10 +145,10 @@ describe("createSessionEventsHandler", () => {
       revoke: (deviceSessionId) => calls.push(`revoke ${deviceSessionId}`),
     });
     handle([
-      entry({ ...VALID, device_session_id: "a" }, "1-1"),
-      entry({ ...VALID, device_session_id: "b", status: "revoked" }, "1-2"),
-      entry({ ...VALID, device_session_id: "c", status: "gone" }, "1-3"),
-      entry({ ...VALID, device_session_id: "a", status: "revoked" }, "1-4"),
+      streamEntry({ ...VALID, device_session_id: "a" }, "1-1"),
+      streamEntry({ ...VALID, device_session_id: "b", status: "revoked" }, "1-2"),
+      streamEntry({ ...VALID, device_session_id: "c", status: "gone" }, "1-3"),
+      streamEntry({ ...VALID, device_session_id: "a", status: "revoked" }, "1-4"),
     ]);
 
     expect(calls).toEqual([
@@ -216,8 +177,8 @@ describe("createSessionEventsHandler", () => {
       revoke: () => {},
     });
     handle([
-      entry({ ...VALID, device_session_id: "a" }, "1-1"),
-      entry({ ...VALID, device_session_id: "b" }, "1-2"),
+      streamEntry({ ...VALID, device_session_id: "a" }, "1-1"),
+      streamEntry({ ...VALID, device_session_id: "b" }, "1-2"),
     ]);
     expect(applied).toEqual(["b"]);
     expect(lines.some((line) => line.level === "error" && line.message.includes("1-1"))).toBe(true);

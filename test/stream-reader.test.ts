@@ -5,7 +5,6 @@
  */
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Logger } from "../handlers/ports.js";
 import { createMetrics } from "../runtime/metrics.js";
 import {
   createStreamReader,
@@ -14,7 +13,9 @@ import {
   type StreamReader,
   type StreamReaderOptions,
 } from "../runtime/stream-reader.js";
+import { captureLogger } from "./support/logger.js";
 import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
+import { waitFor } from "./support/wait.js";
 
 let server: TestRedis;
 let redis: Redis;
@@ -36,33 +37,6 @@ afterAll(async () => {
   redis.disconnect();
   await server.stop();
 });
-
-interface LogLine {
-  readonly level: keyof Logger;
-  readonly message: string;
-}
-
-function captureLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const at =
-    (level: keyof Logger) =>
-    (message: string): void => {
-      lines.push({ level, message });
-    };
-  return {
-    lines,
-    logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") },
-  };
-}
-
-/** Polls until `check` holds; the timeout is only a safety net. */
-async function waitFor(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 function nextStream(): string {
   streamCount += 1;

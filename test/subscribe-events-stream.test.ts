@@ -7,15 +7,7 @@
 import { createPrivateKey, createPublicKey, randomUUID, sign, verify } from "node:crypto";
 import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
-import {
-  ChannelCredentials,
-  ClientError,
-  createChannel,
-  createClient,
-  createServer,
-  ServerError,
-  Status,
-} from "nice-grpc";
+import { ClientError, createServer, ServerError, Status } from "nice-grpc";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { importRawPublicKey } from "../handlers/ed25519.js";
 import type {
@@ -33,17 +25,16 @@ import {
 } from "../handlers/subscribe-events.js";
 import {
   EdgeGatewayServiceDefinition,
-  SubscribeEventsRequest,
-  SubscribeEventsResponse,
+  type SubscribeEventsRequest,
+  type SubscribeEventsResponse,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { createMetrics } from "../runtime/metrics.js";
 import { createPushHub, type PushHub, type PushStream } from "../runtime/push-hub.js";
-import {
-  createSubscribeEventsMethod,
-  pushStreamInterceptor,
-  SUBSCRIBE_EVENTS_PATH,
-} from "../runtime/subscribe-events.js";
+import { createSubscribeEventsMethod, pushStreamInterceptor } from "../runtime/subscribe-events.js";
+import { createCleanup } from "./support/cleanup.js";
 import { vectors } from "./support/keys.js";
+import { grpcClient } from "./support/push.js";
+import { blockedSubscription, pausedSubscription } from "./support/stalled-subscriptions.js";
 
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -116,10 +107,8 @@ interface GatewayOptions {
   readonly afterAuthenticate?: (session: DeviceSession) => void;
 }
 
-const cleanups: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanup = createCleanup();
+afterEach(() => cleanup.run());
 
 async function startGateway(options: GatewayOptions = {}) {
   const sessions = new Map<string, DeviceSession>();
@@ -187,7 +176,7 @@ async function startGateway(options: GatewayOptions = {}) {
     subscribeEvents,
   });
   const port = await server.listen("127.0.0.1:0");
-  cleanups.push(() => server.forceShutdown());
+  cleanup.defer(() => server.forceShutdown());
 
   return {
     address: `127.0.0.1:${port}`,
@@ -209,22 +198,13 @@ async function startGateway(options: GatewayOptions = {}) {
   };
 }
 
-/** A nice-grpc client on a connection of its own. */
-function niceClient(address: string) {
-  const channel = createChannel(address, ChannelCredentials.createInsecure(), {
-    "grpc.use_local_subchannel_pool": 1,
-  });
-  cleanups.push(() => channel.close());
-  return createClient(EdgeGatewayServiceDefinition, channel);
-}
-
 /** A nice-grpc subscription read one event at a time. */
 function subscribe(address: string, request: SubscribeEventsRequest) {
   const abort = new AbortController();
-  const iterator = niceClient(address)
+  const iterator = grpcClient(address, cleanup)
     .subscribeEvents(request, { signal: abort.signal })
     [Symbol.asyncIterator]();
-  cleanups.push(() => abort.abort());
+  cleanup.defer(() => abort.abort());
   return {
     cancel: () => abort.abort(),
     async next(): Promise<SubscribeEventsResponse> {
@@ -245,123 +225,6 @@ function subscribe(address: string, request: SubscribeEventsRequest) {
         if (!(error instanceof ClientError)) throw error;
         return { error, events };
       }
-    },
-  };
-}
-
-const RawClient = grpc.makeGenericClientConstructor(
-  {
-    SubscribeEvents: {
-      path: SUBSCRIBE_EVENTS_PATH,
-      requestStream: false,
-      responseStream: true,
-      requestSerialize: (request: SubscribeEventsRequest) =>
-        Buffer.from(SubscribeEventsRequest.encode(request).finish()),
-      requestDeserialize: (bytes: Buffer) => SubscribeEventsRequest.decode(bytes),
-      responseSerialize: (response: SubscribeEventsResponse) =>
-        Buffer.from(SubscribeEventsResponse.encode(response).finish()),
-      responseDeserialize: (bytes: Buffer) => SubscribeEventsResponse.decode(bytes),
-    },
-  },
-  "EdgeGatewayService",
-);
-
-/**
- * A raw grpc-js subscription that stops reading right after the bootstrap
- * event, on a connection of its own (a paused stream also holds its
- * connection's flow-control window).
- */
-function pausedSubscription(address: string, request: SubscribeEventsRequest) {
-  const client = new RawClient(address, grpc.credentials.createInsecure(), {
-    "grpc.use_local_subchannel_pool": 1,
-  });
-  cleanups.push(() => client.close());
-  const call = client.makeServerStreamRequest(
-    SUBSCRIBE_EVENTS_PATH,
-    (request: SubscribeEventsRequest) =>
-      Buffer.from(SubscribeEventsRequest.encode(request).finish()),
-    (bytes: Buffer) => SubscribeEventsResponse.decode(bytes),
-    request,
-  );
-  cleanups.push(() => call.cancel());
-  const events: SubscribeEventsResponse[] = [];
-  let bootstrapped: (event: SubscribeEventsResponse) => void = () => {};
-  const bootstrap = new Promise<SubscribeEventsResponse>((resolve) => {
-    bootstrapped = resolve;
-  });
-  call.on("data", (event: SubscribeEventsResponse) => {
-    events.push(event);
-    if (events.length === 1) {
-      call.pause();
-      bootstrapped(event);
-    }
-  });
-  call.on("error", () => {
-    // The status event below carries it.
-  });
-  const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
-  return { bootstrap, events, status, resume: () => call.resume() };
-}
-
-/** gRPC messages (5-byte prefix: compressed flag, big-endian length) decoded as events. */
-function decodeMessages(data: Buffer): SubscribeEventsResponse[] {
-  const events: SubscribeEventsResponse[] = [];
-  for (let offset = 0; offset + 5 <= data.length; ) {
-    const length = data.readUInt32BE(offset + 1);
-    events.push(SubscribeEventsResponse.decode(data.subarray(offset + 5, offset + 5 + length)));
-    offset += 5 + length;
-  }
-  return events;
-}
-
-/**
- * A subscription over a bare HTTP/2 connection whose stream window starts at
- * zero: the server cannot send it one DATA byte (not even the bootstrap event)
- * until `resume()` opens the window, so its transport is blocked throughout.
- */
-function blockedSubscription(address: string, request: SubscribeEventsRequest) {
-  const session = http2.connect(`http://${address}`, { settings: { initialWindowSize: 0 } });
-  session.on("error", () => {});
-  cleanups.push(() => {
-    session.destroy();
-  });
-  const body = Buffer.from(SubscribeEventsRequest.encode(request).finish());
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(body.length, 1);
-  const stream = session.request({
-    ":method": "POST",
-    ":path": SUBSCRIBE_EVENTS_PATH,
-    "content-type": "application/grpc+proto",
-    te: "trailers",
-  });
-  stream.on("error", () => {});
-  stream.end(Buffer.concat([prefix, body]));
-
-  const chunks: Buffer[] = [];
-  stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-  let status: { code: number; details: string } | undefined;
-  const readStatus = (headers: http2.IncomingHttpHeaders) => {
-    const code = headers["grpc-status"];
-    if (code === undefined) return;
-    status = { code: Number(code), details: decodeURIComponent(String(headers["grpc-message"])) };
-  };
-  stream.on("trailers", readStatus);
-  // Response headers leave with the first message, outside flow control: once
-  // they arrive, the bootstrap event was written and is stuck behind the window.
-  const responded = new Promise<void>((resolve) => {
-    stream.on("response", (headers) => {
-      readStatus(headers);
-      resolve();
-    });
-  });
-  const closed = new Promise<void>((resolve) => stream.on("close", resolve));
-  return {
-    responded,
-    resume: () => session.settings({ initialWindowSize: 65_535 }),
-    /** Resolves once the stream closed: its gRPC status if one arrived, its RST_STREAM code, the events. */
-    async end() {
-      await closed;
-      return { status, rstCode: stream.rstCode, events: decodeMessages(Buffer.concat(chunks)) };
     },
   };
 }
@@ -417,7 +280,7 @@ describe("SubscribeEvents stream", () => {
     const gateway = await startGateway({ queueSize: 8 });
     gateway.addSession("alice", "a-phone");
     gateway.addSession("alice", "a-laptop");
-    const slow = pausedSubscription(gateway.address, subscribeRequest("a-phone"));
+    const slow = pausedSubscription(gateway.address, subscribeRequest("a-phone"), cleanup);
     await slow.bootstrap;
     const healthy = subscribe(gateway.address, subscribeRequest("a-laptop"));
     expect((await healthy.next()).eventType).toBe("gateway.server_time");
@@ -455,7 +318,7 @@ describe("SubscribeEvents stream", () => {
   it("keeps what the transport has not accepted in the hub queue and overflows it past queueSize", async () => {
     const gateway = await startGateway({ queueSize: 8 });
     gateway.addSession("alice", "a-phone");
-    const blocked = blockedSubscription(gateway.address, subscribeRequest("a-phone"));
+    const blocked = blockedSubscription(gateway.address, subscribeRequest("a-phone"), cleanup);
     await blocked.responded;
     const [stream] = gateway.opened;
 
@@ -477,7 +340,7 @@ describe("SubscribeEvents stream", () => {
   it("delivers FAILED_PRECONDITION to a blocked client's revoked stream once it reads again", async () => {
     const gateway = await startGateway();
     gateway.addSession("alice", "a-phone");
-    const blocked = blockedSubscription(gateway.address, subscribeRequest("a-phone"));
+    const blocked = blockedSubscription(gateway.address, subscribeRequest("a-phone"), cleanup);
     await blocked.responded;
     const [stream] = gateway.opened;
     for (let i = 0; i < 3; i++) gateway.hub.publish(clientEvent(), { userId: "alice" });
@@ -499,7 +362,7 @@ describe("SubscribeEvents stream", () => {
   it("resets a revoked stream whose client never takes its status within the terminal timeout", async () => {
     const gateway = await startGateway({ terminalTimeoutMs: 200 });
     gateway.addSession("alice", "a-phone");
-    const blocked = blockedSubscription(gateway.address, subscribeRequest("a-phone"));
+    const blocked = blockedSubscription(gateway.address, subscribeRequest("a-phone"), cleanup);
     await blocked.responded;
     const [stream] = gateway.opened;
     if (stream === undefined) throw new Error("no stream registered");
@@ -520,7 +383,7 @@ describe("SubscribeEvents stream", () => {
     gateway.addSession("bob", "b-phone");
     const reading = subscribe(gateway.address, subscribeRequest("a-phone"));
     await reading.next();
-    const blocked = blockedSubscription(gateway.address, subscribeRequest("b-phone"));
+    const blocked = blockedSubscription(gateway.address, subscribeRequest("b-phone"), cleanup);
     await blocked.responded;
     gateway.hub.publish(clientEvent(), { userId: "bob" });
 

@@ -2,33 +2,18 @@
  * Runs a gateway for a test: in-process through the kit, or as the real bin in
  * a child process. Everything started here is stopped by the returned handle.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
-import type { Logger, Routes } from "../../handlers/ports.js";
+import type { Routes } from "../../handlers/ports.js";
 import { loadConfig } from "../../runtime/config.js";
 import { createGateway, type Gateway } from "../../runtime/gateway.js";
+import type { Cleanup } from "./cleanup.js";
 import { writeGatewayKeyFile } from "./keys.js";
+import { createMemoryLogger } from "./logger.js";
+import { BIN, type NodeProcess, spawnNode } from "./node-process.js";
 import type { TestRedis } from "./redis-server.js";
 
-/** A logger that records lines for assertions and prints nothing. */
-export function createMemoryLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  const record =
-    (level: string) =>
-    (message: string, ...args: unknown[]) => {
-      lines.push(
-        `${level} ${[message, ...args.map((arg) => (arg instanceof Error ? arg.message : String(arg)))].join(" ")}`,
-      );
-    };
-  return {
-    lines,
-    debug: record("debug"),
-    info: record("info"),
-    warn: record("warn"),
-    error: record("error"),
-  };
-}
+// Also offered here, next to the gateways it records the logs of.
+export { createMemoryLogger };
 
 /** Environment for a gateway on loopback ephemeral ports against `redis`. */
 export function gatewayEnv(
@@ -63,15 +48,18 @@ export async function startGateway(
   return Object.assign(gateway, { logger });
 }
 
+/** A device session as the auth/session side stores it. */
+export interface StoredSession {
+  deviceSessionId: string;
+  userId: string;
+  publicKeyText: string;
+  status?: "active" | "revoked";
+}
+
 /** Writes a session hash as the auth/session side does. */
 export async function putSession(
   client: Redis,
-  session: {
-    deviceSessionId: string;
-    userId: string;
-    publicKeyText: string;
-    status?: "active" | "revoked";
-  },
+  session: StoredSession,
   keyPrefix = "gateway:",
 ): Promise<void> {
   await client.hset(`${keyPrefix}session:${session.deviceSessionId}`, {
@@ -82,75 +70,34 @@ export async function putSession(
   });
 }
 
-/** A gateway bin running as a child process. */
-export interface GatewayProcess {
-  readonly child: ChildProcess;
-  /** Everything it printed so far (stdout and stderr). */
-  output(): string;
-  /** Resolves once its output matches `pattern`. */
-  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
-  /** Resolves with the exit code once it exits. */
-  exited: Promise<number | null>;
-  /** Kills it (SIGKILL) if still running. */
-  kill(): Promise<void>;
+/** Writes a session hash under the default key prefix through a client of its own. */
+export async function storeSession(redis: TestRedis, session: StoredSession): Promise<void> {
+  const admin = redis.client();
+  try {
+    await putSession(admin, session);
+  } finally {
+    admin.disconnect();
+  }
 }
 
-const BIN = fileURLToPath(new URL("../../dist/runtime/bin.js", import.meta.url));
+/** A gateway bin running as a child process. */
+export type GatewayProcess = NodeProcess;
 
 /** Spawns the built bin (`npm run build` first) with exactly `env` plus PATH. */
 export function spawnGateway(env: Record<string, string>): GatewayProcess {
-  const child = spawn(process.execPath, [BIN], {
-    env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let text = "";
-  const waiters = new Set<() => void>();
-  const onData = (chunk: Buffer) => {
-    text += chunk.toString("utf8");
-    for (const wake of waiters) wake();
-  };
-  child.stdout?.on("data", onData);
-  child.stderr?.on("data", onData);
-  const exited = new Promise<number | null>((resolve) =>
-    child.once("exit", (code) => resolve(code)),
-  );
-  return {
-    child,
-    output: () => text,
-    exited,
-    waitFor(pattern, timeoutMs = 15_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const match = text.match(pattern);
-          if (match) {
-            cleanup();
-            resolve(match);
-          }
-        };
-        const timer = setTimeout(() => {
-          cleanup();
-          reject(new Error(`timed out waiting for ${pattern}; output:\n${text}`));
-        }, timeoutMs);
-        const onExit = () => {
-          check();
-          cleanup();
-          reject(new Error(`gateway exited before ${pattern}; output:\n${text}`));
-        };
-        const cleanup = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-          child.off("exit", onExit);
-        };
-        waiters.add(check);
-        child.once("exit", onExit);
-        check();
-      });
-    },
-    async kill() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGKILL");
-        await exited;
-      }
-    },
-  };
+  return spawnNode(BIN, [], { env, waitTimeoutMs: 15_000 });
+}
+
+/** The gateway bin in a child process, ready, with its bound addresses. */
+export async function startGatewayBin(
+  redis: TestRedis,
+  cleanup: Cleanup,
+  env: Record<string, string> = {},
+): Promise<{ bin: GatewayProcess; grpc: string; admin: string }> {
+  const bin = spawnGateway(gatewayEnv(redis, env));
+  cleanup.defer(() => bin.kill());
+  const [, grpcAddress] = await bin.waitFor(/authenticated gRPC listening on (\S+)/);
+  const [, adminAddress] = await bin.waitFor(/admin HTTP listening on (\S+)/);
+  await bin.waitFor(/gateway ready/);
+  return { bin, grpc: grpcAddress!, admin: adminAddress! };
 }

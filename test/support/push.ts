@@ -2,11 +2,9 @@
  * Push-path test support: devices with signed requests, subscriptions that
  * record every event and the terminal status, clients that stop reading, an
  * independent check of pushed-event signatures (contract §4), /metrics
- * scraping, and gateways (in-process or the bin) on streams of their own.
+ * scraping, and in-process gateways on streams of their own.
  */
 import { createHash, createPublicKey, type KeyObject, randomUUID, verify } from "node:crypto";
-import * as http2 from "node:http2";
-import * as grpc from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import {
   type Channel,
@@ -21,8 +19,8 @@ import type { Routes } from "../../handlers/ports.js";
 import {
   EdgeGatewayServiceDefinition,
   type ExecuteCommandRequest,
-  SubscribeEventsRequest,
-  SubscribeEventsResponse,
+  type SubscribeEventsRequest,
+  type SubscribeEventsResponse,
 } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import {
   signExecuteCommandRequest,
@@ -34,39 +32,14 @@ import {
   publishSessionSnapshot,
   type SessionSnapshotInput,
 } from "../../runtime/publishers.js";
-import { SUBSCRIBE_EVENTS_PATH } from "../../runtime/subscribe-events.js";
-import { type GatewayProcess, gatewayEnv, spawnGateway, startGateway } from "./gateway.js";
+import type { Cleanup } from "./cleanup.js";
+import { startGateway } from "./gateway.js";
 import { newDeviceKey, vectors } from "./keys.js";
 import type { TestRedis } from "./redis-server.js";
+import * as stalled from "./stalled-subscriptions.js";
 
 /** Safety net of every wait below; never an expectation about speed. */
 export const SAFETY_MS = 15_000;
-
-/** Runs registered cleanups, last registered first. */
-export function createCleanup() {
-  const tasks: (() => unknown)[] = [];
-  return {
-    /** Registers a cleanup. */
-    defer(task: () => unknown): void {
-      tasks.push(task);
-    },
-    /** Runs and forgets every registered cleanup; one failing does not stop the others. */
-    async run(): Promise<void> {
-      const errors: unknown[] = [];
-      for (const task of tasks.splice(0).reverse()) {
-        try {
-          await task();
-        } catch (error) {
-          errors.push(error);
-        }
-      }
-      if (errors.length > 0) throw errors[0];
-    },
-  };
-}
-
-/** Cleanup registry of one test file. */
-export type Cleanup = ReturnType<typeof createCleanup>;
 
 /** The gateway's public key, imported from the shared vectors' raw bytes. */
 const gatewayPublicKey = createPublicKey({
@@ -181,10 +154,12 @@ export interface Outcome {
   readonly details: string;
 }
 
+function outcomeOfStatus({ code, details }: stalled.GrpcStatus): Outcome {
+  return { status: Status[code] ?? String(code), details };
+}
+
 function outcomeOf(error: unknown): Outcome {
-  if (error instanceof ClientError) {
-    return { status: Status[error.code] ?? String(error.code), details: error.details };
-  }
+  if (error instanceof ClientError) return outcomeOfStatus(error);
   if (error instanceof Error && error.name === "AbortError") {
     return { status: "CANCELLED", details: "cancelled by the test" };
   }
@@ -367,120 +342,29 @@ export function subscribe(
   };
 }
 
-const RawClient = grpc.makeGenericClientConstructor({}, "EdgeGatewayService");
-
-/**
- * A plain grpc-js subscription that stops reading right after the bootstrap
- * event, on a connection of its own: HTTP/2 flow control then stops the
- * gateway's writes once the client's window is full.
- */
+/** {@link stalled.pausedSubscription}, its terminal status as a device sees it. */
 export function pausedSubscription(
   address: string,
   request: SubscribeEventsRequest,
   cleanup: Cleanup,
 ) {
-  const client = new RawClient(address, grpc.credentials.createInsecure(), {
-    "grpc.use_local_subchannel_pool": 1,
-  });
-  const call = client.makeServerStreamRequest(
-    SUBSCRIBE_EVENTS_PATH,
-    (message: SubscribeEventsRequest) =>
-      Buffer.from(SubscribeEventsRequest.encode(message).finish()),
-    (bytes: Buffer) => SubscribeEventsResponse.decode(bytes),
-    request,
-  );
-  cleanup.defer(() => {
-    call.cancel();
-    client.close();
-  });
-  const events: SubscribeEventsResponse[] = [];
-  let bootstrapped: (event: SubscribeEventsResponse) => void = () => {};
-  const bootstrap = new Promise<SubscribeEventsResponse>((resolve) => {
-    bootstrapped = resolve;
-  });
-  call.on("data", (event: SubscribeEventsResponse) => {
-    events.push(event);
-    if (events.length === 1) {
-      call.pause();
-      bootstrapped(event);
-    }
-  });
-  call.on("error", () => {
-    // The status event carries it.
-  });
-  const status = new Promise<Outcome>((resolve) =>
-    call.on("status", (value: grpc.StatusObject) =>
-      resolve({ status: Status[value.code] ?? String(value.code), details: value.details }),
-    ),
-  );
-  return { bootstrap, events, status, resume: () => call.resume() };
+  const paused = stalled.pausedSubscription(address, request, cleanup);
+  return { ...paused, status: paused.status.then(outcomeOfStatus) };
 }
 
-/** gRPC messages (5-byte prefix: compressed flag, big-endian length) decoded as events. */
-function decodeMessages(data: Buffer): SubscribeEventsResponse[] {
-  const events: SubscribeEventsResponse[] = [];
-  for (let offset = 0; offset + 5 <= data.length; ) {
-    const length = data.readUInt32BE(offset + 1);
-    events.push(SubscribeEventsResponse.decode(data.subarray(offset + 5, offset + 5 + length)));
-    offset += 5 + length;
-  }
-  return events;
-}
-
-/**
- * A subscription over a bare HTTP/2 connection whose stream window starts at
- * zero: the gateway cannot send it one DATA byte (not even the bootstrap
- * event) until `resume()` opens the window, so its transport stays blocked and
- * every published event waits in the stream's queue.
- */
+/** {@link stalled.blockedSubscription}, its terminal status as a device sees it. */
 export function blockedSubscription(
   address: string,
   request: SubscribeEventsRequest,
   cleanup: Cleanup,
 ) {
-  const session = http2.connect(`http://${address}`, { settings: { initialWindowSize: 0 } });
-  session.on("error", () => {});
-  cleanup.defer(() => session.destroy());
-  const body = Buffer.from(SubscribeEventsRequest.encode(request).finish());
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(body.length, 1);
-  const stream = session.request({
-    ":method": "POST",
-    ":path": SUBSCRIBE_EVENTS_PATH,
-    "content-type": "application/grpc+proto",
-    te: "trailers",
-  });
-  stream.on("error", () => {});
-  stream.end(Buffer.concat([prefix, body]));
-
-  const chunks: Buffer[] = [];
-  stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-  let status: Outcome | undefined;
-  const readStatus = (headers: http2.IncomingHttpHeaders) => {
-    const code = headers["grpc-status"];
-    if (code === undefined) return;
-    status = {
-      status: Status[Number(code)] ?? String(code),
-      details: decodeURIComponent(String(headers["grpc-message"] ?? "")),
-    };
-  };
-  stream.on("trailers", readStatus);
-  // Response headers leave with the first message, outside flow control: once
-  // they arrive, the bootstrap event was written and waits behind the window.
-  const responded = new Promise<void>((resolve) => {
-    stream.on("response", (headers) => {
-      readStatus(headers);
-      resolve();
-    });
-  });
-  const closed = new Promise<void>((resolve) => stream.on("close", resolve));
+  const blocked = stalled.blockedSubscription(address, request, cleanup);
   return {
-    responded,
-    resume: () => session.settings({ initialWindowSize: 65_535 }),
-    /** Resolves once the stream closed: its gRPC status and the events it got. */
+    ...blocked,
+    /** Resolves once the stream closed: its status (if one arrived) and the events it got. */
     async end() {
-      await closed;
-      return { status, events: decodeMessages(Buffer.concat(chunks)) };
+      const { status, events } = await blocked.end();
+      return { status: status === undefined ? undefined : outcomeOfStatus(status), events };
     },
   };
 }
@@ -548,18 +432,4 @@ export async function startPushGateway(
         { stream: sessionEvents },
       ),
   };
-}
-
-/** The gateway bin in a child process, ready, with its bound addresses. */
-export async function startGatewayBin(
-  redis: TestRedis,
-  cleanup: Cleanup,
-  env: Record<string, string> = {},
-): Promise<{ bin: GatewayProcess; grpc: string; admin: string }> {
-  const bin = spawnGateway(gatewayEnv(redis, env));
-  cleanup.defer(() => bin.kill());
-  const [, grpcAddress] = await bin.waitFor(/authenticated gRPC listening on (\S+)/);
-  const [, adminAddress] = await bin.waitFor(/admin HTTP listening on (\S+)/);
-  await bin.waitFor(/gateway ready/);
-  return { bin, grpc: grpcAddress!, admin: adminAddress! };
 }

@@ -1,0 +1,13 @@
+/** Waiting in tests for something that happens asynchronously. */
+
+/** Resolves once `check` holds, polling every 10 ms; the 20 s timeout is only a safety net. */
+export async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
