@@ -89,14 +89,27 @@ export const deadlineInterceptor: ServerInterceptor = (_method, call) =>
     },
   });
 
-/** Maps anything thrown by a handler to the ServerError the client sees. */
+/**
+ * Maps anything thrown by a handler to the ServerError the client sees: a
+ * GatewayError through the error table (kept as `cause`, so a middleware can
+ * still read its auth-failure reason), anything else `INTERNAL` with the
+ * generic message, logged.
+ */
 export function toServerError(error: unknown, logger: Logger): ServerError {
   if (error instanceof ServerError) return error;
+  let gatewayError: GatewayError;
   if (isGatewayError(error)) {
-    return new ServerError(GrpcCode[ERROR_TABLE[error.code].grpc], error.message);
+    gatewayError = error;
+  } else {
+    logger.error("unexpected error in gRPC call", error);
+    gatewayError = new GatewayError("internal", INTERNAL_MESSAGE);
   }
-  logger.error("unexpected error in gRPC call", error);
-  return new ServerError(Status.INTERNAL, INTERNAL_MESSAGE);
+  const serverError = new ServerError(
+    GrpcCode[ERROR_TABLE[gatewayError.code].grpc],
+    gatewayError.message,
+  );
+  serverError.cause = gatewayError;
+  return serverError;
 }
 
 /** What the gateway middleware needs. */

@@ -19,15 +19,9 @@ import {
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
 } from "@grpc/grpc-js";
-import { type CallContext, ServerError, type Status } from "nice-grpc";
+import type { CallContext } from "nice-grpc";
 import { AuthMessages } from "../handlers/authenticate.js";
-import {
-  ERROR_TABLE,
-  GatewayError,
-  GrpcCode,
-  INTERNAL_MESSAGE,
-  isGatewayError,
-} from "../handlers/errors.js";
+import { GatewayError, INTERNAL_MESSAGE, isGatewayError } from "../handlers/errors.js";
 import type {
   Clock,
   DeviceSession,
@@ -41,6 +35,7 @@ import {
   type SubscribeEventsInput,
 } from "../handlers/subscribe-events.js";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { toServerError } from "./grpc-server.js";
 import type { PushHub, PushStream } from "./push-hub.js";
 
 /** The HTTP/2 path of SubscribeEvents, the only method `pushStreamInterceptor` acts on. */
@@ -180,26 +175,6 @@ export interface SubscribeEventsMethodDeps {
   /** The node's client-events cursor: the bootstrap event's `event_id`. */
   readonly cursor: () => string;
   readonly logger: Logger;
-}
-
-/**
- * Maps a failure to the ServerError nice-grpc answers with: a GatewayError
- * through the error table (kept as `cause`, so a middleware can still read its
- * auth-failure reason), anything else `INTERNAL` with the generic message.
- */
-function toServerError(error: unknown, logger: Logger): ServerError {
-  if (error instanceof ServerError) return error;
-  let gatewayError: GatewayError;
-  if (isGatewayError(error)) {
-    gatewayError = error;
-  } else {
-    logger.error("SubscribeEvents failed", error);
-    gatewayError = new GatewayError("internal", INTERNAL_MESSAGE);
-  }
-  const code = GrpcCode[ERROR_TABLE[gatewayError.code].grpc] as number as Status;
-  const serverError = new ServerError(code, gatewayError.message);
-  serverError.cause = gatewayError;
-  return serverError;
 }
 
 /**
