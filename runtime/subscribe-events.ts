@@ -78,21 +78,31 @@ class PushTransport {
     this.wake?.();
   }
 
-  /** Resolves once every message written so far was accepted, the call is over, or a signal aborts. */
+  /**
+   * Resolves once every message written so far was accepted, the call is
+   * over, or one of `signals` aborted. The signals must be the ones given to
+   * {@link watch}: listeners are registered once per call, not once per event.
+   */
   whenAccepted(signals: readonly AbortSignal[]): Promise<void> {
+    const done = () =>
+      this.unaccepted === 0 || this.isClosed || signals.some((signal) => signal.aborted);
+    if (done()) return Promise.resolve();
     return new Promise((resolve) => {
-      const settle = () => {
-        if (this.unaccepted > 0 && !this.isClosed && !signals.some((signal) => signal.aborted)) {
-          return;
-        }
+      this.wake = () => {
+        if (!done()) return;
         this.wake = undefined;
-        for (const signal of signals) signal.removeEventListener("abort", settle);
         resolve();
       };
-      this.wake = settle;
-      for (const signal of signals) signal.addEventListener("abort", settle, { once: true });
-      settle();
     });
+  }
+
+  /** Wakes a pending {@link whenAccepted} when any of `signals` aborts; returns the unwatch. */
+  watch(signals: readonly AbortSignal[]): () => void {
+    const onAbort = () => this.wake?.();
+    for (const signal of signals) signal.addEventListener("abort", onAbort, { once: true });
+    return () => {
+      for (const signal of signals) signal.removeEventListener("abort", onAbort);
+    };
   }
 
   /** Sends RST_STREAM (CANCEL): the client sees the call cancelled and grpc-js frees it. */
@@ -218,6 +228,8 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
       );
     }
     if (transport !== undefined) stream.onReset(() => transport.reset());
+    const endSignals = [ctx.signal, stream.ended];
+    const unwatch = transport?.watch(endSignals);
 
     try {
       if (ctx.signal.aborted) return;
@@ -230,7 +242,7 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
       while (!ctx.signal.aborted) {
         // Take the next event only once the transport accepted the last one:
         // what it has not accepted stays in the hub's bounded queue.
-        if (transport !== undefined) await transport.whenAccepted([ctx.signal, stream.ended]);
+        if (transport !== undefined) await transport.whenAccepted(endSignals);
         const event = await stream.next(ctx.signal);
         if (event === undefined) return;
         yield event;
@@ -242,6 +254,7 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
       }
       throw toServerError(error, logger);
     } finally {
+      unwatch?.();
       if (transport === undefined) stream.release();
       else void transport.closed.then(() => stream.release());
     }
