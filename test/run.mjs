@@ -3,6 +3,9 @@
 // Debian's package when it is missing and we may), then lint + typecheck,
 // build, and every vitest file. Extra arguments go to vitest.
 import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 function run(command, args, options = {}) {
   const result = spawnSync(command, args, { stdio: "inherit", ...options });
@@ -28,4 +31,24 @@ if (!has("redis-server")) {
 
 run("npm", ["run", "-s", "check"]);
 run("npm", ["run", "-s", "build"]);
-run("npx", ["vitest", "run", ...process.argv.slice(2)]);
+// The JSON report gives the one-line summary printed last.
+const report = join(mkdtempSync(join(tmpdir(), "edge-gateway-tests-")), "report.json");
+const vitest = spawnSync(
+  "npx",
+  [
+    "vitest",
+    "run",
+    "--reporter=default",
+    "--reporter=json",
+    `--outputFile.json=${report}`,
+    ...process.argv.slice(2),
+  ],
+  { stdio: "inherit" },
+);
+if (existsSync(report)) {
+  const { numPassedTests, numFailedTests, numPendingTests } = JSON.parse(
+    readFileSync(report, "utf8"),
+  );
+  console.log(`${numPassedTests} passed, ${numFailedTests} failed, ${numPendingTests} skipped`);
+}
+process.exit(vitest.status ?? 1);
