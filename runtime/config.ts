@@ -108,9 +108,19 @@ export function formatAddress(address: HostPort): string {
     : `${address.host}:${address.port}`;
 }
 
+/** The longest duration a Node.js timer can wait. */
+const MAX_DURATION_MS = 2_147_483_647;
+
 const duration = (positive: boolean) =>
   z.string().transform((text, ctx) => {
     const ms = parseDuration(text);
+    if (ms !== undefined && (!Number.isInteger(ms) || ms > MAX_DURATION_MS)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected a whole number of milliseconds up to ${MAX_DURATION_MS}ms (about 24 days), got "${text}"`,
+      });
+      return z.NEVER;
+    }
     if (ms === undefined || (positive && ms <= 0)) {
       ctx.addIssue({
         code: "custom",
@@ -309,6 +319,13 @@ export function loadConfig(
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): GatewayConfig {
   const v = parseVariables(env, Object.keys(VARIABLES) as (keyof Variables)[]);
+  if (v.GATEWAY_SESSION_EVENTS_REDIS_STREAM === v.GATEWAY_CLIENT_EVENTS_REDIS_STREAM) {
+    throw new ConfigError(
+      "GATEWAY_CLIENT_EVENTS_REDIS_STREAM",
+      "must differ from GATEWAY_SESSION_EVENTS_REDIS_STREAM: each reader needs its own stream",
+    );
+  }
+
   const certPath = v.GATEWAY_GRPC_TLS_CERT_PATH;
   const keyPath = v.GATEWAY_GRPC_TLS_KEY_PATH;
   if ((certPath === undefined) !== (keyPath === undefined)) {

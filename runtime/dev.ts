@@ -62,15 +62,17 @@ async function startLocalRedis(
   }
   const port = await freeLoopbackPort();
   const password = randomBytes(18).toString("base64url");
+  // The password goes in a private config file, not on the command line (ps).
+  const configPath = join(dir, "redis.conf");
+  writeFileSync(configPath, `requirepass ${password}\n`, { mode: 0o600 });
   const child = spawn(
     "redis-server",
     [
+      configPath,
       "--port",
       String(port),
       "--bind",
       "127.0.0.1",
-      "--requirepass",
-      password,
       "--save",
       "",
       "--appendonly",

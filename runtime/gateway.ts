@@ -11,11 +11,18 @@ import {
 import type { Redis } from "ioredis";
 import type { Server as GrpcServer } from "nice-grpc";
 import { createExecuteCommandHandler } from "../handlers/execute-command.js";
-import type { AuthUpstream, Clock, Logger, ResponseSigner, Routes } from "../handlers/ports.js";
+import type {
+  AuthUpstream,
+  Clock,
+  DeviceSession,
+  Logger,
+  ResponseSigner,
+  Routes,
+} from "../handlers/ports.js";
 import { createSubscribeEventsAuthenticator, signEvent } from "../handlers/subscribe-events.js";
 import { createAdminHttpServer } from "./admin-http.js";
 import { createClientEventsHandler } from "./client-events.js";
-import { formatAddress, type GatewayConfig, loadConfig } from "./config.js";
+import { ConfigError, formatAddress, type GatewayConfig, loadConfig } from "./config.js";
 import { createGrpcHealth } from "./grpc-health.js";
 import { addGrpcReflection } from "./grpc-reflection.js";
 import {
@@ -36,11 +43,16 @@ import { createPushHub, type PushHub } from "./push-hub.js";
 import { connectRedis } from "./redis.js";
 import { createRedisReplayStore } from "./replay-store.js";
 import { createStaticRouter } from "./router.js";
+import { loadRoutesModule } from "./routes-module.js";
 import { createSessionEventsHandler } from "./session-events.js";
 import { type CachedSessionStore, createRedisSessionStore } from "./session-store.js";
 import { loadResponseSigner } from "./signer.js";
 import { createStreamReader, type StreamReader } from "./stream-reader.js";
-import { createSubscribeEventsMethod, pushStreamInterceptor } from "./subscribe-events.js";
+import {
+  createSubscribeEventsMethod,
+  isSameOwner,
+  pushStreamInterceptor,
+} from "./subscribe-events.js";
 import { observeRedisCommands } from "./telemetry.js";
 
 /** Options of {@link createGateway}. */
@@ -141,13 +153,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
     if (options.logger === undefined) logger = createLogger(cfg.logLevel);
 
     signer = await loadResponseSigner(cfg.signerKeyPath);
-    const grpcTls =
-      cfg.grpcTls === undefined
-        ? undefined
-        : {
-            cert: await readFile(cfg.grpcTls.certPath),
-            key: await readFile(cfg.grpcTls.keyPath),
-          };
+    const grpcTls = cfg.grpcTls === undefined ? undefined : await loadGrpcTls(cfg.grpcTls);
 
     try {
       redis = await connectRedis(cfg.redis, logger, (client) =>
@@ -183,7 +189,10 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         replay,
         clock,
         signer,
-        router: createStaticRouter(options.routes),
+        router: createStaticRouter(
+          options.routes ??
+            (cfg.routesModule === undefined ? undefined : await loadRoutesModule(cfg.routesModule)),
+        ),
         maxClockSkewMs: cfg.maxClockSkewMs,
         maxPayloadBytes: cfg.maxCommandPayloadBytes,
       });
@@ -207,7 +216,16 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         logger,
         metrics,
         onEntries: createSessionEventsHandler({
-          apply: (snapshot) => sessionStore.applySnapshot(snapshot),
+          apply: (snapshot) => {
+            sessionStore.applySnapshot(snapshot);
+            // Streams opened under another user or key no longer match the
+            // session (a revoked snapshot ends them all as revoked instead).
+            if (snapshot.status === "active") {
+              pushHub.endSession(snapshot.deviceSessionId, "session_changed", (owner) =>
+                isSameOwner(owner, snapshot),
+              );
+            }
+          },
           revoke: (deviceSessionId) => pushHub.endSession(deviceSessionId),
           metrics,
           logger,
@@ -246,7 +264,13 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
           maxPayloadBytes: cfg.maxEventPayloadBytes,
         }),
         onGap: (gap) => {
-          logger.warn(`client events ${gap.kind}: ${gap.reason}; those events are not delivered`);
+          logger.warn(
+            `client events ${gap.kind}: ${gap.reason}; ${
+              gap.kind === "trimmed"
+                ? "entries trimmed before this node read them are not delivered"
+                : `resuming after ${gap.resumeAfter}`
+            }`,
+          );
         },
       });
       readers = [sessionReader, clientReader];
@@ -295,7 +319,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         options.authUpstream ??
         (cfg.authUpstreamUrl === undefined
           ? undefined
-          : createHttpAuthUpstream({ baseUrl: cfg.authUpstreamUrl }));
+          : createHttpAuthUpstream({ baseUrl: cfg.authUpstreamUrl, logger }));
       const app = createPublicHttpApp({
         authUpstream,
         isReady: () => ready,
@@ -329,6 +353,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         grpc: grpcAddress,
         ...(adminAddress === undefined ? {} : { adminHttp: adminAddress }),
       };
+      if (shuttingDown) return;
       ready = true;
       health.setServing(true);
       logger.info("gateway ready");
@@ -356,8 +381,9 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
   async function stop(): Promise<void> {
     ready = false;
     shuttingDown = true;
-    await started?.catch(() => {});
     const budgetMs = config?.shutdownTimeoutMs ?? 5000;
+    // A stop during startup lets startup finish (or fail) first, within one budget.
+    await within("startup", budgetMs, started ?? Promise.resolve()).catch(() => {});
     const steps: Step[] = [
       { name: "readiness set to not ready", run: async () => health.setServing(false) },
       {
@@ -443,9 +469,37 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
   };
 }
 
+/** Reads the gRPC TLS files; a failure names the variable. */
+async function loadGrpcTls(paths: { certPath: string; keyPath: string }) {
+  const read = async (variable: string, path: string) => {
+    try {
+      return await readFile(path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
+      throw new ConfigError(variable, `cannot read ${path} (${code})`);
+    }
+  };
+  const tls = {
+    cert: await read("GATEWAY_GRPC_TLS_CERT_PATH", paths.certPath),
+    key: await read("GATEWAY_GRPC_TLS_KEY_PATH", paths.keyPath),
+  };
+  try {
+    grpcCredentials(tls);
+  } catch (error) {
+    throw new ConfigError(
+      "GATEWAY_GRPC_TLS_CERT_PATH",
+      `certificate and key are not a usable PEM pair (${(error as Error).message})`,
+    );
+  }
+  return tls;
+}
+
 /**
  * After session snapshots were lost, re-reads the session of every open
- * stream from Redis and ends the streams of sessions now revoked or gone.
+ * stream from Redis: streams of sessions now revoked or gone end as revoked,
+ * streams opened under another user or key end as changed. A session that
+ * cannot be read (Redis still reconnecting) is retried briefly, then its
+ * streams end with UNAVAILABLE so clients reconnect and authenticate again.
  */
 async function recheckOpenStreams(
   hub: PushHub,
@@ -453,14 +507,33 @@ async function recheckOpenStreams(
   logger: Logger,
 ): Promise<void> {
   for (const deviceSessionId of hub.openSessionIds()) {
+    let session: DeviceSession | undefined;
     try {
-      const session = await sessions.refresh(deviceSessionId);
-      if (session === undefined || session.status !== "active") hub.endSession(deviceSessionId);
+      session = await withRetries(() => sessions.refresh(deviceSessionId));
     } catch (error) {
       logger.warn(
         `re-check of session ${deviceSessionId} failed: ${(error as Error).message}; ending its streams`,
       );
-      hub.endSession(deviceSessionId);
+      hub.endSession(deviceSessionId, "recheck_failed");
+      continue;
+    }
+    if (session === undefined || session.status !== "active") {
+      hub.endSession(deviceSessionId, "revoked");
+    } else {
+      const current = session;
+      hub.endSession(deviceSessionId, "session_changed", (owner) => isSameOwner(owner, current));
+    }
+  }
+}
+
+/** Runs `call`, retrying failures 5 times with doubling delays from 50 ms. */
+async function withRetries<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50 * 2 ** attempt));
     }
   }
 }

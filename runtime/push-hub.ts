@@ -4,6 +4,7 @@
  * the transport has not taken yet (contract §7). Publishing never waits on a
  * stream; the hub can end any stream at any moment.
  */
+import type { KeyObject } from "node:crypto";
 import { AuthMessages } from "../handlers/authenticate.js";
 import { GatewayError } from "../handlers/errors.js";
 import type { Logger } from "../handlers/ports.js";
@@ -11,7 +12,16 @@ import type { SignedEvent } from "../handlers/subscribe-events.js";
 import type { Metrics } from "./metrics.js";
 
 /** Why a stream closed; the `reason` label of `gateway_push_stream_closes_total`. */
-export type PushStreamCloseReason = "revoked" | "overflow" | "shutdown" | "client";
+export type PushStreamCloseReason =
+  | "revoked"
+  | "overflow"
+  | "shutdown"
+  | "client"
+  | "session_changed"
+  | "recheck_failed";
+
+/** Why the hub ends a session's streams. */
+export type SessionEndReason = "revoked" | "session_changed" | "recheck_failed";
 
 /** The terminal statuses of §7, as client-visible messages. */
 export const PushStreamMessages = {
@@ -20,6 +30,8 @@ export const PushStreamMessages = {
   shutdown: "gateway is shutting down",
   tooManyForSession: "too many streams for this device session",
   capacity: "gateway stream capacity reached",
+  sessionChanged: "device session changed; reconnect",
+  recheckFailed: "device session could not be re-checked; reconnect",
 } as const;
 
 /** The terminal error a stream ends with for each hub-initiated reason. */
@@ -31,6 +43,10 @@ function terminalError(reason: Exclude<PushStreamCloseReason, "client">): Gatewa
       return new GatewayError("resource_exhausted", PushStreamMessages.overflow);
     case "shutdown":
       return new GatewayError("unavailable", PushStreamMessages.shutdown);
+    case "session_changed":
+      return new GatewayError("unavailable", PushStreamMessages.sessionChanged);
+    case "recheck_failed":
+      return new GatewayError("unavailable", PushStreamMessages.recheckFailed);
   }
 }
 
@@ -38,6 +54,8 @@ function terminalError(reason: Exclude<PushStreamCloseReason, "client">): Gatewa
 export interface PushStreamOwner {
   readonly userId: string;
   readonly deviceSessionId: string;
+  /** The session key the stream authenticated with, to notice a key change. */
+  readonly publicKey?: KeyObject;
 }
 
 /** Which streams an event goes to: every stream of the user, or only one session's. */
@@ -88,8 +106,17 @@ export interface PushHub {
    * `RESOURCE_EXHAUSTED`; no other stream is affected and nothing waits.
    */
   publish(event: SignedEvent | (() => SignedEvent), target: PushTarget): number;
-  /** Ends every stream of exactly this session with `FAILED_PRECONDITION`; returns how many. */
-  endSession(deviceSessionId: string): number;
+  /**
+   * Ends the streams of exactly this session and returns how many: `revoked`
+   * with `FAILED_PRECONDITION`, `session_changed` and `recheck_failed` with
+   * `UNAVAILABLE` (the client reconnects). Streams for which `keep` answers
+   * true stay open.
+   */
+  endSession(
+    deviceSessionId: string,
+    reason?: SessionEndReason,
+    keep?: (owner: PushStreamOwner) => boolean,
+  ): number;
   /** Sessions that have open streams (to re-check them after a stream-reader gap). */
   openSessionIds(): string[];
   /** Open streams right now. */
@@ -118,14 +145,15 @@ export interface PushHubOptions {
   readonly logger: Logger;
 }
 
-/** A fixed-capacity FIFO of events. */
+/** A bounded FIFO of events. */
 class EventQueue {
-  private readonly slots: (SignedEvent | undefined)[];
+  /** Grows by doubling up to `capacity`, so idle streams hold little memory. */
+  private slots: (SignedEvent | undefined)[];
   private head = 0;
   private count = 0;
 
   constructor(readonly capacity: number) {
-    this.slots = new Array(capacity);
+    this.slots = new Array(Math.min(capacity, 8));
   }
 
   get size(): number {
@@ -137,21 +165,33 @@ class EventQueue {
   }
 
   push(event: SignedEvent): void {
-    this.slots[(this.head + this.count) % this.capacity] = event;
+    if (this.count === this.slots.length) this.grow();
+    this.slots[(this.head + this.count) % this.slots.length] = event;
     this.count++;
+  }
+
+  private grow(): void {
+    const larger: (SignedEvent | undefined)[] = new Array(
+      Math.min(this.capacity, this.slots.length * 2),
+    );
+    for (let index = 0; index < this.count; index++) {
+      larger[index] = this.slots[(this.head + index) % this.slots.length];
+    }
+    this.slots = larger;
+    this.head = 0;
   }
 
   shift(): SignedEvent | undefined {
     if (this.count === 0) return undefined;
     const event = this.slots[this.head];
     this.slots[this.head] = undefined;
-    this.head = (this.head + 1) % this.capacity;
+    this.head = (this.head + 1) % this.slots.length;
     this.count--;
     return event;
   }
 
   clear(): void {
-    this.slots.fill(undefined);
+    this.slots = new Array(Math.min(this.capacity, 8));
     this.head = 0;
     this.count = 0;
   }
@@ -180,6 +220,8 @@ export function createPushHub(options: PushHubOptions): PushHub {
   const bySession = new Map<string, Set<Entry>>();
   /** Streams not yet released, ended or not: what close() waits for. */
   const live = new Set<Entry>();
+  /** Unreleased streams per session: what the per-session cap counts. */
+  const liveBySession = new Map<string, number>();
   let registered = 0;
   let closing = false;
   let closed: Promise<void> | undefined;
@@ -198,6 +240,7 @@ export function createPushHub(options: PushHubOptions): PushHub {
     constructor(
       readonly userId: string,
       readonly deviceSessionId: string,
+      readonly publicKey: KeyObject | undefined,
     ) {}
 
     get queued(): number {
@@ -241,6 +284,9 @@ export function createPushHub(options: PushHubOptions): PushHub {
       clearTimeout(this.terminalTimer);
       this.reset = undefined;
       live.delete(this);
+      const siblings = (liveBySession.get(this.deviceSessionId) ?? 1) - 1;
+      if (siblings > 0) liveBySession.set(this.deviceSessionId, siblings);
+      else liveBySession.delete(this.deviceSessionId);
       logger.debug(`push stream released (${ownerLabel(this)})`);
       if (live.size === 0) allReleased?.();
     }
@@ -318,17 +364,20 @@ export function createPushHub(options: PushHubOptions): PushHub {
   return {
     open(owner) {
       if (closing) throw new GatewayError("unavailable", PushStreamMessages.shutdown);
-      const siblings = bySession.get(owner.deviceSessionId)?.size ?? 0;
+      // Streams the hub ended but whose call is not over yet still hold a
+      // transport: they count until released.
+      const siblings = liveBySession.get(owner.deviceSessionId) ?? 0;
       if (siblings >= options.maxStreamsPerSession) {
         throw new GatewayError("resource_exhausted", PushStreamMessages.tooManyForSession);
       }
-      if (registered >= options.maxStreams) {
+      if (live.size >= options.maxStreams) {
         throw new GatewayError("resource_exhausted", PushStreamMessages.capacity);
       }
-      const entry = new Entry(owner.userId, owner.deviceSessionId);
+      const entry = new Entry(owner.userId, owner.deviceSessionId, owner.publicKey);
       index(byUser, entry.userId, entry);
       index(bySession, entry.deviceSessionId, entry);
       live.add(entry);
+      liveBySession.set(entry.deviceSessionId, siblings + 1);
       registered++;
       metrics?.pushStreamsActive.inc();
       logger.debug(`push stream opened (${ownerLabel(entry)})`);
@@ -359,9 +408,11 @@ export function createPushHub(options: PushHubOptions): PushHub {
       return delivered;
     },
 
-    endSession(deviceSessionId) {
-      const entries = [...(bySession.get(deviceSessionId) ?? [])];
-      for (const entry of entries) end(entry, terminalError("revoked"), "revoked");
+    endSession(deviceSessionId, reason = "revoked", keep) {
+      const entries = [...(bySession.get(deviceSessionId) ?? [])].filter(
+        (entry) => keep === undefined || !keep(entry),
+      );
+      for (const entry of entries) end(entry, terminalError(reason), reason);
       return entries.length;
     },
 

@@ -71,7 +71,7 @@ export async function connectRedis(
     ]);
   } catch (error) {
     redis.disconnect();
-    const reason = scrub((error as Error).message || lastError, config.password);
+    const reason = scrub(lastError || (error as Error).message, config.password);
     throw new RedisStartupError(`Redis PING to ${address} failed: ${reason}`);
   } finally {
     clearTimeout(timer);

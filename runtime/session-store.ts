@@ -5,6 +5,7 @@
 import type { KeyObject } from "node:crypto";
 import type { Redis } from "ioredis";
 import { parseDevicePublicKey } from "../handlers/ed25519.js";
+import { isIdentifier } from "../handlers/identifiers.js";
 import type { Clock, DeviceSession, Logger, SessionStore } from "../handlers/ports.js";
 
 /** A session snapshot as applied from the session-events stream. */
@@ -73,6 +74,10 @@ export function createRedisSessionStore(options: {
     const values = await redis.hmget(`${keyPrefix}session:${deviceSessionId}`, ...FIELDS);
     const [userId, keyText, status] = values;
     if (userId == null || keyText == null || status == null) return undefined;
+    if (!isIdentifier(userId)) {
+      logger.warn(`session ${deviceSessionId}: user_id is not a valid identifier`);
+      return undefined;
+    }
     if (status !== "active" && status !== "revoked") {
       logger.warn(`session ${deviceSessionId}: status "${status}" is not active or revoked`);
       return undefined;

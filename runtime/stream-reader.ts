@@ -22,12 +22,13 @@ export interface StreamGap {
   /**
    * `trimmed`: entries after the cursor were trimmed or deleted before they were read.
    * `lost`: the stream is gone or was recreated (for example Redis restarted without
-   * its data); the reader starts over at the new stream's first entry.
+   * its data, or was restored from an older copy); what it held after the cursor may
+   * be gone. Either way the reader reads on after the cursor (see `findGap`).
    */
   readonly kind: "trimmed" | "lost";
   /** The cursor when the gap was found. */
   readonly cursor: string;
-  /** The id the reader continues after (`0-0` when the stream was lost). */
+  /** The id the reader continues after: the cursor, for either kind. */
   readonly resumeAfter: string;
   /** One line for the log. */
   readonly reason: string;
@@ -79,8 +80,8 @@ export interface StreamReader {
    */
   start(): Promise<void>;
   /**
-   * The id of the last entry processed, else the id resolved at startup; `0-0`
-   * again after the stream was lost (see StreamGap), until the next entry.
+   * The id of the last entry processed, else the id resolved at startup. A gap
+   * (see StreamGap) leaves it as it was, so it never goes backwards.
    */
   cursor(): string;
   /** Ends the loop at once (also while XREAD is blocked) and closes the connection. */
@@ -275,13 +276,21 @@ type StreamState =
 
 /**
  * Decides whether entries the reader had not read are gone. The cursor is `0-0`
- * or the id of an entry the reader saw in this stream.
+ * or the id of an entry the reader saw in this stream (or in the one it replaced).
  *
- * - The stream was lost (deleted, or Redis restarted without its data): it is
- *   missing, its last id is below the cursor, or the cursor entry is gone although
- *   this stream never lost an entry (Redis ≥ 7 tells). A gap whenever the reader
- *   had seen entries; reading restarts at `0-0`, so entries of the new stream are
- *   not skipped even when their ids are below the old cursor.
+ * - The stream was lost (deleted, Redis restarted without its data, or restored
+ *   from an older snapshot or replica): it is missing, its last id is below the
+ *   cursor, or the cursor entry is gone although this stream never lost an entry
+ *   (Redis ≥ 7 tells). A gap whenever the reader had seen entries. Reading goes on
+ *   after the cursor, not from `0-0`: entries of the new stream with ids at or
+ *   below the cursor were already processed (restored from an older copy) or
+ *   cannot be told apart from such entries, and re-reading them would hand up to a
+ *   whole stream (`MAXLEN`) of old entries over again. Entries added after the
+ *   restart get `XADD *` ids from the server's clock, which lie above the cursor
+ *   as long as the Redis servers' clocks agree within the time since the cursor's
+ *   entry was added. The gap is still reported, so the session-events side drops
+ *   its session cache and re-checks open streams. Until the reader processes an
+ *   entry of the new stream, each reconnect finds the same gap again.
  * - Otherwise a gap when the stream now starts after the cursor's successor (its
  *   head was trimmed past entries not yet read), or an entry after the cursor was
  *   deleted. Redis ≥ 7 also says when no entry was ever removed: then there is none.
@@ -292,7 +301,7 @@ function findGap(cursor: string, state: StreamState): StreamGap | undefined {
   const lost = (reason: string): StreamGap => ({
     kind: "lost",
     cursor,
-    resumeAfter: ZERO_ID,
+    resumeAfter: cursor,
     reason,
   });
   const trimmed = (reason: string): StreamGap => ({

@@ -36,7 +36,7 @@ import {
 } from "../handlers/subscribe-events.js";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { toServerError } from "./grpc-server.js";
-import type { PushHub, PushStream } from "./push-hub.js";
+import type { PushHub, PushStream, PushStreamOwner } from "./push-hub.js";
 
 /** The HTTP/2 path of SubscribeEvents, the only method `pushStreamInterceptor` acts on. */
 export const SUBSCRIBE_EVENTS_PATH = `/${EdgeGatewayServiceDefinition.fullName}/${EdgeGatewayServiceDefinition.methods.subscribeEvents.name}`;
@@ -213,9 +213,12 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
   ): AsyncGenerator<SignedEvent, void, undefined> {
     let session: DeviceSession;
     let stream: PushStream;
+    let cursor: string;
     try {
       session = await deps.authenticate(request);
       stream = hub.open(session);
+      // Read at registration: events queued from here on have later ids.
+      cursor = deps.cursor();
     } catch (error) {
       throw toServerError(error, logger);
     }
@@ -235,7 +238,7 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
       if (ctx.signal.aborted) return;
       await recheckSession(deps, stream);
       yield bootstrapEvent(deps.signer, {
-        cursor: deps.cursor(),
+        cursor,
         requestId: request.requestId,
         timestampMs: deps.clock.now(),
       });
@@ -278,6 +281,19 @@ async function recheckSession(deps: SubscribeEventsMethodDeps, stream: PushStrea
   }
   if (current === undefined || current.status !== "active") {
     deps.hub.endSession(stream.deviceSessionId);
+  } else {
+    const owner = current;
+    deps.hub.endSession(stream.deviceSessionId, "session_changed", (other) =>
+      isSameOwner(other, owner),
+    );
   }
   if (stream.ended.aborted) throw stream.ended.reason;
+}
+
+/** True when a stream was opened by the session as it is now (same user, same key). */
+export function isSameOwner(owner: PushStreamOwner, session: DeviceSession): boolean {
+  return (
+    owner.userId === session.userId &&
+    (owner.publicKey === undefined || owner.publicKey.equals(session.publicKey))
+  );
 }

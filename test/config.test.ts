@@ -355,6 +355,11 @@ describe("loadConfig", () => {
       ["GATEWAY_AUTH_UPSTREAM_URL", "ftp://auth.internal"],
       ["GATEWAY_LOG_LEVEL", "verbose"],
       ["GATEWAY_LOG_LEVEL", "INFO"],
+      // Redis PX and Node timers take whole milliseconds up to 2^31 - 1.
+      ["GATEWAY_REQUEST_MAX_CLOCK_SKEW", "1.00025s"],
+      ["GATEWAY_REDIS_COMMAND_TIMEOUT", "1500us"],
+      ["GATEWAY_SHUTDOWN_TIMEOUT", "600h"],
+      ["GATEWAY_CLIENT_EVENTS_REDIS_STREAM", "gateway:session_events"],
     ])("fails naming %s for %j", (name, value) => {
       expectNamesVariable(configError({ ...REQUIRED, [name]: value }), name);
     });

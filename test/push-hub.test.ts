@@ -340,4 +340,43 @@ describe("PushHub", () => {
       expect(await value(metrics, "pushStreamCloses", { reason })).toBe(0);
     }
   });
+
+  // A stream the hub ended still holds its transport until its call is over:
+  // it keeps counting against the caps, so a client that never reads cannot
+  // pile up ended streams.
+  it("counts ended but unreleased streams against both caps until they are released", async () => {
+    const { hub } = hubWith({ queueSize: 1, maxStreamsPerSession: 1, maxStreams: 2 });
+    const stalled = hub.open({ userId: "u-1", deviceSessionId: "ds-1" });
+    hub.publish(event(), { userId: "u-1" });
+    hub.publish(event(), { userId: "u-1" });
+    expect(stalled.ended.aborted).toBe(true);
+    expect(() => hub.open({ userId: "u-1", deviceSessionId: "ds-1" })).toThrow(
+      "too many streams for this device session",
+    );
+    hub.open({ userId: "u-2", deviceSessionId: "ds-2" });
+    expect(() => hub.open({ userId: "u-3", deviceSessionId: "ds-3" })).toThrow(
+      "gateway stream capacity reached",
+    );
+    stalled.release();
+    expect(hub.open({ userId: "u-1", deviceSessionId: "ds-1" }).ended.aborted).toBe(false);
+  });
+
+  it("ends a session's streams as changed, keeping those the predicate keeps", async () => {
+    const { hub, metrics } = hubWith();
+    const kept = hub.open({ userId: "u-1", deviceSessionId: "ds-1" });
+    const moved = hub.open({ userId: "u-old", deviceSessionId: "ds-1" });
+    expect(hub.endSession("ds-1", "session_changed", (owner) => owner.userId === "u-1")).toBe(1);
+    expect(kept.ended.aborted).toBe(false);
+    const error = await terminal(moved);
+    expect(error).toMatchObject({
+      code: "unavailable",
+      message: "device session changed; reconnect",
+    });
+    expect(await value(metrics, "pushStreamCloses", { reason: "session_changed" })).toBe(1);
+    expect(hub.endSession("ds-1", "recheck_failed")).toBe(1);
+    expect(await terminal(kept)).toMatchObject({
+      code: "unavailable",
+      message: "device session could not be re-checked; reconnect",
+    });
+  });
 });

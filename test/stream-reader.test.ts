@@ -38,6 +38,11 @@ afterAll(async () => {
   await server.stop();
 });
 
+/** The millisecond part of an entry id. */
+function idMs(id: string): number {
+  return Number(id.split("-")[0]);
+}
+
 function nextStream(): string {
   streamCount += 1;
   return `test:stream:${streamCount}`;
@@ -262,6 +267,64 @@ describe("createStreamReader", () => {
     expect(gaps[0]).toMatchObject({ kind: "trimmed", cursor: seen, resumeAfter: seen });
   });
 
+  // A restore from an older snapshot or replica brings back entries the reader
+  // had processed, all with ids at or below its cursor: they are not handed over
+  // again, the gap is still reported, and entries added after it are read.
+  it("does not re-read a stream recreated with entries at or below its cursor, and reads what is added next", async () => {
+    const stream = nextStream();
+    const { reader, ids, gaps } = await startReader(stream);
+    const processed: string[] = [];
+    for (const n of ["one", "two", "three"])
+      processed.push((await redis.xadd(stream, "*", "n", n))!);
+    await waitFor("the first entries", () => ids().length === 3);
+    const cursor = processed[2]!;
+    expect(reader.cursor()).toBe(cursor);
+
+    await withReaderAway(stream, async () => {
+      // The older copy ends before the cursor entry.
+      await redis.del(stream);
+      await redis.xadd(stream, processed[0]!, "n", "one");
+      await redis.xadd(stream, processed[1]!, "n", "two");
+    });
+    await waitFor("the gap", () => gaps.length === 1);
+    expect(gaps[0]).toMatchObject({ kind: "lost", cursor, resumeAfter: cursor });
+    expect(gaps[0]!.reason).toContain("below the cursor");
+    expect(reader.cursor()).toBe(cursor);
+
+    const next = await redis.xadd(stream, "*", "n", "next");
+    expect(idMs(next!)).toBeGreaterThan(idMs(cursor));
+    await waitFor("the entry added after the restore", () => ids().includes(next!));
+    expect(ids()).toEqual([...processed, next]);
+    expect(reader.cursor()).toBe(next);
+    expect(gaps).toHaveLength(1);
+  });
+
+  // The recreated stream holds restored entries below the cursor, not the cursor
+  // entry itself, and one added after it: only that one is read.
+  it("reads only the entries above its cursor in a recreated stream that never lost an entry", async () => {
+    const stream = nextStream();
+    const { ids, gaps } = await startReader(stream);
+    const processed: string[] = [];
+    for (const n of ["one", "two"]) processed.push((await redis.xadd(stream, "*", "n", n))!);
+    await waitFor("the first entries", () => ids().length === 2);
+    const cursor = processed[1]!;
+
+    let added = "";
+    await withReaderAway(stream, async () => {
+      // A `*` id comes from the clock; the clock passing the cursor's millisecond
+      // is what puts it above the cursor.
+      await waitFor("the clock to pass the cursor", () => Date.now() > idMs(cursor));
+      await redis.del(stream);
+      await redis.xadd(stream, processed[0]!, "n", "one");
+      added = (await redis.xadd(stream, "*", "n", "added"))!;
+    });
+    await waitFor("the entry added to the recreated stream", () => ids().includes(added));
+    expect(ids()).toEqual([...processed, added]);
+    expect(gaps).toHaveLength(1);
+    expect(gaps[0]).toMatchObject({ kind: "lost", cursor, resumeAfter: cursor });
+    expect(gaps[0]!.reason).toContain("recreated");
+  });
+
   it("stops at once while its XREAD is blocked", async () => {
     const stream = nextStream();
     // Block far longer than the test may run: stop() must not wait for the XREAD.
@@ -295,26 +358,30 @@ describe("createStreamReader", () => {
   });
 
   // Runs last: it restarts the server, and with it every other client.
-  it("survives Redis being killed and restarted empty, reading the new stream from its start", async () => {
+  it("survives Redis being killed and restarted empty, reading what is added after the restart", async () => {
     const stream = nextStream();
-    const { ids, gaps, lines } = await startReader(stream);
+    const { reader, ids, gaps, lines } = await startReader(stream);
     const before = await redis.xadd(stream, "*", "n", "before");
     await waitFor("the first entry", () => ids().includes(before!));
 
     await server.kill();
     await server.restart();
+    // The stream is gone: a gap, and the cursor stays where it was (not 0-0).
+    await waitFor("the gap", () => gaps.length === 1);
+    expect(gaps[0]).toMatchObject({ kind: "lost", cursor: before, resumeAfter: before });
+    expect(reader.cursor()).toBe(before);
     const publisher = server.client();
     try {
-      // The new stream's ids may lie below the old cursor; they must still be read.
-      const low = await publisher.xadd(stream, "1-1", "n", "low");
-      const next = await publisher.xadd(stream, "*", "n", "next");
-      await waitFor("the entries added after the restart", () => ids().includes(next!));
-      expect(ids()).toEqual([before, low, next]);
+      const added: string[] = [];
+      for (const n of ["next-1", "next-2"])
+        added.push((await publisher.xadd(stream, "*", "n", n))!);
+      await waitFor("the entries added after the restart", () => ids().includes(added[1]!));
+      expect(ids()).toEqual([before, ...added]);
+      expect(reader.cursor()).toBe(added[1]);
     } finally {
       publisher.disconnect();
     }
     expect(gaps).toHaveLength(1);
-    expect(gaps[0]).toMatchObject({ kind: "lost", cursor: before, resumeAfter: "0-0" });
     expect(lines.some((line) => line.level === "info" && line.message.includes("again"))).toBe(
       true,
     );

@@ -1,0 +1,159 @@
+/**
+ * The gateway host's edges: a stop that arrives during startup, routes from
+ * GATEWAY_ROUTES_MODULE without a bin, startup errors that name their cause,
+ * and sessions whose user or key changes under an open stream.
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../runtime/config.js";
+import { createGateway } from "../runtime/gateway.js";
+import { createCleanup } from "./support/cleanup.js";
+import { createMemoryLogger, gatewayEnv, putSession } from "./support/gateway.js";
+import {
+  execute,
+  metric,
+  newDevice,
+  SAFETY_MS,
+  startPushGateway,
+  subscribe,
+  subscribeRequest,
+} from "./support/push.js";
+import { startRedis, type TestRedis } from "./support/redis-server.js";
+
+let redis: TestRedis;
+let publisher: Redis;
+const cleanup = createCleanup();
+
+beforeAll(async () => {
+  redis = await startRedis();
+  publisher = redis.client();
+});
+
+afterEach(() => cleanup.run());
+
+afterAll(async () => {
+  publisher?.disconnect();
+  await redis?.stop();
+});
+
+describe("the gateway host", () => {
+  // SIGTERM during startup: startup finishes, but readiness never turns 200.
+  it("never becomes ready when stop() begins while start() is running", async () => {
+    const logger = createMemoryLogger();
+    const gateway = createGateway({ config: loadConfig(gatewayEnv(redis)), logger });
+    const starting = gateway.start();
+    const stopping = gateway.stop();
+    await starting.catch(() => {});
+    expect(gateway.ready).toBe(false);
+    await stopping;
+    expect(gateway.ready).toBe(false);
+    expect(logger.lines.some((line) => line.includes("gateway ready"))).toBe(false);
+    expect(logger.lines.some((line) => line.includes("shutdown: HTTP listeners closed"))).toBe(
+      true,
+    );
+  });
+
+  it("loads GATEWAY_ROUTES_MODULE when embedding code passes no routes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "edge-gateway-routes-"));
+    const module = join(dir, "routes.mjs");
+    writeFileSync(
+      module,
+      'export const routes = { "demo.module": async () => ({ resultCode: "from-module" }) };\n',
+    );
+    const gateway = createGateway({
+      config: loadConfig(gatewayEnv(redis, { GATEWAY_ROUTES_MODULE: module })),
+      logger: createMemoryLogger(),
+    });
+    cleanup.defer(() => gateway.stop());
+    await gateway.start();
+    const device = newDevice("u-module");
+    await putSession(publisher, device);
+    const outcome = await execute(gateway.addresses.grpc, device, cleanup, {
+      messageType: "demo.module",
+    });
+    expect(outcome).toEqual({ status: "OK", details: "from-module" });
+  });
+
+  it("fails startup naming GATEWAY_GRPC_TLS_CERT_PATH when the certificate cannot be read", async () => {
+    const gateway = createGateway({
+      config: loadConfig(
+        gatewayEnv(redis, {
+          GATEWAY_GRPC_TLS_CERT_PATH: "/nonexistent/cert.pem",
+          GATEWAY_GRPC_TLS_KEY_PATH: "/nonexistent/key.pem",
+        }),
+      ),
+      logger: createMemoryLogger(),
+    });
+    await expect(gateway.start()).rejects.toThrow(
+      "GATEWAY_GRPC_TLS_CERT_PATH: cannot read /nonexistent/cert.pem (ENOENT)",
+    );
+  });
+
+  it("says WRONGPASS when the Redis password is wrong", async () => {
+    const env = gatewayEnv(redis, { GATEWAY_REDIS_PASSWORD: "not-the-password" });
+    const gateway = createGateway({ config: loadConfig(env), logger: createMemoryLogger() });
+    const error = await gateway.start().then(
+      () => undefined,
+      (caught: Error) => caught,
+    );
+    expect(error?.message).toMatch(/^Redis PING to 127\.0\.0\.1:\d+ failed: WRONGPASS/);
+    expect(error?.message).not.toContain("not-the-password");
+  });
+
+  it("treats a session hash whose user_id is not an identifier as no session", async () => {
+    const { gateway } = await startPushGateway(redis, publisher, cleanup);
+    const device = newDevice("bad user!");
+    await putSession(publisher, device);
+    const outcome = await execute(gateway.addresses.grpc, device, cleanup);
+    expect(outcome).toEqual({ status: "UNAUTHENTICATED", details: "device session not found" });
+  });
+});
+
+describe("a session that changes under an open stream", () => {
+  it("ends the stream when a snapshot moves the session to another user, and it gets no event of either", async () => {
+    const gw = await startPushGateway(redis, publisher, cleanup);
+    const alice = newDevice("alice");
+    await putSession(publisher, alice);
+    const stream = subscribe(gw.grpc, subscribeRequest(alice), cleanup);
+    await stream.received(1);
+
+    await gw.snapshot({ ...alice, userId: "bob" }, "active");
+    expect(await stream.terminal()).toEqual({
+      status: "UNAVAILABLE",
+      details: "device session changed; reconnect",
+    });
+    await gw.publish({ userId: "alice", eventType: "demo.for_alice" });
+    await gw.publish({ userId: "bob", eventType: "demo.for_bob" });
+    await expect
+      .poll(() => metric(gw.admin, 'gateway_client_events_total{result="no_subscriber"}'), {
+        timeout: SAFETY_MS,
+      })
+      .toBe(2);
+    expect(stream.events.map((event) => event.eventType)).toEqual(["gateway.server_time"]);
+    expect(
+      await metric(gw.admin, 'gateway_push_stream_closes_total{reason="session_changed"}'),
+    ).toBe(1);
+  });
+
+  it("ends the stream when a snapshot rotates the session key, and keeps it for an unchanged snapshot", async () => {
+    const gw = await startPushGateway(redis, publisher, cleanup);
+    const carol = newDevice("carol");
+    await putSession(publisher, carol);
+    const stream = subscribe(gw.grpc, subscribeRequest(carol), cleanup);
+    await stream.received(1);
+
+    await gw.snapshot(carol, "active");
+    await gw.publish({ userId: "carol", eventType: "demo.still_here" });
+    await stream.received(2);
+
+    const rotated = { ...carol, publicKeyText: newDevice("carol").publicKeyText };
+    await gw.snapshot(rotated, "active");
+    expect(await stream.terminal()).toEqual({
+      status: "UNAVAILABLE",
+      details: "device session changed; reconnect",
+    });
+  });
+});
