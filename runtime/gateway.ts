@@ -506,7 +506,7 @@ async function recheckOpenStreams(
   sessions: CachedSessionStore,
   logger: Logger,
 ): Promise<void> {
-  for (const deviceSessionId of hub.openSessionIds()) {
+  const recheck = async (deviceSessionId: string) => {
     let session: DeviceSession | undefined;
     try {
       session = await withRetries(() => sessions.refresh(deviceSessionId));
@@ -515,7 +515,7 @@ async function recheckOpenStreams(
         `re-check of session ${deviceSessionId} failed: ${(error as Error).message}; ending its streams`,
       );
       hub.endSession(deviceSessionId, "recheck_failed");
-      continue;
+      return;
     }
     if (session === undefined || session.status !== "active") {
       hub.endSession(deviceSessionId, "revoked");
@@ -523,7 +523,13 @@ async function recheckOpenStreams(
       const current = session;
       hub.endSession(deviceSessionId, "session_changed", (owner) => isSameOwner(owner, current));
     }
-  }
+  };
+  // A few reads in flight at a time: the session-events reader waits for this.
+  const pending = hub.openSessionIds();
+  const workers = Array.from({ length: Math.min(32, pending.length) }, async () => {
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) await recheck(next);
+  });
+  await Promise.all(workers);
 }
 
 /** Runs `call`, retrying failures 5 times with doubling delays from 50 ms. */
