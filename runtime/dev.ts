@@ -255,7 +255,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
         `  npx edge-gateway subscribe ${device}`,
         `  npx edge-gateway event publish --user ${DEV_SESSION.userId} --type demo.note --payload hi`,
         `  npx edge-gateway session revoke --session ${DEV_SESSION.deviceSessionId}`,
-        `  buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${grpc}`,
+        `  npx buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${grpc}`,
         "Ctrl-C stops the gateway and everything dev mode started.",
         "",
       ]
