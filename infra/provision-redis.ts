@@ -19,13 +19,16 @@
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { type CliIo, PROCESS_IO } from "../runtime/cli-io.js";
 import {
   ConfigError,
   formatAddress,
   loadRedisToolConfig,
   type RedisToolConfig,
+  redactSecret,
 } from "../runtime/config.js";
+import { connectRedis } from "../runtime/redis.js";
 
 /** The approximate `MAXLEN` publishers pass to `XADD`, and the default `--max-len`. */
 export const DEFAULT_STREAM_MAX_LEN = 100_000;
@@ -293,17 +296,6 @@ maxmemory-policy is noeviction.
 
 Exit status: 0 when both keys are streams, 1 on any failure, 2 on bad usage.`;
 
-/** Streams the CLI writes to. */
-export interface CliIo {
-  readonly stdout: (line: string) => void;
-  readonly stderr: (line: string) => void;
-}
-
-const PROCESS_IO: CliIo = {
-  stdout: (line) => process.stdout.write(`${line}\n`),
-  stderr: (line) => process.stderr.write(`${line}\n`),
-};
-
 /**
  * The command line: parses `argv` (without node and script), reads the
  * configuration from `env`, runs {@link provisionRedis} and resolves with the
@@ -361,8 +353,7 @@ export async function runProvisionCli(
     return 1;
   }
 
-  const password = config.redis.password;
-  const scrub = (line: string) => (password === "" ? line : line.split(password).join("***"));
+  const scrub = (line: string) => redactSecret(line, config.redis.password);
   const log: ProvisionLog = {
     info: (line) => io.stdout(scrub(line)),
     warn: (line) => io.stderr(scrub(`WARNING: ${line}`)),
@@ -373,41 +364,16 @@ export async function runProvisionCli(
   log.info(
     `redis ${address} db ${config.redis.db}${values.check ? " (check only: nothing will be changed)" : ""}`,
   );
-  const redis = new Redis({
-    host: config.redis.master.host,
-    port: config.redis.master.port,
-    password,
-    db: config.redis.db,
-    lazyConnect: true,
-    connectTimeout: config.redis.pingTimeoutMs,
-    commandTimeout: PROVISION_COMMAND_TIMEOUT_MS,
-    maxRetriesPerRequest: 0,
-    enableOfflineQueue: false,
-    enableReadyCheck: false,
-    autoResendUnfulfilledCommands: false,
-    retryStrategy: () => null,
-    connectionName: "edge-gateway-provision",
-  });
-  let lastError = "";
-  redis.on("error", (error: Error) => {
-    lastError = error.message;
-  });
-
+  // The gateway's own fail-closed connection and bounded PING, with a
+  // longer bound on the (few, possibly slow) provisioning commands.
+  let redis: Redis;
   try {
-    await withTimeout(
-      (async () => {
-        await redis.connect();
-        await redis.ping();
-      })(),
-      config.redis.pingTimeoutMs,
-      `no answer to PING within ${config.redis.pingTimeoutMs} ms`,
+    redis = await connectRedis(
+      { ...config.redis, commandTimeoutMs: PROVISION_COMMAND_TIMEOUT_MS },
+      { debug() {}, info() {}, warn() {}, error() {} },
     );
   } catch (error) {
-    const reason = (error as Error).message;
-    log.error(
-      `cannot reach Redis at ${address}: ${reason}${lastError !== "" && lastError !== reason ? ` (${lastError})` : ""}`,
-    );
-    redis.disconnect();
+    log.error(`cannot reach Redis at ${address}: ${(error as Error).message}`);
     return 1;
   }
 
@@ -430,20 +396,6 @@ export async function runProvisionCli(
     return 1;
   } finally {
     redis.disconnect();
-  }
-}
-
-async function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(message)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

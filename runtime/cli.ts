@@ -15,22 +15,15 @@ import { ClientError, Status } from "nice-grpc";
 import { keyIdOf, parseDevicePublicKey, rawPublicKeyOf } from "../handlers/ed25519.js";
 import type { Logger } from "../handlers/ports.js";
 import { runProvisionCli } from "../infra/provision-redis.js";
+import { type CliIo, PROCESS_IO } from "./cli-io.js";
+
+export type { CliIo };
+
 import { formatAddress, loadConfig, loadRedisToolConfig } from "./config.js";
 import { createDeviceClient } from "./device-client.js";
 import { publishClientEvent, publishSessionSnapshot } from "./publishers.js";
 import { connectRedis } from "./redis.js";
 import { loadResponseSigner } from "./signer.js";
-
-/** Where the CLI writes. */
-export interface CliIo {
-  readonly stdout: (line: string) => void;
-  readonly stderr: (line: string) => void;
-}
-
-const PROCESS_IO: CliIo = {
-  stdout: (line) => process.stdout.write(`${line}\n`),
-  stderr: (line) => process.stderr.write(`${line}\n`),
-};
 
 /** A usage error: exit code 2 with the message. */
 class UsageError extends Error {}

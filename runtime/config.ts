@@ -304,7 +304,7 @@ function parseVariables(
         name === "GATEWAY_REDIS_PASSWORD"
           ? "is invalid"
           : (result.error.issues[0]?.message ?? "is invalid");
-      throw new ConfigError(name, redact(problem, env.GATEWAY_REDIS_PASSWORD));
+      throw new ConfigError(name, redactSecret(problem, env.GATEWAY_REDIS_PASSWORD));
     }
     values[name] = result.data;
   }
@@ -357,7 +357,7 @@ export function loadConfig(
   };
 }
 
-/** Removes every occurrence of the Redis password from a problem description. */
-function redact(text: string, password: string | undefined): string {
-  return password === undefined || password === "" ? text : text.replaceAll(password, "[redacted]");
+/** Replaces every occurrence of a secret (the Redis password) in a text meant for logs or errors. */
+export function redactSecret(text: string, secret: string | undefined): string {
+  return secret === undefined || secret === "" ? text : text.replaceAll(secret, "[redacted]");
 }

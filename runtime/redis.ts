@@ -4,7 +4,7 @@
  */
 import { Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../handlers/ports.js";
-import { formatAddress, type GatewayConfig } from "./config.js";
+import { formatAddress, type GatewayConfig, redactSecret } from "./config.js";
 
 /** Reconnect backoff: 50 ms doubling to 2 s, with jitter. */
 export function reconnectDelay(attempt: number): number {
@@ -71,7 +71,7 @@ export async function connectRedis(
     ]);
   } catch (error) {
     redis.disconnect();
-    const reason = scrub(lastError || (error as Error).message, config.password);
+    const reason = redactSecret(lastError || (error as Error).message, config.password);
     throw new RedisStartupError(`Redis PING to ${address} failed: ${reason}`);
   } finally {
     clearTimeout(timer);
@@ -80,7 +80,8 @@ export async function connectRedis(
   redis.off("error", onError);
   let down = false;
   redis.on("error", (error: Error) => {
-    if (!down) logger.warn(`Redis connection error: ${scrub(error.message, config.password)}`);
+    if (!down)
+      logger.warn(`Redis connection error: ${redactSecret(error.message, config.password)}`);
     down = true;
   });
   redis.on("ready", () => {
@@ -88,9 +89,4 @@ export async function connectRedis(
     down = false;
   });
   return redis;
-}
-
-/** Removes a secret from a message. */
-function scrub(message: string, secret: string): string {
-  return secret === "" ? message : message.split(secret).join("***");
 }

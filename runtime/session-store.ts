@@ -2,21 +2,11 @@
  * Device sessions: Redis hashes behind a bounded, TTL-limited local cache that
  * session snapshots update in stream order (contract §6).
  */
-import type { KeyObject } from "node:crypto";
 import type { Redis } from "ioredis";
 import { parseDevicePublicKey } from "../handlers/ed25519.js";
 import { isIdentifier } from "../handlers/identifiers.js";
 import type { Clock, DeviceSession, Logger, SessionStore } from "../handlers/ports.js";
-
-/** A session snapshot as applied from the session-events stream. */
-export interface SessionSnapshot {
-  readonly deviceSessionId: string;
-  readonly userId: string;
-  readonly publicKey: KeyObject;
-  /** The key as published (base64/base64url), to tell whether the key changed. */
-  readonly publicKeyText: string;
-  readonly status: "active" | "revoked";
-}
+import type { SessionSnapshot } from "./session-events.js";
 
 /** The Redis-backed session store with its local cache. */
 export interface CachedSessionStore extends SessionStore {
