@@ -48,11 +48,7 @@ import { createSessionEventsHandler } from "./session-events.js";
 import { type CachedSessionStore, createRedisSessionStore } from "./session-store.js";
 import { loadResponseSigner } from "./signer.js";
 import { createStreamReader, type StreamReader } from "./stream-reader.js";
-import {
-  createSubscribeEventsMethod,
-  isSameOwner,
-  pushStreamInterceptor,
-} from "./subscribe-events.js";
+import { createSubscribeEventsMethod, pushStreamInterceptor } from "./subscribe-events.js";
 import { observeRedisCommands } from "./telemetry.js";
 
 /** Options of {@link createGateway}. */
@@ -218,15 +214,10 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         onEntries: createSessionEventsHandler({
           apply: (snapshot) => {
             sessionStore.applySnapshot(snapshot);
-            // Streams opened under another user or key no longer match the
-            // session (a revoked snapshot ends them all as revoked instead).
-            if (snapshot.status === "active") {
-              pushHub.endSession(snapshot.deviceSessionId, "session_changed", (owner) =>
-                isSameOwner(owner, snapshot),
-              );
-            }
+            // A revoked session's streams end as revoked; streams opened under
+            // another user or key end as changed.
+            pushHub.reconcile(snapshot.deviceSessionId, snapshot);
           },
-          revoke: (deviceSessionId) => pushHub.endSession(deviceSessionId),
           metrics,
           logger,
         }),
@@ -517,12 +508,7 @@ async function recheckOpenStreams(
       hub.endSession(deviceSessionId, "recheck_failed");
       return;
     }
-    if (session === undefined || session.status !== "active") {
-      hub.endSession(deviceSessionId, "revoked");
-    } else {
-      const current = session;
-      hub.endSession(deviceSessionId, "session_changed", (owner) => isSameOwner(owner, current));
-    }
+    hub.reconcile(deviceSessionId, session);
   };
   // A few reads in flight at a time: the session-events reader waits for this.
   const pending = hub.openSessionIds();

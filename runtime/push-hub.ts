@@ -50,6 +50,21 @@ function terminalError(reason: Exclude<PushStreamCloseReason, "client">): Gatewa
   }
 }
 
+/** A session as the session store or a snapshot states it now. */
+export interface CurrentSession {
+  readonly userId: string;
+  readonly publicKey: KeyObject;
+  readonly status: "active" | "revoked";
+}
+
+/** True when a stream was opened by the session as it is now (same user, same key). */
+function isSameOwner(owner: PushStreamOwner, session: CurrentSession): boolean {
+  return (
+    owner.userId === session.userId &&
+    (owner.publicKey === undefined || owner.publicKey.equals(session.publicKey))
+  );
+}
+
 /** Whose events a stream receives. */
 export interface PushStreamOwner {
   readonly userId: string;
@@ -107,16 +122,21 @@ export interface PushHub {
    */
   publish(event: SignedEvent | (() => SignedEvent), target: PushTarget): number;
   /**
-   * Ends the streams of exactly this session and returns how many: `revoked`
-   * with `FAILED_PRECONDITION`, `session_changed` and `recheck_failed` with
-   * `UNAVAILABLE` (the client reconnects). Streams for which `keep` answers
-   * true stay open.
+   * Ends every stream of exactly this session and returns how many: `revoked`
+   * with `FAILED_PRECONDITION`, `recheck_failed` with `UNAVAILABLE` (the
+   * client reconnects).
    */
   endSession(
     deviceSessionId: string,
-    reason?: SessionEndReason,
-    keep?: (owner: PushStreamOwner) => boolean,
+    reason?: Exclude<SessionEndReason, "session_changed">,
   ): number;
+  /**
+   * Brings this session's streams in line with the session as it is now: all
+   * end as revoked when it is gone or not active; otherwise those opened under
+   * another user or key end as `session_changed` (`UNAVAILABLE`, reconnect).
+   * Returns how many ended.
+   */
+  reconcile(deviceSessionId: string, session: CurrentSession | undefined): number;
   /** Sessions that have open streams (to re-check them after a stream-reader gap). */
   openSessionIds(): string[];
   /** Open streams right now. */
@@ -336,6 +356,16 @@ export function createPushHub(options: PushHubOptions): PushHub {
     entry.terminalTimer.unref();
   }
 
+  function endWhere(
+    deviceSessionId: string,
+    reason: SessionEndReason,
+    matches: (entry: Entry) => boolean,
+  ): number {
+    const entries = [...(bySession.get(deviceSessionId) ?? [])].filter(matches);
+    for (const entry of entries) end(entry, terminalError(reason), reason);
+    return entries.length;
+  }
+
   async function closeAll(): Promise<void> {
     closing = true;
     for (const entry of [...live]) end(entry, terminalError("shutdown"), "shutdown");
@@ -408,12 +438,15 @@ export function createPushHub(options: PushHubOptions): PushHub {
       return delivered;
     },
 
-    endSession(deviceSessionId, reason = "revoked", keep) {
-      const entries = [...(bySession.get(deviceSessionId) ?? [])].filter(
-        (entry) => keep === undefined || !keep(entry),
-      );
-      for (const entry of entries) end(entry, terminalError(reason), reason);
-      return entries.length;
+    endSession(deviceSessionId, reason = "revoked") {
+      return endWhere(deviceSessionId, reason, () => true);
+    },
+
+    reconcile(deviceSessionId, session) {
+      if (session === undefined || session.status !== "active") {
+        return endWhere(deviceSessionId, "revoked", () => true);
+      }
+      return endWhere(deviceSessionId, "session_changed", (entry) => !isSameOwner(entry, session));
     },
 
     openSessionIds() {

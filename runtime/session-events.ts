@@ -82,8 +82,11 @@ export function parseSessionSnapshot(entry: StreamEntry): ParsedSessionSnapshot 
 export interface SessionEventsHandlerOptions {
   /** Writes the snapshot into the local session cache. */
   readonly apply: (snapshot: SessionSnapshot) => void;
-  /** Ends every open stream of exactly this device session. */
-  readonly revoke: (deviceSessionId: string) => void;
+  /**
+   * Called after `apply` for a `revoked` snapshot, to end every open stream
+   * of exactly that session (unless `apply` already does).
+   */
+  readonly revoke?: (deviceSessionId: string) => void;
   /** Counts `gateway_session_events_total{result}`. */
   readonly metrics?: Pick<Metrics, "sessionEvents">;
   /** Warns about dropped entries; logs each applied snapshot at debug. */
@@ -110,7 +113,7 @@ export function createSessionEventsHandler(
       const { snapshot } = parsed;
       try {
         apply(snapshot);
-        if (snapshot.status === "revoked") revoke(snapshot.deviceSessionId);
+        if (snapshot.status === "revoked") revoke?.(snapshot.deviceSessionId);
       } catch (error) {
         logger.error(`session event ${entry.id} for ${snapshot.deviceSessionId}: failed`, error);
         continue;

@@ -36,7 +36,7 @@ import {
 } from "../handlers/subscribe-events.js";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { toServerError } from "./grpc-server.js";
-import type { PushHub, PushStream, PushStreamOwner } from "./push-hub.js";
+import type { PushHub, PushStream } from "./push-hub.js";
 
 /** The HTTP/2 path of SubscribeEvents, the only method `pushStreamInterceptor` acts on. */
 export const SUBSCRIBE_EVENTS_PATH = `/${EdgeGatewayServiceDefinition.fullName}/${EdgeGatewayServiceDefinition.methods.subscribeEvents.name}`;
@@ -279,21 +279,6 @@ async function recheckSession(deps: SubscribeEventsMethodDeps, stream: PushStrea
     stream.fail(error);
     throw error;
   }
-  if (current === undefined || current.status !== "active") {
-    deps.hub.endSession(stream.deviceSessionId);
-  } else {
-    const owner = current;
-    deps.hub.endSession(stream.deviceSessionId, "session_changed", (other) =>
-      isSameOwner(other, owner),
-    );
-  }
+  deps.hub.reconcile(stream.deviceSessionId, current);
   if (stream.ended.aborted) throw stream.ended.reason;
-}
-
-/** True when a stream was opened by the session as it is now (same user, same key). */
-export function isSameOwner(owner: PushStreamOwner, session: DeviceSession): boolean {
-  return (
-    owner.userId === session.userId &&
-    (owner.publicKey === undefined || owner.publicKey.equals(session.publicKey))
-  );
 }

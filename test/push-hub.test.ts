@@ -1,4 +1,4 @@
-import { createPrivateKey, sign } from "node:crypto";
+import { createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { GatewayError, isGatewayError } from "../handlers/errors.js";
 import type { Logger, ResponseSigner } from "../handlers/ports.js";
@@ -361,11 +361,16 @@ describe("PushHub", () => {
     expect(hub.open({ userId: "u-1", deviceSessionId: "ds-1" }).ended.aborted).toBe(false);
   });
 
-  it("ends a session's streams as changed, keeping those the predicate keeps", async () => {
+  it("reconciles a session's streams: those opened under another user end as changed", async () => {
     const { hub, metrics } = hubWith();
     const kept = hub.open({ userId: "u-1", deviceSessionId: "ds-1" });
     const moved = hub.open({ userId: "u-old", deviceSessionId: "ds-1" });
-    expect(hub.endSession("ds-1", "session_changed", (owner) => owner.userId === "u-1")).toBe(1);
+    const now = {
+      userId: "u-1",
+      publicKey: generateKeyPairSync("ed25519").publicKey,
+      status: "active" as const,
+    };
+    expect(hub.reconcile("ds-1", now)).toBe(1);
     expect(kept.ended.aborted).toBe(false);
     const error = await terminal(moved);
     expect(error).toMatchObject({

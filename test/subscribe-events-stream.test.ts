@@ -142,6 +142,7 @@ async function startGateway(options: GatewayOptions = {}) {
     },
     publish: hub.publish,
     endSession: hub.endSession,
+    reconcile: hub.reconcile,
     openSessionIds: hub.openSessionIds,
     get size() {
       return hub.size;
