@@ -5,7 +5,7 @@
 import { type AuthenticateDeps, authenticate, authFailure } from "./authenticate.js";
 import { GatewayError, INTERNAL_MESSAGE, isGatewayError } from "./errors.js";
 import { isIdentifier, isTypeName } from "./identifiers.js";
-import type { Logger, ResponseSigner, RouteResult, Router } from "./ports.js";
+import type { ResponseSigner, RouteContext, RouteResult, Router } from "./ports.js";
 import { executeCommandResponseSignedBytes, executeCommandSignedBytes } from "./signing.js";
 
 /** ExecuteCommand request fields (the generated message type fits). */
@@ -38,17 +38,8 @@ export interface ExecuteCommandDeps extends AuthenticateDeps {
   readonly maxPayloadBytes: number;
 }
 
-/** Per-call context from the transport. */
-export interface CallContext {
-  /** Aborts when the client cancels or the deadline passes. */
-  readonly signal: AbortSignal;
-  /** Absolute deadline in Unix ms, if the client set one. */
-  readonly deadline: number | undefined;
-  /** Logger for the call. */
-  readonly logger: Logger;
-  /** W3C trace context headers to pass downstream. */
-  readonly traceHeaders?: Readonly<Record<string, string>>;
-}
+/** Per-call context from the transport: what the route is given. */
+export type CallContext = RouteContext;
 
 /** The protocol version this gateway speaks. */
 export const PROTOCOL_VERSION = 1;

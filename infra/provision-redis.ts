@@ -28,6 +28,7 @@ import {
   type RedisToolConfig,
   redactSecret,
 } from "../runtime/config.js";
+import { SILENT_LOGGER } from "../runtime/logger.js";
 import { connectRedis } from "../runtime/redis.js";
 
 /** The approximate `MAXLEN` publishers pass to `XADD`, and the default `--max-len`. */
@@ -370,7 +371,7 @@ export async function runProvisionCli(
   try {
     redis = await connectRedis(
       { ...config.redis, commandTimeoutMs: PROVISION_COMMAND_TIMEOUT_MS },
-      { debug() {}, info() {}, warn() {}, error() {} },
+      SILENT_LOGGER,
     );
   } catch (error) {
     log.error(`cannot reach Redis at ${address}: ${(error as Error).message}`);

@@ -12,8 +12,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { Redis } from "ioredis";
 import { ClientError, Status } from "nice-grpc";
-import { keyIdOf, parseDevicePublicKey, rawPublicKeyOf } from "../handlers/ed25519.js";
-import type { Logger } from "../handlers/ports.js";
+import { keyIdOf, rawPublicKeyOf } from "../handlers/ed25519.js";
 import { runProvisionCli } from "../infra/provision-redis.js";
 import { type CliIo, PROCESS_IO } from "./cli-io.js";
 
@@ -21,6 +20,7 @@ export type { CliIo };
 
 import { formatAddress, loadConfig, loadRedisToolConfig } from "./config.js";
 import { createDeviceClient } from "./device-client.js";
+import { SILENT_LOGGER } from "./logger.js";
 import { publishClientEvent, publishSessionSnapshot } from "./publishers.js";
 import { connectRedis } from "./redis.js";
 import { loadResponseSigner } from "./signer.js";
@@ -48,8 +48,6 @@ act as a device: --addr (default 127.0.0.1:9090 or GATEWAY_AUTHENTICATED_GRPC_AD
 comes from --gateway-key (base64url raw key) or --gateway-key-file (PEM, private or
 public; default GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH). Responses and events
 are verified against it.`;
-
-const QUIET: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /**
  * Runs one CLI command and resolves its exit code (0 success, 1 failure,
@@ -156,7 +154,7 @@ async function withRedis<T>(
   run: (redis: Redis, config: ReturnType<typeof loadRedisToolConfig>) => Promise<T>,
 ): Promise<T> {
   const config = loadRedisToolConfig(env);
-  const redis = await connectRedis(config.redis, QUIET);
+  const redis = await connectRedis(config.redis, SILENT_LOGGER);
   try {
     return await run(redis, config);
   } finally {
@@ -399,9 +397,4 @@ async function configCheck(
     ].join("\n"),
   );
   return 0;
-}
-
-/** True when `text` is a device public key the gateway would accept. */
-export function isAcceptableDeviceKey(text: string): boolean {
-  return parseDevicePublicKey(text).ok;
 }

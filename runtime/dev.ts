@@ -5,20 +5,22 @@
  * serves public HTTP through listhen, and stops everything on Ctrl-C.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { createPrivateKey, generateKeyPairSync, randomBytes } from "node:crypto";
+import { generateKeyPairSync, type KeyObject, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join, resolve } from "node:path";
-import { Redis } from "ioredis";
 import { listen } from "listhen";
 import { rawPublicKeyOf } from "../handlers/ed25519.js";
 import type { Routes } from "../handlers/ports.js";
 import { provisionRedis } from "../infra/provision-redis.js";
 import { formatAddress, loadConfig } from "./config.js";
 import { createGateway } from "./gateway.js";
-import { createLogger } from "./logger.js";
+import { freeLoopbackPort, waitForRedisPing } from "./local-redis.js";
+import { createLogger, SILENT_LOGGER } from "./logger.js";
 import { publishSessionSnapshot } from "./publishers.js";
+import { connectRedis } from "./redis.js";
 import { loadRoutesModule } from "./routes-module.js";
+import { trapShutdownSignals } from "./signals.js";
+import { parseSignerKeyPem } from "./signer.js";
 
 /** The demo device session dev mode seeds. */
 export const DEV_SESSION = { deviceSessionId: "dev-device-1", userId: "dev-user" } as const;
@@ -28,23 +30,14 @@ export const demoRoutes: Routes = {
   "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
 };
 
-async function freeLoopbackPort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => done(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
-function ensureKey(path: string): void {
-  if (existsSync(path)) return;
+/** The Ed25519 private key at `path`, created (mode 0600) when missing. */
+function ensureKey(path: string): KeyObject {
+  if (existsSync(path)) return parseSignerKeyPem(readFileSync(path, "utf8"), path);
   const { privateKey } = generateKeyPairSync("ed25519");
   writeFileSync(path, privateKey.export({ type: "pkcs8", format: "pem" }) as string, {
     mode: 0o600,
   });
+  return privateKey;
 }
 
 async function startLocalRedis(
@@ -85,30 +78,13 @@ async function startLocalRedis(
     { stdio: "ignore" },
   );
   onSpawn(child);
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-    const probe = new Redis({
-      host: "127.0.0.1",
-      port,
-      password,
-      lazyConnect: true,
-      retryStrategy: () => null,
-      maxRetriesPerRequest: 0,
-    });
-    probe.on("error", () => {});
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      return { child, addr: `127.0.0.1:${port}`, password };
-    } catch {
-      probe.disconnect();
-      await new Promise((wake) => setTimeout(wake, 50));
-    }
+  try {
+    await waitForRedisPing({ child, port, password });
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw error;
   }
-  child.kill("SIGKILL");
-  throw new Error("the local redis-server did not answer within 10 s");
+  return { child, addr: `127.0.0.1:${port}`, password };
 }
 
 /**
@@ -117,7 +93,7 @@ async function startLocalRedis(
  * 8080 through listhen, which moves to a free port when 8080 is busy).
  */
 export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  const logger = createLogger((env.GATEWAY_LOG_LEVEL as "info" | undefined) || "info");
+  const logger = createLogger(env.GATEWAY_LOG_LEVEL);
   const dir = resolve(".dev");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
 
@@ -130,21 +106,12 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
   // Installed before anything else is started, so a signal at any point of
   // startup still stops what dev mode started.
   let gateway: ReturnType<typeof createGateway> | undefined;
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals += 1;
-    if (signals > 1) {
-      stopRedis();
-      process.exit(130);
-    }
-    logger.info(`${signal} received: stopping the dev gateway`);
-    (gateway?.stop() ?? Promise.resolve()).finally(stopRedis).then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  const onSignal = trapShutdownSignals({
+    logger,
+    what: "stopping the dev gateway",
+    stop: () => (gateway?.stop() ?? Promise.resolve()).finally(stopRedis),
+    onExitNow: stopRedis,
+  });
   // Started by `npm run dev`: stop when the launcher is gone.
   process.on("disconnect", () => onSignal("SIGTERM"));
 
@@ -160,34 +127,24 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     const signerPath = env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH || join(dir, "signer.pem");
     ensureKey(signerPath);
     const devicePath = join(dir, "device.pem");
-    ensureKey(devicePath);
+    const deviceKey = ensureKey(devicePath);
     devEnv.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH = signerPath;
     devEnv.GATEWAY_AUTHENTICATED_GRPC_ADDR ||= "127.0.0.1:9090";
     devEnv.GATEWAY_ADMIN_HTTP_ADDR ||= "127.0.0.1:9464";
     const config = loadConfig(devEnv);
 
     // Provision the streams and seed the demo session before the gateway reads them.
-    const redis = new Redis({
-      host: config.redis.master.host,
-      port: config.redis.master.port,
-      password: config.redis.password,
-      db: config.redis.db,
-      lazyConnect: true,
-      maxRetriesPerRequest: 1,
-    });
-    redis.on("error", () => {});
+    const redis = await connectRedis(config.redis, SILENT_LOGGER);
     try {
-      await redis.connect();
       const report = await provisionRedis(redis, {
         sessionEventsStream: config.sessionEventsStream,
         clientEventsStream: config.clientEventsStream,
         log: logger,
       });
       if (!report.ok) throw new Error(`provisioning failed: ${report.errors.join("; ")}`);
-      const devicePublicKey = rawPublicKeyOf(createPrivateKey(readFileSync(devicePath, "utf8")));
       await publishSessionSnapshot(
         redis,
-        { ...DEV_SESSION, clientPublicKey: devicePublicKey, status: "active" },
+        { ...DEV_SESSION, clientPublicKey: rawPublicKeyOf(deviceKey), status: "active" },
         { keyPrefix: config.redis.keyPrefix, stream: config.sessionEventsStream },
       );
     } finally {

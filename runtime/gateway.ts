@@ -8,6 +8,8 @@ import {
   type Server as HttpServer,
   type RequestListener,
 } from "node:http";
+import { createSecureContext } from "node:tls";
+import { ServerCredentials } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import type { Server as GrpcServer } from "nice-grpc";
 import { createExecuteCommandHandler } from "../handlers/execute-command.js";
@@ -29,9 +31,7 @@ import {
   createGatewayMiddleware,
   createGrpcServer,
   deadlineOf,
-  grpcCredentials,
   SafeEdgeGatewayServiceDefinition,
-  SHUTTING_DOWN_MESSAGE,
 } from "./grpc-server.js";
 import { createGrpcTracingMiddleware, traceHeadersOf } from "./grpc-tracing.js";
 import { createHttpAuthUpstream } from "./http-auth-upstream.js";
@@ -149,7 +149,10 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
     if (options.logger === undefined) logger = createLogger(cfg.logLevel);
 
     signer = await loadResponseSigner(cfg.signerKeyPath);
-    const grpcTls = cfg.grpcTls === undefined ? undefined : await loadGrpcTls(cfg.grpcTls);
+    const grpcCredentials =
+      cfg.grpcTls === undefined
+        ? ServerCredentials.createInsecure()
+        : await loadGrpcTls(cfg.grpcTls);
 
     try {
       redis = await connectRedis(cfg.redis, logger, (client) =>
@@ -303,8 +306,8 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         });
       grpcServer.add(health.definition, health.implementation);
       addGrpcReflection(grpcServer);
-      const grpcAddress = await bindGrpc(grpcServer, cfg.grpcAddr, grpcCredentials(grpcTls));
-      logger.info(`authenticated gRPC listening on ${grpcAddress}${grpcTls ? " (TLS)" : ""}`);
+      const grpcAddress = await bindGrpc(grpcServer, cfg.grpcAddr, grpcCredentials);
+      logger.info(`authenticated gRPC listening on ${grpcAddress}${cfg.grpcTls ? " (TLS)" : ""}`);
 
       const authUpstream =
         options.authUpstream ??
@@ -460,7 +463,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
   };
 }
 
-/** Reads the gRPC TLS files; a failure names the variable. */
+/** Reads the gRPC TLS files into server credentials; a failure names the variable. */
 async function loadGrpcTls(paths: { certPath: string; keyPath: string }) {
   const read = async (variable: string, path: string) => {
     try {
@@ -474,15 +477,16 @@ async function loadGrpcTls(paths: { certPath: string; keyPath: string }) {
     cert: await read("GATEWAY_GRPC_TLS_CERT_PATH", paths.certPath),
     key: await read("GATEWAY_GRPC_TLS_KEY_PATH", paths.keyPath),
   };
+  // grpc-js only checks the PEM when it binds; check it before anything starts.
   try {
-    grpcCredentials(tls);
+    createSecureContext(tls);
   } catch (error) {
     throw new ConfigError(
       "GATEWAY_GRPC_TLS_CERT_PATH",
       `certificate and key are not a usable PEM pair (${(error as Error).message})`,
     );
   }
-  return tls;
+  return ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false);
 }
 
 /**
@@ -534,7 +538,7 @@ async function withRetries<T>(call: () => Promise<T>): Promise<T> {
 async function bindGrpc(
   server: GrpcServer,
   address: { host: string; port: number },
-  credentials: ReturnType<typeof grpcCredentials>,
+  credentials: ServerCredentials,
 ): Promise<string> {
   if (address.host !== "") {
     const port = await server.listen(formatAddress(address), credentials);
@@ -548,5 +552,3 @@ async function bindGrpc(
     return formatAddress({ host: "0.0.0.0", port });
   }
 }
-
-export { SHUTTING_DOWN_MESSAGE };

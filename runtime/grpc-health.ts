@@ -6,6 +6,7 @@
 import { ServerError, Status } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { PushStreamMessages } from "./push-hub.js";
 
 /** The services whose health the gateway reports. */
 const SERVICES = ["", EdgeGatewayServiceDefinition.fullName] as const;
@@ -71,5 +72,5 @@ export function createGrpcHealth(): GrpcHealth {
 }
 
 function shuttingDown(): ServerError {
-  return new ServerError(Status.UNAVAILABLE, "gateway is shutting down");
+  return new ServerError(Status.UNAVAILABLE, PushStreamMessages.shutdown);
 }

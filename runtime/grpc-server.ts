@@ -2,7 +2,7 @@
  * The authenticated gRPC listener: nice-grpc on grpc-js, with the gateway's
  * middleware (shutdown gate, undecodable requests, error table, metrics).
  */
-import { ServerCredentials, ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
+import { ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
 import {
   type CallContext,
   createServer,
@@ -11,17 +11,18 @@ import {
   type ServerMiddleware,
   Status,
 } from "nice-grpc";
-import { authFailure } from "../handlers/authenticate.js";
 import {
   ERROR_TABLE,
   GatewayError,
   GrpcCode,
-  INTERNAL_MESSAGE,
   isGatewayError,
+  toGatewayError,
 } from "../handlers/errors.js";
+import { invalid } from "../handlers/execute-command.js";
 import type { Logger } from "../handlers/ports.js";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import type { Metrics } from "./metrics.js";
+import { PushStreamMessages } from "./push-hub.js";
 
 const UNDECODABLE = Symbol("edge-gateway.undecodable");
 
@@ -29,7 +30,7 @@ const UNDECODABLE = Symbol("edge-gateway.undecodable");
 export const DEADLINE_METADATA_KEY = "x-edge-gateway-deadline-ms";
 
 /** The message calls get while the gateway stops. */
-export const SHUTTING_DOWN_MESSAGE = "gateway is shutting down";
+export const SHUTTING_DOWN_MESSAGE = PushStreamMessages.shutdown;
 
 /**
  * EdgeGatewayServiceDefinition with request decoders that never throw: bytes
@@ -97,13 +98,8 @@ export const deadlineInterceptor: ServerInterceptor = (_method, call) =>
  */
 export function toServerError(error: unknown, logger: Logger): ServerError {
   if (error instanceof ServerError) return error;
-  let gatewayError: GatewayError;
-  if (isGatewayError(error)) {
-    gatewayError = error;
-  } else {
-    logger.error("unexpected error in gRPC call", error);
-    gatewayError = new GatewayError("internal", INTERNAL_MESSAGE);
-  }
+  if (!isGatewayError(error)) logger.error("unexpected error in gRPC call", error);
+  const gatewayError = toGatewayError(error);
   const serverError = new ServerError(
     GrpcCode[ERROR_TABLE[gatewayError.code].grpc],
     gatewayError.message,
@@ -135,11 +131,7 @@ export function createGatewayMiddleware(options: GatewayMiddlewareOptions): Serv
         throw new GatewayError("unavailable", SHUTTING_DOWN_MESSAGE);
       }
       if (!call.requestStream && isUndecodable(call.request)) {
-        throw authFailure(
-          "invalid_argument",
-          "request message could not be decoded",
-          "invalid_argument",
-        );
+        throw invalid("request message could not be decoded");
       }
       return yield* call.next(call.request, context);
     } catch (error) {
@@ -177,11 +169,4 @@ export function createGrpcServer(options: GrpcServerOptions): Server {
     "grpc.keepalive_permit_without_calls": 1,
     interceptors: [deadlineInterceptor, ...(options.interceptors ?? [])],
   } as Parameters<typeof createServer>[0]);
-}
-
-/** Insecure or TLS credentials for the gRPC listener. */
-export function grpcCredentials(tls?: { cert: Buffer; key: Buffer }): ServerCredentials {
-  return tls === undefined
-    ? ServerCredentials.createInsecure()
-    : ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false);
 }

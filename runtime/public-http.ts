@@ -3,7 +3,13 @@
  * and the public auth routes, mounted from one manifest through `toH3Handler`.
  */
 import { type EventHandler, H3, type H3Event, type NodeHandler, toNodeHandler } from "h3";
-import { ERROR_TABLE, GatewayError, INTERNAL_MESSAGE, isGatewayError } from "../handlers/errors.js";
+import {
+  ERROR_TABLE,
+  GatewayError,
+  INTERNAL_MESSAGE,
+  isGatewayError,
+  toGatewayError,
+} from "../handlers/errors.js";
 import type { AuthUpstream, Logger } from "../handlers/ports.js";
 import {
   CONFIRM_EMAIL_CODE_PATH,
@@ -264,7 +270,7 @@ function jsonResponse(status: number, body: unknown): Response {
 function toErrorResponse(error: unknown, context?: { readonly logger: Logger }): Response {
   if (!isGatewayError(error)) {
     context?.logger.error("public http: unexpected error", error);
-    return toErrorResponse(new GatewayError("internal", INTERNAL_MESSAGE));
+    return toErrorResponse(toGatewayError(error));
   }
   const mapping = ERROR_TABLE[error.code];
   const relayed = error.details?.httpStatus;

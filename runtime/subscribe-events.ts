@@ -21,7 +21,7 @@ import {
 } from "@grpc/grpc-js";
 import type { CallContext } from "nice-grpc";
 import { AuthMessages } from "../handlers/authenticate.js";
-import { GatewayError, INTERNAL_MESSAGE, isGatewayError } from "../handlers/errors.js";
+import { GatewayError, toGatewayError } from "../handlers/errors.js";
 import type {
   Clock,
   DeviceSession,
@@ -253,7 +253,7 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
     } catch (error) {
       // Whatever ended the call, the stream must stop receiving events now.
       if (!stream.ended.aborted) {
-        stream.fail(isGatewayError(error) ? error : new GatewayError("internal", INTERNAL_MESSAGE));
+        stream.fail(toGatewayError(error));
       }
       throw toServerError(error, logger);
     } finally {

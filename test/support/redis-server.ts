@@ -4,8 +4,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { Redis } from "ioredis";
+import { freeLoopbackPort, waitForRedisPing } from "../../runtime/local-redis.js";
 
 /** A running test Redis. */
 export interface TestRedis {
@@ -25,18 +25,7 @@ export interface TestRedis {
 }
 
 /** A free loopback TCP port. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export const freePort = freeLoopbackPort;
 
 /** Starts `redis-server` on a free loopback port with a random password. */
 export async function startRedis(): Promise<TestRedis> {
@@ -67,7 +56,7 @@ export async function startRedis(): Promise<TestRedis> {
       { stdio: "ignore" },
     );
     child = proc;
-    await waitForPing(host, port, password, proc);
+    await waitForRedisPing({ child: proc, port, password });
   };
 
   const kill = async () => {
@@ -91,31 +80,4 @@ export async function startRedis(): Promise<TestRedis> {
     restart: launch,
     stop: kill,
   };
-}
-
-async function waitForPing(host: string, port: number, password: string, proc: ChildProcess) {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
-    const probe = new Redis({
-      host,
-      port,
-      password,
-      lazyConnect: true,
-      retryStrategy: () => null,
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-    });
-    probe.on("error", () => {});
-    try {
-      await probe.connect();
-      if ((await probe.ping()) === "PONG") return;
-    } catch {
-      // not up yet
-    } finally {
-      probe.disconnect();
-    }
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`redis-server on ${host}:${port} did not answer within 10 s`);
 }
