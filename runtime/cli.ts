@@ -20,9 +20,12 @@ export type { CliIo };
 
 import { formatAddress, loadConfig, loadRedisToolConfig } from "./config.js";
 import { createDeviceClient } from "./device-client.js";
+import { loadGrpcTls } from "./grpc-server.js";
 import { SILENT_LOGGER } from "./logger.js";
 import { publishClientEvent, publishSessionSnapshot } from "./publishers.js";
 import { connectRedis } from "./redis.js";
+import { createStaticRouter } from "./router.js";
+import { loadRoutesModule } from "./routes-module.js";
 import { loadResponseSigner } from "./signer.js";
 
 /** A usage error: exit code 2 with the message. */
@@ -382,8 +385,13 @@ async function configCheck(
   io: CliIo,
 ): Promise<number> {
   if (args[0] !== "check" || args.length > 1) throw new UsageError("expected: config check");
+  // Every check startup makes before it touches Redis.
   const config = loadConfig(env);
   const signer = await loadResponseSigner(config.signerKeyPath);
+  if (config.grpcTls !== undefined) await loadGrpcTls(config.grpcTls);
+  if (config.routesModule !== undefined) {
+    createStaticRouter(await loadRoutesModule(config.routesModule));
+  }
   io.stdout(
     [
       "configuration is valid",

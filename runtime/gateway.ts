@@ -2,13 +2,11 @@
  * The composition root: builds every component from configuration, starts
  * them in order and stops them in the order of contract §10.
  */
-import { readFile } from "node:fs/promises";
 import {
   createServer as createHttpServer,
   type Server as HttpServer,
   type RequestListener,
 } from "node:http";
-import { createSecureContext } from "node:tls";
 import { ServerCredentials } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import type { Server as GrpcServer } from "nice-grpc";
@@ -24,13 +22,14 @@ import type {
 import { createSubscribeEventsAuthenticator, signEvent } from "../handlers/subscribe-events.js";
 import { createAdminHttpServer } from "./admin-http.js";
 import { createClientEventsHandler } from "./client-events.js";
-import { ConfigError, formatAddress, type GatewayConfig, loadConfig } from "./config.js";
+import { formatAddress, type GatewayConfig, loadConfig } from "./config.js";
 import { createGrpcHealth } from "./grpc-health.js";
 import { addGrpcReflection } from "./grpc-reflection.js";
 import {
   createGatewayMiddleware,
   createGrpcServer,
   deadlineOf,
+  loadGrpcTls,
   SafeEdgeGatewayServiceDefinition,
 } from "./grpc-server.js";
 import { createGrpcTracingMiddleware, traceHeadersOf } from "./grpc-tracing.js";
@@ -376,10 +375,15 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
     ready = false;
     shuttingDown = true;
     const budgetMs = config?.shutdownTimeoutMs ?? 5000;
-    // A stop during startup lets startup finish (or fail) first, within one budget.
-    await within("startup", budgetMs, started ?? Promise.resolve()).catch(() => {});
     const steps: Step[] = [
-      { name: "readiness set to not ready", run: async () => health.setServing(false) },
+      {
+        name: "readiness set to not ready",
+        // A stop during startup also lets startup finish (or fail) first.
+        run: async () => {
+          health.setServing(false);
+          await started?.catch(() => {});
+        },
+      },
       {
         name: "stream readers stopped",
         run: () => Promise.all(readers.map((reader) => reader.stop())),
@@ -461,32 +465,6 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
     },
     metrics,
   };
-}
-
-/** Reads the gRPC TLS files into server credentials; a failure names the variable. */
-async function loadGrpcTls(paths: { certPath: string; keyPath: string }) {
-  const read = async (variable: string, path: string) => {
-    try {
-      return await readFile(path);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
-      throw new ConfigError(variable, `cannot read ${path} (${code})`);
-    }
-  };
-  const tls = {
-    cert: await read("GATEWAY_GRPC_TLS_CERT_PATH", paths.certPath),
-    key: await read("GATEWAY_GRPC_TLS_KEY_PATH", paths.keyPath),
-  };
-  // grpc-js only checks the PEM when it binds; check it before anything starts.
-  try {
-    createSecureContext(tls);
-  } catch (error) {
-    throw new ConfigError(
-      "GATEWAY_GRPC_TLS_CERT_PATH",
-      `certificate and key are not a usable PEM pair (${(error as Error).message})`,
-    );
-  }
-  return ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false);
 }
 
 /**

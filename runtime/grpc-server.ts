@@ -2,7 +2,9 @@
  * The authenticated gRPC listener: nice-grpc on grpc-js, with the gateway's
  * middleware (shutdown gate, undecodable requests, error table, metrics).
  */
-import { ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
+import { readFile } from "node:fs/promises";
+import { createSecureContext } from "node:tls";
+import { ServerCredentials, ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
 import {
   type CallContext,
   createServer,
@@ -21,6 +23,7 @@ import {
 import { invalid } from "../handlers/execute-command.js";
 import type { Logger } from "../handlers/ports.js";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { ConfigError } from "./config.js";
 import type { Metrics } from "./metrics.js";
 import { PushStreamMessages } from "./push-hub.js";
 
@@ -169,4 +172,30 @@ export function createGrpcServer(options: GrpcServerOptions): Server {
     "grpc.keepalive_permit_without_calls": 1,
     interceptors: [deadlineInterceptor, ...(options.interceptors ?? [])],
   } as Parameters<typeof createServer>[0]);
+}
+
+/** Reads the gRPC TLS files into server credentials; a failure names the variable. */
+export async function loadGrpcTls(paths: { certPath: string; keyPath: string }) {
+  const read = async (variable: string, path: string) => {
+    try {
+      return await readFile(path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
+      throw new ConfigError(variable, `cannot read ${path} (${code})`);
+    }
+  };
+  const tls = {
+    cert: await read("GATEWAY_GRPC_TLS_CERT_PATH", paths.certPath),
+    key: await read("GATEWAY_GRPC_TLS_KEY_PATH", paths.keyPath),
+  };
+  // grpc-js only checks the PEM when it binds; check it before anything starts.
+  try {
+    createSecureContext(tls);
+  } catch (error) {
+    throw new ConfigError(
+      "GATEWAY_GRPC_TLS_CERT_PATH",
+      `certificate and key are not a usable PEM pair (${(error as Error).message})`,
+    );
+  }
+  return ServerCredentials.createSsl(null, [{ cert_chain: tls.cert, private_key: tls.key }], false);
 }

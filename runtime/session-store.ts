@@ -30,7 +30,7 @@ interface InFlight {
   superseded: boolean;
 }
 
-const FIELDS = ["user_id", "client_public_key", "status"] as const;
+const FIELDS = ["user_id", "client_public_key", "status", "updated_at_ms"] as const;
 
 /**
  * Creates the session store. Unknown sessions are cached for at most
@@ -62,8 +62,10 @@ export function createRedisSessionStore(options: {
 
   async function readRedis(deviceSessionId: string) {
     const values = await redis.hmget(`${keyPrefix}session:${deviceSessionId}`, ...FIELDS);
-    const [userId, keyText, status] = values;
-    if (userId == null || keyText == null || status == null) return undefined;
+    const [userId, keyText, status, updatedAtMs] = values;
+    if (userId == null || keyText == null || status == null || updatedAtMs == null) {
+      return undefined;
+    }
     if (!isIdentifier(userId)) {
       logger.warn(`session ${deviceSessionId}: user_id is not a valid identifier`);
       return undefined;

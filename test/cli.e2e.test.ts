@@ -379,6 +379,19 @@ describe("config check", () => {
       /^error: cannot read signer key file .*missing\.pem \(ENOENT\)$/,
     ],
     [
+      "an unreadable gRPC TLS certificate",
+      () => ({
+        GATEWAY_GRPC_TLS_CERT_PATH: join(tmp, "missing-cert.pem"),
+        GATEWAY_GRPC_TLS_KEY_PATH: join(tmp, "missing-key.pem"),
+      }),
+      /^error: GATEWAY_GRPC_TLS_CERT_PATH: cannot read .*missing-cert\.pem \(ENOENT\)$/,
+    ],
+    [
+      "a routes module that cannot be imported",
+      () => ({ GATEWAY_ROUTES_MODULE: join(tmp, "missing-routes.mjs") }),
+      /^error: GATEWAY_ROUTES_MODULE: cannot import /,
+    ],
+    [
       "the password pasted into another variable",
       () => ({ GATEWAY_REDIS_DB: redis.password }),
       /^error: GATEWAY_REDIS_DB: /,

@@ -16,17 +16,27 @@ function has(command) {
   return spawnSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" }).status === 0;
 }
 
-if (!has("redis-server")) {
+// Debian packages the suite needs: redis-server, and promtool (prometheus).
+const missing = [
+  ["redis-server", "redis-server"],
+  ["promtool", "prometheus"],
+].filter(([command]) => !has(command));
+if (missing.length > 0) {
+  const packages = missing.map(([, pkg]) => pkg);
   const apt = process.getuid?.() === 0 ? ["apt-get"] : ["sudo", "apt-get"];
   if (!has("apt-get") || (apt[0] === "sudo" && !has("sudo"))) {
-    console.error("redis-server is missing: install it (Debian: apt-get install -y redis-server)");
+    console.error(
+      `missing: ${packages.join(", ")} (Debian: apt-get install -y ${packages.join(" ")})`,
+    );
     process.exit(1);
   }
-  console.log("redis-server is missing: installing Debian's redis-server");
+  console.log(`installing Debian's ${packages.join(", ")}`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   const [command, ...prefix] = apt;
   run(command, [...prefix, "update", "-qq"], { env });
-  run(command, [...prefix, "install", "-y", "-qq", "redis-server"], { env });
+  run(command, [...prefix, "install", "-y", "-qq", "--no-install-recommends", ...packages], {
+    env,
+  });
 }
 
 run("npm", ["run", "-s", "check"]);
