@@ -2,12 +2,7 @@
  * The `edge-gateway` command line for operators and device developers:
  * keys, sessions, events, acting as a device, and checking configuration.
  */
-import {
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPairSync,
-  type KeyObject,
-} from "node:crypto";
+import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import type { Redis } from "ioredis";
@@ -26,7 +21,7 @@ import { publishClientEvent, publishSessionSnapshot } from "./publishers.js";
 import { connectRedis } from "./redis.js";
 import { createStaticRouter } from "./router.js";
 import { loadRoutesModule } from "./routes-module.js";
-import { loadResponseSigner } from "./signer.js";
+import { loadResponseSigner, parseSignerKeyPem } from "./signer.js";
 
 /** A usage error: exit code 2 with the message. */
 class UsageError extends Error {}
@@ -266,9 +261,7 @@ function gatewayPublicKey(
     );
   }
   const pem = readFileSync(path, "utf8");
-  const key: KeyObject = pem.includes("PRIVATE KEY")
-    ? createPublicKey(createPrivateKey(pem))
-    : createPublicKey(pem);
+  const key = pem.includes("PRIVATE KEY") ? parseSignerKeyPem(pem, path) : createPublicKey(pem);
   return rawPublicKeyOf(key).toString("base64url");
 }
 

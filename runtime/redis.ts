@@ -5,6 +5,7 @@
 import { Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../handlers/ports.js";
 import { formatAddress, type GatewayConfig, redactSecret } from "./config.js";
+import { within } from "./listen.js";
 
 /** Reconnect backoff: 50 ms doubling to 2 s, with jitter. */
 export function reconnectDelay(attempt: number): number {
@@ -54,27 +55,20 @@ export async function connectRedis(
   redis.on("error", onError);
 
   const address = formatAddress(config.master);
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
+    await within(
+      "PING",
+      config.pingTimeoutMs,
       (async () => {
         await redis.connect();
         const pong = await redis.ping();
         if (pong !== "PONG") throw new Error(`unexpected PING reply ${String(pong)}`);
       })(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no PONG within ${config.pingTimeoutMs} ms`)),
-          config.pingTimeoutMs,
-        );
-      }),
-    ]);
+    );
   } catch (error) {
     redis.disconnect();
     const reason = redactSecret(lastError || (error as Error).message, config.password);
     throw new RedisStartupError(`Redis PING to ${address} failed: ${reason}`);
-  } finally {
-    clearTimeout(timer);
   }
 
   redis.off("error", onError);

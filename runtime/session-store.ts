@@ -12,12 +12,10 @@ import type { SessionSnapshot } from "./session-events.js";
 export interface CachedSessionStore extends SessionStore {
   /** Applies a snapshot: it wins over any Redis read that started before it. */
   applySnapshot(snapshot: SessionSnapshot): void;
-  /** Drops every cached entry (after a stream gap). */
+  /** Expires every cached entry (after a stream gap): each is read from Redis again. */
   clear(): void;
   /** Reads the session from Redis, bypassing (and then refreshing) the cache. */
   refresh(deviceSessionId: string): Promise<DeviceSession | undefined>;
-  /** Number of cached entries, positive and negative. */
-  readonly size: number;
 }
 
 interface Entry {
@@ -41,12 +39,11 @@ export function createRedisSessionStore(options: {
   keyPrefix: string;
   ttlMs: number;
   maxEntries: number;
-  negativeTtlMs?: number;
   clock?: Clock;
   logger: Logger;
 }): CachedSessionStore {
   const { redis, keyPrefix, ttlMs, maxEntries, logger } = options;
-  const negativeTtlMs = Math.min(options.negativeTtlMs ?? 1000, 1000, ttlMs);
+  const negativeTtlMs = Math.min(1000, ttlMs);
   const clock = options.clock ?? { now: () => Date.now() };
   const cache = new Map<string, Entry>();
   const inFlight = new Map<string, InFlight>();
@@ -142,19 +139,18 @@ export function createRedisSessionStore(options: {
       });
     },
     clear() {
-      cache.clear();
+      // Expire rather than drop: the next read reuses an unchanged imported key.
+      for (const [deviceSessionId, entry] of cache) {
+        cache.set(deviceSessionId, { session: entry.session, expiresAt: 0 });
+      }
       for (const flight of inFlight.values()) flight.superseded = true;
       inFlight.clear();
     },
     async refresh(deviceSessionId) {
-      cache.delete(deviceSessionId);
       const flight = inFlight.get(deviceSessionId);
       if (flight !== undefined) flight.superseded = true;
       inFlight.delete(deviceSessionId);
       return load(deviceSessionId);
-    },
-    get size() {
-      return cache.size;
     },
   };
 }
