@@ -229,14 +229,13 @@ type Variables = typeof VARIABLES;
 type Parsed = { [K in keyof Variables]: z.output<Variables[K]["schema"]> | undefined };
 
 /** Names of every variable the gateway reads. */
-export const CONFIG_VARIABLES = Object.keys(VARIABLES) as readonly string[];
+export const CONFIG_VARIABLES = Object.keys(VARIABLES) as readonly (keyof Variables)[];
 
 /** The Redis part of the configuration, for tools that talk to the gateway's Redis. */
-export interface RedisToolConfig {
-  readonly redis: GatewayConfig["redis"];
-  readonly sessionEventsStream: string;
-  readonly clientEventsStream: string;
-}
+export type RedisToolConfig = Pick<
+  GatewayConfig,
+  "redis" | "sessionEventsStream" | "clientEventsStream"
+>;
 
 const REDIS_TOOL_VARIABLES = [
   "GATEWAY_REDIS_MASTER_ADDR",
@@ -318,7 +317,7 @@ function parseVariables(
 export function loadConfig(
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): GatewayConfig {
-  const v = parseVariables(env, Object.keys(VARIABLES) as (keyof Variables)[]);
+  const v = parseVariables(env, CONFIG_VARIABLES);
   if (v.GATEWAY_SESSION_EVENTS_REDIS_STREAM === v.GATEWAY_CLIENT_EVENTS_REDIS_STREAM) {
     throw new ConfigError(
       "GATEWAY_CLIENT_EVENTS_REDIS_STREAM",

@@ -124,7 +124,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
   const metrics = createMetrics();
   const clock = options.clock ?? { now: () => Date.now() };
   let config: GatewayConfig | undefined = options.config;
-  let logger: Logger = options.logger ?? createLogger(config?.logLevel ?? "info");
+  let logger: Logger = options.logger ?? createLogger(config?.logLevel);
   let signer: ResponseSigner | undefined;
   let addresses: GatewayAddresses | undefined;
   let ready = false;
@@ -133,7 +133,6 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
   let stopped: Promise<void> | undefined;
 
   let redis: Redis | undefined;
-  let sessions: CachedSessionStore | undefined;
   let hub: PushHub | undefined;
   let readers: StreamReader[] = [];
   const health = createGrpcHealth();
@@ -145,9 +144,12 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
   async function start(): Promise<void> {
     config ??= loadConfig();
     const cfg = config;
-    if (options.logger === undefined) logger = createLogger(cfg.logLevel);
+    if (options.logger === undefined && options.config === undefined) {
+      logger = createLogger(cfg.logLevel);
+    }
 
-    signer = await loadResponseSigner(cfg.signerKeyPath);
+    const responseSigner = await loadResponseSigner(cfg.signerKeyPath);
+    signer = responseSigner;
     const grpcCredentials =
       cfg.grpcTls === undefined
         ? ServerCredentials.createInsecure()
@@ -167,9 +169,9 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
       }
       logger.info(`session events stream: ${cfg.sessionEventsStream}`);
       logger.info(`client events stream: ${cfg.clientEventsStream}`);
-      logger.info(`response signer key_id=${signer.keyId}`);
+      logger.info(`response signer key_id=${responseSigner.keyId}`);
 
-      sessions = createRedisSessionStore({
+      const sessions = createRedisSessionStore({
         redis,
         keyPrefix: cfg.redis.keyPrefix,
         ttlMs: cfg.sessionCacheTtlMs,
@@ -186,7 +188,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         sessions,
         replay,
         clock,
-        signer,
+        signer: responseSigner,
         router: createStaticRouter(
           options.routes ??
             (cfg.routesModule === undefined ? undefined : await loadRoutesModule(cfg.routesModule)),
@@ -204,8 +206,6 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         logger,
       });
       hub = pushHub;
-      const sessionStore = sessions;
-      const responseSigner = signer;
       const readerCount = Math.min(cfg.pushStreamQueueSize, 128);
       const sessionReader = createStreamReader({
         redis,
@@ -215,7 +215,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         metrics,
         onEntries: createSessionEventsHandler({
           apply: (snapshot) => {
-            sessionStore.applySnapshot(snapshot);
+            sessions.applySnapshot(snapshot);
             // A revoked session's streams end as revoked; streams opened under
             // another user or key end as changed.
             pushHub.reconcile(snapshot.deviceSessionId, snapshot);
@@ -229,8 +229,8 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
           logger.warn(
             `session events ${gap.kind}: ${gap.reason}; dropping the session cache and re-checking open streams`,
           );
-          sessionStore.clear();
-          await recheckOpenStreams(pushHub, sessionStore, logger);
+          sessions.clear();
+          await recheckOpenStreams(pushHub, sessions, logger);
         },
       });
       const clientReader = createStreamReader({
@@ -297,7 +297,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
             }),
             sessions,
             hub: pushHub,
-            signer,
+            signer: responseSigner,
             clock,
             cursor: () => clientReader.cursor(),
             logger,
