@@ -154,6 +154,11 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
       cfg.grpcTls === undefined
         ? ServerCredentials.createInsecure()
         : await loadGrpcTls(cfg.grpcTls);
+    // Like the signer key, a bad routes module fails startup before Redis is touched.
+    const router = createStaticRouter(
+      options.routes ??
+        (cfg.routesModule === undefined ? undefined : await loadRoutesModule(cfg.routesModule)),
+    );
 
     try {
       redis = await connectRedis(cfg.redis, logger, (client) =>
@@ -189,10 +194,7 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
         replay,
         clock,
         signer: responseSigner,
-        router: createStaticRouter(
-          options.routes ??
-            (cfg.routesModule === undefined ? undefined : await loadRoutesModule(cfg.routesModule)),
-        ),
+        router,
         maxClockSkewMs: cfg.maxClockSkewMs,
         maxPayloadBytes: cfg.maxCommandPayloadBytes,
       });

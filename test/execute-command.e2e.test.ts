@@ -23,6 +23,7 @@ import {
 } from "../runtime/device-client.js";
 import { putSession, startGateway } from "./support/gateway.js";
 import { lowOrderKeys, newDeviceKey, vectors } from "./support/keys.js";
+import { metric, metricValue } from "./support/push.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 
 const SKEW_MS = 30_000;
@@ -370,6 +371,13 @@ describe("ExecuteCommand", () => {
     expect(text).toMatch(
       /gateway_grpc_request_duration_seconds_bucket\{le="[^"]+",method="ExecuteCommand"\}/,
     );
+    // The replay reservation (SET) and the session read (HMGET), timed per command.
+    expect(
+      metricValue(text, 'gateway_redis_command_duration_seconds_count{command="set"}'),
+    ).toBeGreaterThan(0);
+    expect(
+      metricValue(text, 'gateway_redis_command_duration_seconds_count{command="hmget"}'),
+    ).toBeGreaterThan(0);
     expect(text).toContain("process_cpu_user_seconds_total");
     expect(text).not.toContain("nodejs_active_handles_total");
     const promtool = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
@@ -425,6 +433,56 @@ describe("ExecuteCommand with Redis down", () => {
         async () => {
           now = Date.now();
           return client.executeCommand(request()).then(
+            (response) => response.resultCode,
+            (error: ClientError) => Status[error.code],
+          );
+        },
+        { timeout: 15_000, interval: 100 },
+      )
+      .toBe("ok");
+  });
+
+  // A hung Redis (SIGSTOP) keeps its connections open and answers nothing:
+  // only the command timeout (1 s) turns the call into UNAVAILABLE. The 5 s
+  // deadline is a safety net; without the timeout the call would end
+  // DEADLINE_EXCEEDED instead. Probes stay 200: an outage is not a reason
+  // to restart or drain the node.
+  it("answers UNAVAILABLE while Redis hangs, keeps /healthz and /readyz at 200, counts redis_unavailable, then serves again", async () => {
+    now = Date.now();
+    const hung = newDeviceKey();
+    await putSession(admin, {
+      deviceSessionId: "ds-hung",
+      userId,
+      publicKeyText: hung.publicKeyText,
+    });
+    const call = () =>
+      client.executeCommand(request({ deviceSessionId: "ds-hung", key: hung.privateKey }), {
+        deadline: new Date(Date.now() + 5000),
+      });
+
+    const adminHttp = gateway.addresses.adminHttp ?? "";
+    const redisUnavailable = 'gateway_auth_failures_total{reason="redis_unavailable"}';
+    const unavailableBefore = await metric(adminHttp, redisUnavailable);
+
+    redis.pause();
+    try {
+      await expectStatus(call(), Status.UNAVAILABLE, "session store unavailable");
+      for (const path of ["/healthz", "/readyz"]) {
+        const response = await fetch(`http://${gateway.addresses.publicHttp}${path}`);
+        expect(response.status, path).toBe(200);
+      }
+      const unavailableNow = await metric(adminHttp, redisUnavailable);
+      expect(unavailableNow).toBeGreaterThanOrEqual(1);
+      expect(unavailableNow).toBeGreaterThan(unavailableBefore);
+    } finally {
+      redis.resume();
+    }
+
+    await expect
+      .poll(
+        async () => {
+          now = Date.now();
+          return call().then(
             (response) => response.resultCode,
             (error: ClientError) => Status[error.code],
           );

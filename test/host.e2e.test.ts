@@ -1,9 +1,11 @@
 /**
  * The gateway host's edges: a stop that arrives during startup, routes from
- * GATEWAY_ROUTES_MODULE without a bin, startup errors that name their cause,
- * and sessions whose user or key changes under an open stream.
+ * GATEWAY_ROUTES_MODULE without a bin, startup errors that name their cause
+ * and leave nothing open, the admin listener turned off, the session cache's
+ * TTL, and sessions whose user or key changes under an open stream.
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
@@ -21,11 +23,27 @@ import {
   subscribe,
   subscribeRequest,
 } from "./support/push.js";
-import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
 
 let redis: TestRedis;
 let publisher: Redis;
 const cleanup = createCleanup();
+
+/** A plain TCP server listening on `127.0.0.1:port` (0: any free port); rejects when it cannot bind. */
+function listenOn(port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve(server);
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
 
 beforeAll(async () => {
   redis = await startRedis();
@@ -101,6 +119,68 @@ describe("the gateway host", () => {
     );
     expect(error?.message).toMatch(/^Redis PING to 127\.0\.0\.1:\d+ failed: WRONGPASS/);
     expect(error?.message).not.toContain("not-the-password");
+  });
+
+  it("starts no admin listener and says so when GATEWAY_ADMIN_HTTP_ADDR is empty", async () => {
+    const logger = createMemoryLogger();
+    const gateway = createGateway({
+      config: loadConfig(gatewayEnv(redis, { GATEWAY_ADMIN_HTTP_ADDR: "" })),
+      logger,
+    });
+    cleanup.defer(() => gateway.stop());
+    await gateway.start();
+    expect(gateway.addresses.adminHttp).toBeUndefined();
+    expect(logger.lines.some((line) => line.includes("admin HTTP disabled"))).toBe(true);
+    expect(logger.lines.some((line) => line.includes("admin HTTP listening on"))).toBe(false);
+  });
+
+  // The admin listener is bound last: when it fails, the gRPC and public
+  // listeners already bound must be closed again before start() rejects.
+  it("closes the listeners it already bound when a later one cannot bind", async () => {
+    const occupied = await listenOn(0);
+    cleanup.defer(() => closeServer(occupied));
+    const { port: adminPort } = occupied.address() as { port: number };
+    const grpcPort = await freePort();
+    const publicPort = await freePort();
+    const gateway = createGateway({
+      config: loadConfig(
+        gatewayEnv(redis, {
+          GATEWAY_AUTHENTICATED_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
+          GATEWAY_PUBLIC_HTTP_ADDR: `127.0.0.1:${publicPort}`,
+          GATEWAY_ADMIN_HTTP_ADDR: `127.0.0.1:${adminPort}`,
+        }),
+      ),
+      logger: createMemoryLogger(),
+    });
+    cleanup.defer(() => gateway.stop());
+
+    await expect(gateway.start()).rejects.toThrow(/EADDRINUSE/);
+    for (const port of [grpcPort, publicPort]) {
+      await closeServer(await listenOn(port));
+    }
+  });
+
+  // Without a session-events entry nothing tells the node that the hash
+  // changed: the cached session must still expire after the TTL.
+  it("refuses a session revoked by a plain HSET once its cached copy is older than GATEWAY_SESSION_CACHE_TTL", async () => {
+    const { gateway } = await startPushGateway(redis, publisher, cleanup, {
+      env: { GATEWAY_SESSION_CACHE_TTL: "200ms" },
+      routes: { "demo.echo": async () => ({ resultCode: "echoed" }) },
+    });
+    const device = newDevice("u-ttl");
+    await putSession(publisher, device);
+    expect(await execute(gateway.addresses.grpc, device, cleanup)).toEqual({
+      status: "OK",
+      details: "echoed",
+    });
+
+    await publisher.hset(`gateway:session:${device.deviceSessionId}`, "status", "revoked");
+    await expect
+      .poll(() => execute(gateway.addresses.grpc, device, cleanup), {
+        timeout: SAFETY_MS,
+        interval: 50,
+      })
+      .toEqual({ status: "FAILED_PRECONDITION", details: "device session is revoked" });
   });
 
   it("treats a session hash whose user_id is not an identifier as no session", async () => {

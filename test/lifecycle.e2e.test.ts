@@ -124,6 +124,11 @@ describe("startup configuration", () => {
       { GATEWAY_PUBLIC_HTTP_ADDR: "8080" },
       "GATEWAY_PUBLIC_HTTP_ADDR: expected host:port",
     ],
+    [
+      "GATEWAY_ROUTES_MODULE",
+      { GATEWAY_ROUTES_MODULE: "/nonexistent/routes.mjs" },
+      "GATEWAY_ROUTES_MODULE: cannot import",
+    ],
     ["GATEWAY_LOG_LEVEL", { GATEWAY_LOG_LEVEL: "trace" }, "GATEWAY_LOG_LEVEL"],
   ])("exits non-zero with one line naming %s", async (_name, override, expected) => {
     const { code, output } = await runToExit({ ...gatewayEnv(redis), ...override });
@@ -194,6 +199,25 @@ describe("startup signer key", () => {
   });
 });
 
+describe("startup order", () => {
+  // The signer key is checked before Redis is contacted: a bad key is
+  // reported as such even when Redis cannot be reached.
+  it("reports a bad signer key before it tries Redis", async () => {
+    const port = await freePort();
+    const { code, output } = await runToExit(
+      gatewayEnv(redis, {
+        GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: file("garbage-first.pem", "not a key\n"),
+        GATEWAY_REDIS_MASTER_ADDR: `127.0.0.1:${port}`,
+        GATEWAY_REDIS_PING_TIMEOUT: "500ms",
+      }),
+    );
+    expect(code).toBe(1);
+    expect(output).toMatch(/is not a PEM-encoded private key/);
+    expect(output).not.toContain("Redis PING");
+    expect(output).not.toMatch(/listening on/);
+  });
+});
+
 describe("startup with Redis down", () => {
   it("exits non-zero after the bounded PING and opens no listener", async () => {
     const port = await freePort();
@@ -213,11 +237,16 @@ describe("startup with Redis down", () => {
 describe("a healthy start and SIGTERM", () => {
   it("logs what the readiness check reads, never the password", async () => {
     const gateway = run(
-      gatewayEnv(redis, { GATEWAY_REDIS_KEY_PREFIX: "edge:", GATEWAY_REDIS_DB: "3" }),
+      gatewayEnv(redis, {
+        GATEWAY_REDIS_KEY_PREFIX: "edge:",
+        GATEWAY_REDIS_DB: "3",
+        GATEWAY_REDIS_REPLICA_ADDRS: "r1.internal:6379,r2.internal:6379",
+      }),
     );
     await gateway.waitFor(/gateway ready/);
     const output = gateway.output();
     expect(output).toContain(`Redis connected: addr=${redis.addr} db=3 key_prefix=edge:`);
+    expect(output).toContain("Redis replicas reserved, unused: r1.internal:6379,r2.internal:6379");
     expect(output).toContain("session events stream: gateway:session_events");
     expect(output).toContain("client events stream: gateway:client_events");
     expect(output).toContain(`response signer key_id=${vectors.gateway_key.key_id}`);
@@ -276,6 +305,58 @@ describe("a healthy start and SIGTERM", () => {
       ].map((step) => output.indexOf(step));
       expect(steps.every((index) => index >= 0)).toBe(true);
       expect([...steps].sort((a, b) => a - b)).toEqual(steps);
+    } finally {
+      channel.close();
+    }
+  });
+
+  // A call that never ends cannot hold the process: once the shutdown budget
+  // passes, the gRPC server is forced down and every later step still runs.
+  it("forces the gRPC server down after GATEWAY_SHUTDOWN_TIMEOUT, still runs every step and exits 0", async () => {
+    const routes = file(
+      "routes-never.mjs",
+      `export const routes = {
+        "demo.never": async (_command, ctx) => {
+          ctx.logger.info("demo.never started");
+          return new Promise(() => {});
+        },
+      };`,
+    );
+    const { device, gateway, channel, client } = await startWithRoutes("ds-forced", routes, {
+      GATEWAY_SHUTDOWN_TIMEOUT: "500ms",
+    });
+    try {
+      const call = client
+        .executeCommand(
+          signExecuteCommandRequest(
+            {
+              deviceSessionId: "ds-forced",
+              messageType: "demo.never",
+              requestId: randomUUID(),
+              timestampMs: Date.now(),
+            },
+            device.privateKey,
+          ),
+        )
+        .catch((error: ClientError) => error);
+      await gateway.waitFor(/demo\.never started/);
+      gateway.child.kill("SIGTERM");
+      expect(await gateway.exited).toBe(0);
+      const output = gateway.output();
+      expect(output).toContain("did not finish within 500 ms; forcing");
+      for (const step of [
+        "shutdown: readiness set to not ready",
+        "shutdown: stream readers stopped",
+        "shutdown: push hub closed",
+        "shutdown: gRPC server stopped",
+        "shutdown: HTTP listeners closed",
+        "shutdown: Redis connections closed",
+        "shutdown: telemetry flushed",
+      ]) {
+        expect(output).toContain(step);
+      }
+      // The forced call fails with whatever the transport reports.
+      expect(await call).toBeInstanceOf(ClientError);
     } finally {
       channel.close();
     }

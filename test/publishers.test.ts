@@ -42,6 +42,22 @@ async function entryFields(stream: string, id: string): Promise<Record<string, s
   return fields;
 }
 
+/** The arguments of the first XADD to `stream` that `publish` sends, as MONITOR on another connection sees them. */
+async function sentXadd(stream: string, publish: () => Promise<unknown>): Promise<string[]> {
+  const monitor = await redis.monitor();
+  const xadds: string[][] = [];
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    if (args[0]?.toLowerCase() === "xadd" && args[1] === stream) xadds.push(args);
+  });
+  try {
+    await publish();
+    await waitFor(`XADD to ${stream}`, () => xadds.length > 0);
+    return xadds[0] ?? [];
+  } finally {
+    monitor.disconnect();
+  }
+}
+
 describe("publishSessionSnapshot", () => {
   const session = {
     deviceSessionId: "ds-1",
@@ -146,6 +162,14 @@ describe("publishSessionSnapshot", () => {
     expect(await redis.keys("bad:*")).toEqual([]);
   });
 
+  it("bounds the stream with MAXLEN ~ 100000 when no maxLen is given", async () => {
+    const stream = "p5:session_events";
+    const args = await sentXadd(stream, () =>
+      publishSessionSnapshot(redis, { ...session, status: "active" }, { keyPrefix: "p5:", stream }),
+    );
+    expect(args.slice(2, 6)).toEqual(["MAXLEN", "~", "100000", "*"]);
+  });
+
   it("keeps the stream near maxLen", async () => {
     const stream = "p4:session_events";
     for (let index = 0; index < 600; index += 1) {
@@ -227,6 +251,14 @@ describe("publishClientEvent", () => {
       ),
     ).rejects.toThrow(RangeError);
     expect(await redis.exists("bad:client_events")).toBe(0);
+  });
+
+  it("bounds the stream with MAXLEN ~ 100000 when no maxLen is given", async () => {
+    const stream = "c3:client_events";
+    const args = await sentXadd(stream, () =>
+      publishClientEvent(redis, { userId: "u1", eventType: "t" }, { stream }),
+    );
+    expect(args.slice(2, 6)).toEqual(["MAXLEN", "~", "100000", "*"]);
   });
 
   it("keeps the stream near maxLen", async () => {

@@ -352,6 +352,13 @@ describe("fan-out", () => {
     expect(metricValue(text, 'gateway_client_events_total{result="delivered"}')).toBe(3);
     expect(metricValue(text, "gateway_push_events_delivered_total")).toBe(5);
     expect(metricValue(text, "gateway_push_streams_active")).toBe(3);
+    const lag = text
+      .split("\n")
+      .find((line) =>
+        line.startsWith(`gateway_stream_reader_lag_seconds{stream="${gw.clientEvents}"} `),
+      );
+    expect(lag, "the client-events reader's lag gauge").toBeDefined();
+    expect(Number.isFinite(Number(lag?.split(" ")[1]))).toBe(true);
   });
 
   it("delivers a session-targeted event only to that session's streams, and only when the user matches", async () => {

@@ -18,6 +18,10 @@ export interface TestRedis {
   client(): Redis;
   /** Kills the server (SIGKILL: no clean shutdown), leaving the port free. */
   kill(): Promise<void>;
+  /** Freezes the server (SIGSTOP): connections stay open, nothing is answered. */
+  pause(): void;
+  /** Lets a paused server run again (SIGCONT); what it was sent meanwhile is then answered. */
+  resume(): void;
   /** Starts the server again on the same port with the same password (data is gone). */
   restart(): Promise<void>;
   /** Stops the server; safe to call twice. */
@@ -69,6 +73,15 @@ export async function startRedis(): Promise<TestRedis> {
     });
   };
 
+  /** Sends `signal` to the server this harness started, by its PID. */
+  const signal = (name: "SIGSTOP" | "SIGCONT") => {
+    const proc = child;
+    if (proc?.pid === undefined || proc.exitCode !== null || proc.signalCode !== null) {
+      throw new Error(`redis-server is not running: cannot send ${name}`);
+    }
+    process.kill(proc.pid, name);
+  };
+
   await launch();
   return {
     host,
@@ -77,6 +90,8 @@ export async function startRedis(): Promise<TestRedis> {
     addr: `${host}:${port}`,
     client: () => new Redis({ host, port, password, lazyConnect: false }),
     kill,
+    pause: () => signal("SIGSTOP"),
+    resume: () => signal("SIGCONT"),
     restart: launch,
     stop: kill,
   };
