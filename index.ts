@@ -10,6 +10,7 @@ export * from "./handlers/execute-command.js";
 export * from "./handlers/identifiers.js";
 export type * from "./handlers/ports.js";
 export * from "./handlers/public-auth.js";
+export { createStaticRouter, defineRoutes } from "./handlers/router.js";
 export * from "./handlers/signing.js";
 export * from "./handlers/subscribe-events.js";
 export {
@@ -19,20 +20,23 @@ export {
   loadRedisToolConfig,
   parseAddress,
   parseDuration,
-} from "./runtime/config.js";
-export * from "./runtime/device-client.js";
+} from "./runtime/config/config.js";
+export {
+  createResponseSigner,
+  loadResponseSigner,
+  parseSignerKeyPem,
+} from "./runtime/config/signer.js";
 export {
   createGateway,
   type Gateway,
   type GatewayAddresses,
   type GatewayOptions,
   type PublicHttpListener,
-} from "./runtime/gateway.js";
+} from "./runtime/host/gateway.js";
 export {
   createHttpAuthUpstream,
   type HttpAuthUpstreamOptions,
-} from "./runtime/http-auth-upstream.js";
-export { createHttpRoute, HttpRouteHeaders, type HttpRouteOptions } from "./runtime/http-route.js";
-export * from "./runtime/publishers.js";
-export { createStaticRouter, defineRoutes } from "./runtime/router.js";
-export { createResponseSigner, loadResponseSigner, parseSignerKeyPem } from "./runtime/signer.js";
+} from "./runtime/http/auth-upstream.js";
+export { createHttpRoute, HttpRouteHeaders, type HttpRouteOptions } from "./runtime/http/route.js";
+export * from "./runtime/kit/device-client.js";
+export * from "./runtime/kit/publishers.js";

@@ -30,7 +30,7 @@ import {
   importGatewayKey,
   signExecuteCommandRequest,
   verifyExecuteCommandResponse,
-} from "../runtime/device-client.js";
+} from "../runtime/kit/device-client.js";
 import { putSession, startGateway } from "../test/support/gateway.js";
 import { newDeviceKey, vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";

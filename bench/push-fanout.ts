@@ -23,8 +23,8 @@ import {
   importGatewayKey,
   signSubscribeEventsRequest,
   verifyEvent,
-} from "../runtime/device-client.js";
-import { publishClientEvent } from "../runtime/publishers.js";
+} from "../runtime/kit/device-client.js";
+import { publishClientEvent } from "../runtime/kit/publishers.js";
 import { putSession, startGateway } from "../test/support/gateway.js";
 import { newDeviceKey, vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";

@@ -11,9 +11,9 @@
  */
 import { performance } from "node:perf_hooks";
 import type { DeviceSession } from "../handlers/ports.js";
-import { loadConfig } from "../runtime/config.js";
-import { connectRedis } from "../runtime/redis.js";
-import { createRedisSessionStore } from "../runtime/session-store.js";
+import { loadConfig } from "../runtime/config/config.js";
+import { connectRedis } from "../runtime/redis/connection.js";
+import { createRedisSessionStore } from "../runtime/redis/session-store.js";
 import { createMemoryLogger, gatewayEnv } from "../test/support/gateway.js";
 import { newDeviceKey } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";

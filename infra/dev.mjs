@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm run dev`: installs dependencies when they are missing, builds, and runs
-// the gateway in dev mode (see runtime/dev.ts). Signals reach the gateway,
+// the gateway in dev mode (see runtime/dev/dev.ts). Signals reach the gateway,
 // which stops everything it started.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";

@@ -20,16 +20,16 @@ import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { Redis } from "ioredis";
-import { type CliIo, PROCESS_IO } from "../runtime/cli-io.js";
+import { type CliIo, PROCESS_IO } from "../runtime/cli/io.js";
 import {
   ConfigError,
   formatAddress,
   loadRedisToolConfig,
   type RedisToolConfig,
   redactSecret,
-} from "../runtime/config.js";
-import { SILENT_LOGGER } from "../runtime/logger.js";
-import { connectRedis } from "../runtime/redis.js";
+} from "../runtime/config/config.js";
+import { connectRedis } from "../runtime/redis/connection.js";
+import { SILENT_LOGGER } from "../runtime/telemetry/logger.js";
 
 /** The approximate `MAXLEN` publishers pass to `XADD`, and the default `--max-len`. */
 export const DEFAULT_STREAM_MAX_LEN = 100_000;

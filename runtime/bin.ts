@@ -6,17 +6,17 @@
  */
 const [command, ...args] = process.argv.slice(2);
 if (command === undefined || command === "serve") {
-  await import("./register-telemetry.js");
-  const { serve } = await import("./serve.js");
+  await import("./telemetry/register.js");
+  const { serve } = await import("./host/serve.js");
   await serve();
 } else if (command === "dev") {
-  const { runDev } = await import("./dev.js");
+  const { runDev } = await import("./dev/dev.js");
   await runDev().catch(async (error: unknown) => {
-    const { createLogger } = await import("./logger.js");
+    const { createLogger } = await import("./telemetry/logger.js");
     createLogger("info").error(`dev mode failed: ${(error as Error).message}`);
     process.exit(1);
   });
 } else {
-  const { runCli } = await import("./cli.js");
+  const { runCli } = await import("./cli/cli.js");
   process.exit(await runCli([command, ...args]));
 }

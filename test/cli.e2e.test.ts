@@ -12,7 +12,7 @@ import { dirname, join } from "node:path";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
-import { type CliIo, runCli } from "../runtime/cli.js";
+import { type CliIo, runCli } from "../runtime/cli/cli.js";
 import { gatewayEnv, startGateway } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { BIN } from "./support/node-process.js";

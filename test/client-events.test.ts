@@ -5,14 +5,14 @@
  */
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { publishClientEvent } from "../runtime/kit/publishers.js";
 import {
   type ClientEvent,
   createClientEventsHandler,
   parseClientEvent,
-} from "../runtime/client-events.js";
-import { createMetrics, type Metrics } from "../runtime/metrics.js";
-import { publishClientEvent } from "../runtime/publishers.js";
-import { createStreamReader } from "../runtime/stream-reader.js";
+} from "../runtime/streams/client-events.js";
+import { createStreamReader } from "../runtime/streams/stream-reader.js";
+import { createMetrics, type Metrics } from "../runtime/telemetry/metrics.js";
 import { captureLogger } from "./support/logger.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 import { streamEntry } from "./support/stream-entry.js";

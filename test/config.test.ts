@@ -12,7 +12,7 @@ import {
   loadConfig,
   parseAddress,
   parseDuration,
-} from "../runtime/config.js";
+} from "../runtime/config/config.js";
 
 const PASSWORD = "s3cret-Redis-pw";
 

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { runCli } from "../runtime/cli.js";
+import { runCli } from "../runtime/cli/cli.js";
 import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
 
 const tmpDirs: string[] = [];

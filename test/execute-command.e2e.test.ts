@@ -20,7 +20,7 @@ import {
   importGatewayKey,
   signExecuteCommandRequest,
   verifyExecuteCommandResponse,
-} from "../runtime/device-client.js";
+} from "../runtime/kit/device-client.js";
 import { putSession, startGateway } from "./support/gateway.js";
 import { lowOrderKeys, newDeviceKey, vectors } from "./support/keys.js";
 import { metric, metricValue } from "./support/push.js";

@@ -31,10 +31,10 @@ import {
   EdgeGatewayServiceDefinition,
   type EdgeGatewayServiceImplementation,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { createGrpcHealth, type GrpcHealth } from "../runtime/grpc-health.js";
-import { addGrpcReflection } from "../runtime/grpc-reflection.js";
-import { createGrpcTracingMiddleware, traceHeadersOf } from "../runtime/grpc-tracing.js";
-import { startTelemetry, type Telemetry } from "../runtime/telemetry.js";
+import { createGrpcHealth, type GrpcHealth } from "../runtime/grpc/health.js";
+import { addGrpcReflection } from "../runtime/grpc/reflection.js";
+import { createGrpcTracingMiddleware, traceHeadersOf } from "../runtime/grpc/tracing.js";
+import { startTelemetry, type Telemetry } from "../runtime/telemetry/telemetry.js";
 
 const SERVICE = "edgegateway.v1.EdgeGatewayService";
 /** `grpc.health.v1.HealthCheckResponse.ServingStatus` values. */

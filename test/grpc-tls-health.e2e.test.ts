@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { ChannelCredentials, ClientError, createChannel, createClient, Status } from "nice-grpc";
 import { HealthDefinition } from "nice-grpc-server-health";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDeviceClient } from "../runtime/device-client.js";
+import { createDeviceClient } from "../runtime/kit/device-client.js";
 import { startGateway, storeSession } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";

@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../runtime/config.js";
-import { createGateway } from "../runtime/gateway.js";
+import { loadConfig } from "../runtime/config/config.js";
+import { createGateway } from "../runtime/host/gateway.js";
 import { createCleanup } from "./support/cleanup.js";
 import { createMemoryLogger, gatewayEnv, putSession } from "./support/gateway.js";
 import {

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   createHttpAuthUpstream,
   MAX_UPSTREAM_RESPONSE_BYTES,
-} from "../runtime/http-auth-upstream.js";
+} from "../runtime/http/auth-upstream.js";
 import { captureLogger } from "./support/logger.js";
 import { rejectionOf } from "./support/rejection.js";
 

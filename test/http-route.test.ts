@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { isGatewayError } from "../handlers/errors.js";
 import type { Command, RouteContext } from "../handlers/ports.js";
-import { createHttpRoute } from "../runtime/http-route.js";
+import { createHttpRoute } from "../runtime/http/route.js";
 import { createMemoryLogger } from "./support/gateway.js";
 
 const servers: Server[] = [];

@@ -12,7 +12,7 @@ import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { provisionRedis, runProvisionCli } from "../infra/provision-redis.js";
-import { CONFIG_VARIABLES, loadConfig, parseDuration } from "../runtime/config.js";
+import { CONFIG_VARIABLES, loadConfig, parseDuration } from "../runtime/config/config.js";
 import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -465,7 +465,7 @@ describe("container image (infra/Dockerfile, .dockerignore)", () => {
       "index.ts",
       "handlers/errors.ts",
       "runtime/bin.ts",
-      "runtime/config.ts",
+      "runtime/config/config.ts",
       "proto/edgegateway/v1/edge_gateway.proto",
       "infra/provision-redis.ts",
     ]) {

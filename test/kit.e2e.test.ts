@@ -5,8 +5,8 @@
  */
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDeviceClient } from "../runtime/device-client.js";
-import { publishSessionSnapshot } from "../runtime/publishers.js";
+import { createDeviceClient } from "../runtime/kit/device-client.js";
+import { publishSessionSnapshot } from "../runtime/kit/publishers.js";
 import { gatewayEnv } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { spawnNode } from "./support/node-process.js";

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { ClientError, createChannel, createClient } from "nice-grpc";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { signExecuteCommandRequest } from "../runtime/device-client.js";
+import { signExecuteCommandRequest } from "../runtime/kit/device-client.js";
 import { createCleanup } from "./support/cleanup.js";
 import {
   type GatewayProcess,

@@ -11,14 +11,14 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { GatewayError } from "../handlers/errors.js";
 import type { AuthUpstream } from "../handlers/ports.js";
 import { CONFIRM_EMAIL_CODE_PATH, SEND_EMAIL_CODE_PATH } from "../handlers/public-auth.js";
-import { createHttpAuthUpstream } from "../runtime/http-auth-upstream.js";
-import { createMetrics } from "../runtime/metrics.js";
+import { createHttpAuthUpstream } from "../runtime/http/auth-upstream.js";
 import {
   createPublicHttpApp,
   MAX_PUBLIC_BODY_BYTES,
   type PublicHttpOptions,
   toNodeListener,
-} from "../runtime/public-http.js";
+} from "../runtime/http/public.js";
+import { createMetrics } from "../runtime/telemetry/metrics.js";
 import { captureLogger } from "./support/logger.js";
 
 const servers: Server[] = [];

@@ -9,7 +9,7 @@ import {
   publishClientEvent,
   publishSessionSnapshot,
   type SessionSnapshotInput,
-} from "../runtime/publishers.js";
+} from "../runtime/kit/publishers.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 import { waitFor } from "./support/wait.js";
 

@@ -3,8 +3,8 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { GatewayError, isGatewayError } from "../handlers/errors.js";
 import type { Logger, ResponseSigner } from "../handlers/ports.js";
 import { type SignedEvent, signEvent } from "../handlers/subscribe-events.js";
-import { createMetrics, type Metrics } from "../runtime/metrics.js";
-import { createPushHub, type PushHubOptions, type PushStream } from "../runtime/push-hub.js";
+import { createPushHub, type PushHubOptions, type PushStream } from "../runtime/push/push-hub.js";
+import { createMetrics, type Metrics } from "../runtime/telemetry/metrics.js";
 import { vectors } from "./support/keys.js";
 
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };

@@ -6,7 +6,7 @@
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { SubscribeEventsResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { publishClientEvent, publishSessionSnapshot } from "../runtime/publishers.js";
+import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
 import { createCleanup } from "./support/cleanup.js";
 import { startGatewayBin } from "./support/gateway.js";
 import {

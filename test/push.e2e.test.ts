@@ -9,7 +9,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import type { SubscribeEventsResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { publishClientEvent, publishSessionSnapshot } from "../runtime/publishers.js";
+import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
 import { createCleanup } from "./support/cleanup.js";
 import { putSession, startGatewayBin } from "./support/gateway.js";
 import { lowOrderKeys, newDeviceKey, vectors } from "./support/keys.js";

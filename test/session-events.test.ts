@@ -7,14 +7,14 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rawPublicKeyOf } from "../handlers/ed25519.js";
-import { createMetrics, type Metrics } from "../runtime/metrics.js";
-import { publishSessionSnapshot } from "../runtime/publishers.js";
+import { publishSessionSnapshot } from "../runtime/kit/publishers.js";
 import {
   createSessionEventsHandler,
   parseSessionSnapshot,
   type SessionSnapshot,
-} from "../runtime/session-events.js";
-import { createStreamReader } from "../runtime/stream-reader.js";
+} from "../runtime/streams/session-events.js";
+import { createStreamReader } from "../runtime/streams/stream-reader.js";
+import { createMetrics, type Metrics } from "../runtime/telemetry/metrics.js";
 import { lowOrderKeys as cctvLowOrderKeys } from "./support/keys.js";
 import { captureLogger } from "./support/logger.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";

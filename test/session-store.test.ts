@@ -6,7 +6,7 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDevicePublicKey } from "../handlers/ed25519.js";
-import { createRedisSessionStore } from "../runtime/session-store.js";
+import { createRedisSessionStore } from "../runtime/redis/session-store.js";
 import { createMemoryLogger, putSession } from "./support/gateway.js";
 import { newDeviceKey } from "./support/keys.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";

@@ -5,14 +5,14 @@
  */
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createMetrics } from "../runtime/metrics.js";
 import {
   createStreamReader,
   type StreamEntry,
   type StreamGap,
   type StreamReader,
   type StreamReaderOptions,
-} from "../runtime/stream-reader.js";
+} from "../runtime/streams/stream-reader.js";
+import { createMetrics } from "../runtime/telemetry/metrics.js";
 import { captureLogger } from "./support/logger.js";
 import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
 import { waitFor } from "./support/wait.js";

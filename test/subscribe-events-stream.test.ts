@@ -28,9 +28,12 @@ import {
   type SubscribeEventsRequest,
   type SubscribeEventsResponse,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { createMetrics } from "../runtime/metrics.js";
-import { createPushHub, type PushHub, type PushStream } from "../runtime/push-hub.js";
-import { createSubscribeEventsMethod, pushStreamInterceptor } from "../runtime/subscribe-events.js";
+import {
+  createSubscribeEventsMethod,
+  pushStreamInterceptor,
+} from "../runtime/grpc/subscribe-events.js";
+import { createPushHub, type PushHub, type PushStream } from "../runtime/push/push-hub.js";
+import { createMetrics } from "../runtime/telemetry/metrics.js";
 import { createCleanup } from "./support/cleanup.js";
 import { vectors } from "./support/keys.js";
 import { grpcClient } from "./support/push.js";

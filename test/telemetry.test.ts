@@ -12,9 +12,13 @@ import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { traceHeadersOf, withHttpSpan } from "../runtime/grpc-tracing.js";
-import { createMetrics } from "../runtime/metrics.js";
-import { observeRedisCommands, startTelemetry, type Telemetry } from "../runtime/telemetry.js";
+import { traceHeadersOf, withHttpSpan } from "../runtime/grpc/tracing.js";
+import { createMetrics } from "../runtime/telemetry/metrics.js";
+import {
+  observeRedisCommands,
+  startTelemetry,
+  type Telemetry,
+} from "../runtime/telemetry/telemetry.js";
 import type { TestRedis } from "./support/redis-server.js";
 
 const exporter = new InMemorySpanExporter();
@@ -214,7 +218,7 @@ describe("withHttpSpan", () => {
   });
 });
 
-/** What one `node --import register-telemetry` child saw and sent. */
+/** What one `node --import runtime/telemetry/register` child saw and sent. */
 interface ChildReport {
   /** Ports it opened TCP connections to. */
   connectedPorts: number[];
@@ -238,7 +242,7 @@ async function runChild(env: Record<string, string>): Promise<ChildReport> {
     const { metrics } = await import("@opentelemetry/api");
     const { logs } = await import("@opentelemetry/api-logs");
     const { Redis } = await import("ioredis");
-    const { startTelemetry } = await import("./runtime/telemetry.ts");
+    const { startTelemetry } = await import("./runtime/telemetry/telemetry.ts");
     const client = new Redis({ host: "127.0.0.1", port: ${redis.port}, password: ${JSON.stringify(redis.password)} });
     const reader = client.duplicate();
     await client.set("child:key", "v");
@@ -260,7 +264,7 @@ async function runChild(env: Record<string, string>): Promise<ChildReport> {
       "--import",
       "tsx",
       "--import",
-      "./runtime/register-telemetry.ts",
+      "./runtime/telemetry/register.ts",
       "--input-type=module",
       "-e",
       script,

@@ -4,8 +4,8 @@
  */
 import type { Redis } from "ioredis";
 import type { Routes } from "../../handlers/ports.js";
-import { loadConfig } from "../../runtime/config.js";
-import { createGateway, type Gateway } from "../../runtime/gateway.js";
+import { loadConfig } from "../../runtime/config/config.js";
+import { createGateway, type Gateway } from "../../runtime/host/gateway.js";
 import type { Cleanup } from "./cleanup.js";
 import { writeGatewayKeyFile } from "./keys.js";
 import { createMemoryLogger } from "./logger.js";

@@ -25,13 +25,13 @@ import {
 import {
   signExecuteCommandRequest,
   signSubscribeEventsRequest,
-} from "../../runtime/device-client.js";
+} from "../../runtime/kit/device-client.js";
 import {
   type ClientEventInput,
   publishClientEvent,
   publishSessionSnapshot,
   type SessionSnapshotInput,
-} from "../../runtime/publishers.js";
+} from "../../runtime/kit/publishers.js";
 import type { Cleanup } from "./cleanup.js";
 import { startGateway } from "./gateway.js";
 import { newDeviceKey, vectors } from "./keys.js";

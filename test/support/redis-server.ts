@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
-import { freeLoopbackPort, waitForRedisPing } from "../../runtime/local-redis.js";
+import { freeLoopbackPort, waitForRedisPing } from "../../runtime/dev/local-redis.js";
 
 /** A running test Redis. */
 export interface TestRedis {

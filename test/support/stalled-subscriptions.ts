@@ -9,7 +9,7 @@ import {
   SubscribeEventsRequest,
   SubscribeEventsResponse,
 } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
-import { SUBSCRIBE_EVENTS_PATH } from "../../runtime/subscribe-events.js";
+import { SUBSCRIBE_EVENTS_PATH } from "../../runtime/grpc/subscribe-events.js";
 import type { Cleanup } from "./cleanup.js";
 
 /** A gRPC status as it arrived: its numeric code and its message. */

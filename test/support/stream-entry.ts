@@ -1,5 +1,5 @@
 /** Stream entries built in memory, as a stream reader hands them to its handler. */
-import type { StreamEntry } from "../../runtime/stream-reader.js";
+import type { StreamEntry } from "../../runtime/streams/stream-reader.js";
 
 /** An entry with `fields` (text as its UTF-8 bytes, Buffers as they are) under `id`. */
 export function streamEntry(

@@ -1,0 +1,227 @@
+/**
+ * `npm run dev`: the whole gateway on this machine with no setup. Launches a
+ * local redis-server when no Redis is configured, creates a dev signer key,
+ * provisions the streams, seeds a demo device session, injects `demo.echo`,
+ * serves public HTTP through listhen, and stops everything on Ctrl-C.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { generateKeyPairSync, type KeyObject, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { listen } from "listhen";
+import { rawPublicKeyOf } from "../../handlers/ed25519.js";
+import type { Routes } from "../../handlers/ports.js";
+import { provisionRedis } from "../../infra/provision-redis.js";
+import { formatAddress, loadConfig } from "../config/config.js";
+import { loadRoutesModule } from "../config/routes-module.js";
+import { parseSignerKeyPem } from "../config/signer.js";
+import { createGateway } from "../host/gateway.js";
+import { trapShutdownSignals } from "../host/signals.js";
+import { publishSessionSnapshot } from "../kit/publishers.js";
+import { connectRedis } from "../redis/connection.js";
+import { createLogger, SILENT_LOGGER } from "../telemetry/logger.js";
+import { freeLoopbackPort, waitForRedisPing } from "./local-redis.js";
+
+/** The demo device session dev mode seeds. */
+export const DEV_SESSION = { deviceSessionId: "dev-device-1", userId: "dev-user" } as const;
+
+/** The route dev mode injects: answers `ok` with the command's payload. */
+export const demoRoutes: Routes = {
+  "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
+};
+
+/** The Ed25519 private key at `path`, created (mode 0600) when missing. */
+function ensureKey(path: string): KeyObject {
+  if (existsSync(path)) return parseSignerKeyPem(readFileSync(path, "utf8"), path);
+  const { privateKey } = generateKeyPairSync("ed25519");
+  writeFileSync(path, privateKey.export({ type: "pkcs8", format: "pem" }) as string, {
+    mode: 0o600,
+  });
+  return privateKey;
+}
+
+async function startLocalRedis(
+  dir: string,
+  onSpawn: (child: ChildProcess) => void,
+): Promise<{
+  child: ChildProcess;
+  addr: string;
+  password: string;
+}> {
+  if (spawnSync("redis-server", ["--version"], { stdio: "ignore" }).error !== undefined) {
+    throw new Error(
+      "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis) or point GATEWAY_REDIS_MASTER_ADDR and GATEWAY_REDIS_PASSWORD at a Redis server.",
+    );
+  }
+  const port = await freeLoopbackPort();
+  const password = randomBytes(18).toString("base64url");
+  // The password goes in a private config file, not on the command line (ps).
+  const configPath = join(dir, "redis.conf");
+  writeFileSync(configPath, `requirepass ${password}\n`, { mode: 0o600 });
+  const child = spawn(
+    "redis-server",
+    [
+      configPath,
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--maxmemory-policy",
+      "noeviction",
+      "--dir",
+      dir,
+    ],
+    { stdio: "ignore" },
+  );
+  onSpawn(child);
+  try {
+    await waitForRedisPing({ child, port, password });
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw error;
+  }
+  return { child, addr: `127.0.0.1:${port}`, password };
+}
+
+/**
+ * Runs dev mode until SIGINT/SIGTERM. `env` overrides apply as in production;
+ * unset listener addresses default to loopback (gRPC 9090, admin 9464, public
+ * 8080 through listhen, which moves to a free port when 8080 is busy).
+ */
+export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const logger = createLogger(env.GATEWAY_LOG_LEVEL);
+  const dir = resolve(".dev");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+  let redisChild: ChildProcess | undefined;
+  const devEnv: Record<string, string | undefined> = { ...env };
+  const stopRedis = () => {
+    if (redisChild && redisChild.exitCode === null) redisChild.kill("SIGTERM");
+  };
+
+  // Installed before anything else is started, so a signal at any point of
+  // startup still stops what dev mode started.
+  let gateway: ReturnType<typeof createGateway> | undefined;
+  const onSignal = trapShutdownSignals({
+    logger,
+    what: "stopping the dev gateway",
+    stop: () => (gateway?.stop() ?? Promise.resolve()).finally(stopRedis),
+    onExitNow: stopRedis,
+  });
+  // Started by `npm run dev`: stop when the launcher is gone.
+  process.on("disconnect", () => onSignal("SIGTERM"));
+
+  if (!env.GATEWAY_REDIS_MASTER_ADDR) {
+    const local = await startLocalRedis(dir, (child) => {
+      redisChild = child;
+    });
+    devEnv.GATEWAY_REDIS_MASTER_ADDR = local.addr;
+    devEnv.GATEWAY_REDIS_PASSWORD = local.password;
+    logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
+  }
+  try {
+    const signerPath = env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH || join(dir, "signer.pem");
+    ensureKey(signerPath);
+    const devicePath = join(dir, "device.pem");
+    const deviceKey = ensureKey(devicePath);
+    devEnv.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH = signerPath;
+    devEnv.GATEWAY_AUTHENTICATED_GRPC_ADDR ||= "127.0.0.1:9090";
+    devEnv.GATEWAY_ADMIN_HTTP_ADDR ||= "127.0.0.1:9464";
+    const config = loadConfig(devEnv);
+
+    // Provision the streams and seed the demo session before the gateway reads them.
+    const redis = await connectRedis(config.redis, SILENT_LOGGER);
+    try {
+      const report = await provisionRedis(redis, {
+        sessionEventsStream: config.sessionEventsStream,
+        clientEventsStream: config.clientEventsStream,
+        log: logger,
+      });
+      if (!report.ok) throw new Error(`provisioning failed: ${report.errors.join("; ")}`);
+      await publishSessionSnapshot(
+        redis,
+        { ...DEV_SESSION, clientPublicKey: rawPublicKeyOf(deviceKey), status: "active" },
+        { keyPrefix: config.redis.keyPrefix, stream: config.sessionEventsStream },
+      );
+    } finally {
+      redis.disconnect();
+    }
+
+    const routes = {
+      ...demoRoutes,
+      ...(config.routesModule ? await loadRoutesModule(config.routesModule) : {}),
+    };
+    const publicPort = env.GATEWAY_PUBLIC_HTTP_ADDR ? config.publicHttpAddr.port : 8080;
+    gateway = createGateway({
+      config,
+      routes,
+      logger,
+      servePublicHttp: async (handler) => {
+        const listener = await listen(handler, {
+          port: publicPort,
+          hostname: config.publicHttpAddr.host || "127.0.0.1",
+          autoClose: false,
+          showURL: false,
+          open: false,
+          qr: false,
+          public: false,
+        });
+        return {
+          address: formatAddress({
+            host: listener.address.address,
+            port: listener.address.port,
+          }),
+          close: () => listener.close(),
+        };
+      },
+    });
+
+    await gateway.start();
+
+    // The CLI needs the Redis settings; they go to a file, not the terminal.
+    const envFile = join(dir, "env");
+    writeFileSync(
+      envFile,
+      [
+        `GATEWAY_REDIS_MASTER_ADDR=${formatAddress(config.redis.master)}`,
+        `GATEWAY_REDIS_PASSWORD=${config.redis.password}`,
+        `GATEWAY_REDIS_DB=${config.redis.db}`,
+        `GATEWAY_REDIS_KEY_PREFIX=${config.redis.keyPrefix}`,
+        `GATEWAY_SESSION_EVENTS_REDIS_STREAM=${config.sessionEventsStream}`,
+        `GATEWAY_CLIENT_EVENTS_REDIS_STREAM=${config.clientEventsStream}`,
+        `GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH=${signerPath}`,
+        `GATEWAY_AUTHENTICATED_GRPC_ADDR=${gateway.addresses.grpc}`,
+        "",
+      ].join("\n"),
+      { mode: 0o600 },
+    );
+    const { publicHttp, grpc, adminHttp } = gateway.addresses;
+    const device = `--session ${DEV_SESSION.deviceSessionId} --key .dev/device.pem`;
+    process.stdout.write(
+      [
+        "",
+        "Dev gateway is running. Try:",
+        `  curl http://${publicHttp}/healthz`,
+        adminHttp ? `  curl http://${adminHttp}/metrics` : "",
+        "  set -a; . .dev/env; set +a   # Redis and gateway settings for the CLI",
+        `  npx edge-gateway exec ${device} --type demo.echo --payload hello`,
+        `  npx edge-gateway subscribe ${device}`,
+        `  npx edge-gateway event publish --user ${DEV_SESSION.userId} --type demo.note --payload hi`,
+        `  npx edge-gateway session revoke --session ${DEV_SESSION.deviceSessionId}`,
+        `  npx buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${grpc}`,
+        "Ctrl-C stops the gateway and everything dev mode started.",
+        "",
+      ]
+        .filter((line) => line !== "")
+        .join("\n")
+        .concat("\n"),
+    );
+  } catch (error) {
+    stopRedis();
+    throw error;
+  }
+}

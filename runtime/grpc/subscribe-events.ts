@@ -1,0 +1,284 @@
+/**
+ * The SubscribeEvents server stream (contract §7) and the grpc-js interceptor
+ * it needs to respect HTTP/2 flow control while staying abortable.
+ *
+ * nice-grpc writes each yielded event and, once grpc-js reports the write
+ * buffer full, parks the generator until the transport drains; only a client
+ * cancel ends that wait. A hub that must end a stalled client's stream
+ * (overflow, revoke, shutdown) cannot reach a generator parked there. So the
+ * generator never lets nice-grpc park: `pushStreamInterceptor` counts the
+ * writes the HTTP/2 stream has not accepted, and the generator waits for them
+ * itself, racing that wait against the hub's end signal and the client's
+ * cancel. Events the transport has not accepted stay in the hub's bounded
+ * queue, where they overflow. The interceptor also gives the hub a way to reset
+ * a stream whose client never takes its terminal status.
+ */
+import { constants as http2Constants } from "node:http2";
+import {
+  ServerInterceptingCall,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+} from "@grpc/grpc-js";
+import type { CallContext } from "nice-grpc";
+import { AuthMessages } from "../../handlers/authenticate.js";
+import { GatewayError, toGatewayError } from "../../handlers/errors.js";
+import type {
+  Clock,
+  DeviceSession,
+  Logger,
+  ResponseSigner,
+  SessionStore,
+} from "../../handlers/ports.js";
+import {
+  bootstrapEvent,
+  type SignedEvent,
+  type SubscribeEventsInput,
+} from "../../handlers/subscribe-events.js";
+import { EdgeGatewayServiceDefinition } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
+import type { PushHub, PushStream } from "../push/push-hub.js";
+import { toServerError } from "./server.js";
+
+/** The HTTP/2 path of SubscribeEvents, the only method `pushStreamInterceptor` acts on. */
+export const SUBSCRIBE_EVENTS_PATH = `/${EdgeGatewayServiceDefinition.fullName}/${EdgeGatewayServiceDefinition.methods.subscribeEvents.name}`;
+
+/** The part of a Node HTTP/2 stream the interceptor uses to reset a call. */
+interface ResettableStream {
+  readonly closed: boolean;
+  close(code: number): void;
+}
+
+/** The transport side of one SubscribeEvents call. */
+class PushTransport {
+  private unaccepted = 0;
+  private wake: (() => void) | undefined;
+  private isClosed = false;
+  private markClosed!: () => void;
+  /** Settles once grpc-js is done with the call: status sent, stream reset or client gone. */
+  readonly closed = new Promise<void>((resolve) => {
+    this.markClosed = resolve;
+  });
+
+  constructor(private readonly http2Stream: ResettableStream | undefined) {}
+
+  /** A message was handed to the HTTP/2 stream. */
+  writeStarted(): void {
+    this.unaccepted++;
+  }
+
+  /** The HTTP/2 stream accepted a message (flow control let it through). */
+  writeAccepted(): void {
+    this.unaccepted--;
+    if (this.unaccepted === 0) this.wake?.();
+  }
+
+  /** grpc-js reported the call over. */
+  close(): void {
+    this.isClosed = true;
+    this.markClosed();
+    this.wake?.();
+  }
+
+  /**
+   * Resolves once every message written so far was accepted, the call is
+   * over, or one of `signals` aborted. The signals must be the ones given to
+   * {@link watch}: listeners are registered once per call, not once per event.
+   */
+  whenAccepted(signals: readonly AbortSignal[]): Promise<void> {
+    const done = () =>
+      this.unaccepted === 0 || this.isClosed || signals.some((signal) => signal.aborted);
+    if (done()) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.wake = () => {
+        if (!done()) return;
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /** Wakes a pending {@link whenAccepted} when any of `signals` aborts; returns the unwatch. */
+  watch(signals: readonly AbortSignal[]): () => void {
+    const onAbort = () => this.wake?.();
+    for (const signal of signals) signal.addEventListener("abort", onAbort, { once: true });
+    return () => {
+      for (const signal of signals) signal.removeEventListener("abort", onAbort);
+    };
+  }
+
+  /** Sends RST_STREAM (CANCEL): the client sees the call cancelled and grpc-js frees it. */
+  reset(): void {
+    if (this.isClosed || this.http2Stream === undefined || this.http2Stream.closed) return;
+    this.http2Stream.close(http2Constants.NGHTTP2_CANCEL);
+  }
+}
+
+/** The transport of each SubscribeEvents call, keyed by its decoded request message. */
+const transports = new WeakMap<object, PushTransport>();
+
+/**
+ * grpc-js keeps the HTTP/2 stream on its innermost call object, in a field it
+ * does not export; walk the chain of calls to it. Pinned by the stream tests.
+ */
+function findHttp2Stream(call: ServerInterceptingCallInterface): ResettableStream | undefined {
+  let current: unknown = call;
+  for (let depth = 0; depth < 16 && typeof current === "object" && current !== null; depth++) {
+    const stream = (current as { stream?: Partial<ResettableStream> }).stream;
+    if (typeof stream?.close === "function" && typeof stream.closed === "boolean") {
+      return stream as ResettableStream;
+    }
+    current = (current as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}
+
+/** A SubscribeEvents call seen from the transport: counts unaccepted writes, notices the end. */
+class PushStreamCall extends ServerInterceptingCall {
+  private readonly transport: PushTransport;
+
+  constructor(next: ServerInterceptingCallInterface) {
+    const transport = new PushTransport(findHttp2Stream(next));
+    super(next, {
+      start: (startNext) =>
+        startNext({
+          onReceiveMessage: (message, forward) => {
+            if (typeof message === "object" && message !== null) transports.set(message, transport);
+            forward(message);
+          },
+          onCancel: () => transport.close(),
+        }),
+    });
+    this.transport = transport;
+  }
+
+  override sendMessage(message: unknown, callback: () => void): void {
+    this.transport.writeStarted();
+    super.sendMessage(message, () => {
+      this.transport.writeAccepted();
+      callback();
+    });
+  }
+}
+
+/**
+ * The grpc-js server interceptor SubscribeEvents needs, in the server's
+ * `interceptors` option (anywhere in the list; other methods pass through).
+ * Middleware must hand SubscribeEvents' request object to `next` unchanged:
+ * the method finds its call's transport through it.
+ *
+ * @example
+ * const server = createServer({ ...channelOptions, interceptors: [pushStreamInterceptor] });
+ */
+export const pushStreamInterceptor: ServerInterceptor = (method, call) =>
+  method.path === SUBSCRIBE_EVENTS_PATH
+    ? new PushStreamCall(call)
+    : new ServerInterceptingCall(call);
+
+/** What the SubscribeEvents method needs. */
+export interface SubscribeEventsMethodDeps {
+  /** Shape checks and §5 authentication (`createSubscribeEventsAuthenticator`). */
+  readonly authenticate: (request: SubscribeEventsInput) => Promise<DeviceSession>;
+  /** Re-read after registering, so a revoke applied meanwhile still closes the stream. */
+  readonly sessions: SessionStore;
+  readonly hub: PushHub;
+  readonly signer: ResponseSigner;
+  readonly clock: Clock;
+  /** The node's client-events cursor: the bootstrap event's `event_id`. */
+  readonly cursor: () => string;
+  readonly logger: Logger;
+}
+
+/**
+ * Creates the SubscribeEvents implementation for nice-grpc
+ * (`EdgeGatewayServiceImplementation.subscribeEvents`): authenticate, register
+ * in the hub, re-check the session, send the signed `gateway.server_time`
+ * event, then the hub's events until the hub ends the stream (its terminal
+ * status) or the client cancels. Errors leave as nice-grpc `ServerError`s.
+ * Needs `pushStreamInterceptor` on the server to stay abortable while a client
+ * does not read.
+ *
+ * @example
+ * server.add(EdgeGatewayServiceDefinition, {
+ *   executeCommand,
+ *   subscribeEvents: createSubscribeEventsMethod({ authenticate, sessions, hub, signer, clock,
+ *     cursor: () => clientEventsReader.cursor, logger }),
+ * });
+ */
+export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
+  const { hub, logger } = deps;
+  let warnedNoInterceptor = false;
+
+  return async function* subscribeEvents(
+    request: SubscribeEventsInput,
+    ctx: CallContext,
+  ): AsyncGenerator<SignedEvent, void, undefined> {
+    let session: DeviceSession;
+    let stream: PushStream;
+    let cursor: string;
+    try {
+      session = await deps.authenticate(request);
+      stream = hub.open(session);
+      // Read at registration: events queued from here on have later ids.
+      cursor = deps.cursor();
+    } catch (error) {
+      throw toServerError(error, logger);
+    }
+
+    const transport = transports.get(request);
+    if (transport === undefined && !warnedNoInterceptor) {
+      warnedNoInterceptor = true;
+      logger.warn(
+        "pushStreamInterceptor is not installed: a stream whose client stopped reading ends only when it drains or cancels",
+      );
+    }
+    if (transport !== undefined) stream.onReset(() => transport.reset());
+    const endSignals = [ctx.signal, stream.ended];
+    const unwatch = transport?.watch(endSignals);
+
+    try {
+      if (ctx.signal.aborted) return;
+      await recheckSession(deps, stream);
+      yield bootstrapEvent(deps.signer, {
+        cursor,
+        requestId: request.requestId,
+        timestampMs: deps.clock.now(),
+      });
+      while (!ctx.signal.aborted) {
+        // Take the next event only once the transport accepted the last one:
+        // what it has not accepted stays in the hub's bounded queue.
+        if (transport !== undefined) await transport.whenAccepted(endSignals);
+        const event = await stream.next(ctx.signal);
+        if (event === undefined) return;
+        yield event;
+      }
+    } catch (error) {
+      // Whatever ended the call, the stream must stop receiving events now.
+      if (!stream.ended.aborted) {
+        stream.fail(toGatewayError(error));
+      }
+      throw toServerError(error, logger);
+    } finally {
+      unwatch?.();
+      if (transport === undefined) stream.release();
+      else void transport.closed.then(() => stream.release());
+    }
+  };
+}
+
+/**
+ * §6: the stream is registered first and its session read again after, so a
+ * revoke applied between authentication and registration still closes it.
+ */
+async function recheckSession(deps: SubscribeEventsMethodDeps, stream: PushStream): Promise<void> {
+  let current: DeviceSession | undefined;
+  try {
+    current = await deps.sessions.get(stream.deviceSessionId);
+  } catch {
+    const error = new GatewayError("unavailable", AuthMessages.sessionStoreUnavailable, {
+      authFailure: "redis_unavailable",
+    });
+    stream.fail(error);
+    throw error;
+  }
+  deps.hub.reconcile(stream.deviceSessionId, current);
+  if (stream.ended.aborted) throw stream.ended.reason;
+}

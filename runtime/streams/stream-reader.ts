@@ -1,0 +1,458 @@
+/**
+ * A Redis Stream reader (contract §6 "Readers"): every node reads every entry
+ * with `XREAD BLOCK … COUNT n` on its own connection, from the stream's last id
+ * at startup, strictly in stream order. After a lost connection it reconnects
+ * with backoff and resumes from the last id it processed; when it finds that
+ * entries it had not read are gone, it reports a gap before reading on.
+ */
+import type { Redis } from "ioredis";
+import type { Logger } from "../../handlers/ports.js";
+import type { Metrics } from "../telemetry/metrics.js";
+
+/** One stream entry: its id and its fields as raw bytes. */
+export interface StreamEntry {
+  /** The entry id, such as `1764028801000-0`. */
+  readonly id: string;
+  /** Field name → raw value. When a name repeats in one entry the last value wins, as in HSET. */
+  readonly fields: ReadonlyMap<string, Buffer>;
+}
+
+/** Why the reader reported a gap, and where it reads on from. */
+export interface StreamGap {
+  /**
+   * `trimmed`: entries after the cursor were trimmed or deleted before they were read.
+   * `lost`: the stream is gone or was recreated (for example Redis restarted without
+   * its data, or was restored from an older copy); what it held after the cursor may
+   * be gone. Either way the reader reads on after the cursor (see `findGap`).
+   */
+  readonly kind: "trimmed" | "lost";
+  /** The cursor when the gap was found. */
+  readonly cursor: string;
+  /** The id the reader continues after: the cursor, for either kind. */
+  readonly resumeAfter: string;
+  /** One line for the log. */
+  readonly reason: string;
+}
+
+/** What a stream reader needs. */
+export interface StreamReaderOptions {
+  /**
+   * The shared client. The reader reads on its own `duplicate()` of it, because a
+   * blocking XREAD holds its connection.
+   */
+  readonly redis: Redis;
+  /** The stream key. */
+  readonly stream: string;
+  /** Most entries per XREAD (`COUNT`); no larger than the push queue size. */
+  readonly count: number;
+  /** How long one XREAD blocks (`BLOCK`), in ms. Defaults to 5000. */
+  readonly blockMs?: number;
+  /**
+   * How long past its block time a reply may be late before the connection counts
+   * as dead and is replaced. Defaults to 2000 ms.
+   */
+  readonly replyTimeoutMs?: number;
+  /** Upper bound of `stop()` while a handler is still running. Defaults to 2000 ms. */
+  readonly stopTimeoutMs?: number;
+  /** Logger for connection changes, gaps and handler failures. */
+  readonly logger: Logger;
+  /**
+   * Handles one batch, in stream order; the next XREAD waits for it. A throw is
+   * logged and the reader moves past the batch.
+   */
+  readonly onEntries: (entries: readonly StreamEntry[]) => void | Promise<void>;
+  /**
+   * Called when entries the reader had not read are gone (see StreamGap), before
+   * it reads on. It may be called again for the same gap after another disconnect.
+   */
+  readonly onGap?: (gap: StreamGap) => void | Promise<void>;
+  /** Sets `gateway_stream_reader_lag_seconds{stream}` after each batch. */
+  readonly metrics?: Pick<Metrics, "readerLag">;
+  /** Wall clock in Unix ms, for the lag. Defaults to `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** A running stream reader. */
+export interface StreamReader {
+  /**
+   * Connects, resolves the stream's last id to a concrete id (`0-0` for an empty or
+   * missing stream) and starts reading after it. Rejects when Redis cannot answer.
+   */
+  start(): Promise<void>;
+  /**
+   * The id of the last entry processed, else the id resolved at startup. A gap
+   * (see StreamGap) leaves it as it was, so it never goes backwards.
+   */
+  cursor(): string;
+  /** Ends the loop at once (also while XREAD is blocked) and closes the connection. */
+  stop(): Promise<void>;
+}
+
+/** A field of an entry as UTF-8 text; `undefined` when it is absent or empty. */
+export function fieldText(entry: StreamEntry, name: string): string | undefined {
+  const value = entry.fields.get(name);
+  return value === undefined || value.length === 0 ? undefined : value.toString("utf8");
+}
+
+const ZERO_ID = "0-0";
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 5000;
+
+/**
+ * Creates a reader for one stream. Nothing happens until `start()`.
+ *
+ * @example
+ * ```ts
+ * const reader = createStreamReader({
+ *   redis, stream: "gateway:client_events", count: 256, logger,
+ *   onEntries: createClientEventsHandler({ deliver, logger, maxPayloadBytes: 65536 }),
+ * });
+ * await reader.start();
+ * // …
+ * await reader.stop();
+ * ```
+ */
+export function createStreamReader(options: StreamReaderOptions): StreamReader {
+  const { redis, stream, count, logger, onEntries, onGap, metrics } = options;
+  const blockMs = options.blockMs ?? 5000;
+  const replyTimeoutMs = options.replyTimeoutMs ?? 2000;
+  const stopTimeoutMs = options.stopTimeoutMs ?? 2000;
+  const now = options.now ?? Date.now;
+  requirePositiveInteger("count", count);
+  requirePositiveInteger("blockMs", blockMs);
+  requirePositiveInteger("replyTimeoutMs", replyTimeoutMs);
+
+  // This reader reconnects by itself so that it can look for a gap before its next
+  // XREAD: ioredis must neither reconnect nor re-send the interrupted XREAD, and
+  // the request-path command timeout must not cut the blocking read short. The
+  // name tells the reader's connection apart in CLIENT LIST.
+  const connection = redis.duplicate({
+    connectionName: [redis.options.connectionName, "stream-reader", stream]
+      .filter((part) => part)
+      .join(":"),
+    lazyConnect: true,
+    retryStrategy: null,
+    autoResendUnfulfilledCommands: false,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: undefined,
+    replyMapping: "legacy",
+  });
+  let lastConnectionError: string | undefined;
+  connection.on("error", (error: Error) => {
+    lastConnectionError = error.message;
+  });
+
+  let position = ZERO_ID;
+  let started = false;
+  let stopped = false;
+  let loop: Promise<void> | undefined;
+  const stopping = new AbortController();
+  const label = `stream reader ${stream}`;
+
+  /** Runs one command; a reply later than `ms` drops the connection, which rejects it. */
+  async function bounded<T>(command: Promise<T>, ms: number): Promise<T> {
+    const timer = setTimeout(() => {
+      lastConnectionError = `no reply within ${ms} ms`;
+      connection.disconnect();
+    }, ms);
+    try {
+      return await command;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function resume(): Promise<void> {
+    const state = await bounded(readStreamState(connection, stream, position), replyTimeoutMs);
+    const gap = findGap(position, state);
+    if (gap === undefined) return;
+    logger.warn(`${label}: ${gap.reason}; reading on after ${gap.resumeAfter}`);
+    position = gap.resumeAfter;
+    try {
+      await onGap?.(gap);
+    } catch (error) {
+      logger.error(`${label}: gap handler failed`, error);
+    }
+  }
+
+  async function handle(entries: readonly StreamEntry[]): Promise<void> {
+    const last = entries[entries.length - 1];
+    if (last === undefined) return;
+    try {
+      await onEntries(entries);
+    } catch (error) {
+      logger.error(`${label}: handler failed for entries ${entries[0]?.id}…${last.id}`, error);
+    }
+    position = last.id;
+    metrics?.readerLag.set({ stream }, Math.max(0, now() - idMs(last.id)) / 1000);
+  }
+
+  async function run(): Promise<void> {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        if (connection.status !== "ready") {
+          await connection.connect();
+          await resume();
+        }
+        const reply = await bounded(
+          connection.xreadBuffer("COUNT", count, "BLOCK", blockMs, "STREAMS", stream, position),
+          blockMs + replyTimeoutMs,
+        );
+        if (failures > 0) {
+          logger.info(`${label}: reading again after ${position}`);
+          failures = 0;
+        }
+        await handle(entriesOf(reply));
+      } catch (error) {
+        if (stopped) break;
+        failures += 1;
+        const reason = lastConnectionError ?? (error as Error).message;
+        lastConnectionError = undefined;
+        const message = `${label}: Redis read failed (${reason}); retrying after ${position}`;
+        // One warning per outage; the retries that follow are detail.
+        if (failures === 1) logger.warn(message);
+        else logger.debug(message);
+        connection.disconnect();
+        await sleep(backoffMs(failures), stopping.signal);
+      }
+    }
+  }
+
+  return {
+    async start() {
+      if (started) throw new Error(`${label}: already started`);
+      started = true;
+      try {
+        await connection.connect();
+        position = await bounded(lastEntryId(connection, stream), replyTimeoutMs);
+      } catch (error) {
+        connection.disconnect();
+        const reason = lastConnectionError ?? (error as Error).message;
+        throw new Error(`${label}: cannot resolve the stream's last id: ${reason}`);
+      }
+      if (stopped) return;
+      logger.debug(`${label}: reading after ${position}`);
+      loop = run();
+    },
+    cursor: () => position,
+    async stop() {
+      stopped = true;
+      stopping.abort();
+      connection.disconnect();
+      if (loop === undefined) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        loop,
+        new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            logger.warn(`${label}: handler still running after ${stopTimeoutMs} ms; not waiting`);
+            resolve();
+          }, stopTimeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** What the reader learns about its stream when it reconnects. */
+type StreamState =
+  | { readonly exists: false }
+  | {
+      readonly exists: true;
+      readonly length: number | undefined;
+      readonly lastGeneratedId: string;
+      /** `undefined` when the stream is empty. */
+      readonly firstEntryId: string | undefined;
+      /** Whether the entry at the cursor is still in the stream. */
+      readonly cursorPresent: boolean;
+      /** Redis ≥ 7 only: how many entries were ever added. */
+      readonly entriesAdded: number | undefined;
+      /** Redis ≥ 7 only: the highest id removed by XDEL (trimming leaves it alone). */
+      readonly maxDeletedId: string | undefined;
+    };
+
+/**
+ * Decides whether entries the reader had not read are gone. The cursor is `0-0`
+ * or the id of an entry the reader saw in this stream (or in the one it replaced).
+ *
+ * - The stream was lost (deleted, Redis restarted without its data, or restored
+ *   from an older snapshot or replica): it is missing, its last id is below the
+ *   cursor, or the cursor entry is gone although this stream never lost an entry
+ *   (Redis ≥ 7 tells). A gap whenever the reader had seen entries. Reading goes on
+ *   after the cursor, not from `0-0`: entries of the new stream with ids at or
+ *   below the cursor were already processed (restored from an older copy) or
+ *   cannot be told apart from such entries, and re-reading them would hand up to a
+ *   whole stream (`MAXLEN`) of old entries over again. Entries added after the
+ *   restart get `XADD *` ids from the server's clock, which lie above the cursor
+ *   as long as the Redis servers' clocks agree within the time since the cursor's
+ *   entry was added. The gap is still reported, so the session-events side drops
+ *   its session cache and re-checks open streams. Until the reader processes an
+ *   entry of the new stream, each reconnect finds the same gap again.
+ * - Otherwise a gap when the stream now starts after the cursor's successor (its
+ *   head was trimmed past entries not yet read), or an entry after the cursor was
+ *   deleted. Redis ≥ 7 also says when no entry was ever removed: then there is none.
+ *   On older Redis the first check is conservative: a head trimmed exactly up to
+ *   the cursor, or new entries in a stream that was empty at startup, count too.
+ */
+function findGap(cursor: string, state: StreamState): StreamGap | undefined {
+  const lost = (reason: string): StreamGap => ({
+    kind: "lost",
+    cursor,
+    resumeAfter: cursor,
+    reason,
+  });
+  const trimmed = (reason: string): StreamGap => ({
+    kind: "trimmed",
+    cursor,
+    resumeAfter: cursor,
+    reason,
+  });
+  if (!state.exists) {
+    return cursor === ZERO_ID ? undefined : lost(`the stream no longer exists (cursor ${cursor})`);
+  }
+  const { length, lastGeneratedId, firstEntryId, cursorPresent, entriesAdded, maxDeletedId } =
+    state;
+  const neverRemoved = entriesAdded !== undefined && entriesAdded === length;
+  if (compareIds(lastGeneratedId, cursor) < 0) {
+    return lost(`the stream's last id ${lastGeneratedId} is below the cursor ${cursor}`);
+  }
+  if (cursor !== ZERO_ID && !cursorPresent) {
+    // The cursor entry is gone: trimmed or deleted, unless this stream never lost
+    // an entry, or lost it from its middle without any XDEL reaching that far.
+    const vanished =
+      neverRemoved ||
+      (maxDeletedId !== undefined &&
+        firstEntryId !== undefined &&
+        compareIds(firstEntryId, cursor) < 0 &&
+        compareIds(maxDeletedId, cursor) < 0);
+    if (vanished)
+      return lost(`the entry ${cursor} was never removed from this stream: it was recreated`);
+  }
+  if (neverRemoved) return undefined;
+  if (maxDeletedId !== undefined && compareIds(maxDeletedId, cursor) > 0) {
+    return trimmed(`entries after ${cursor} up to ${maxDeletedId} were deleted before being read`);
+  }
+  if (firstEntryId === undefined) {
+    return compareIds(lastGeneratedId, cursor) > 0
+      ? trimmed(`entries after ${cursor} were removed before being read`)
+      : undefined;
+  }
+  return compareIds(firstEntryId, successor(cursor)) > 0
+    ? trimmed(`the stream now starts at ${firstEntryId}, after the cursor ${cursor}`)
+    : undefined;
+}
+
+async function lastEntryId(connection: Redis, stream: string): Promise<string> {
+  const [last] = await connection.xrevrangeBuffer(stream, "+", "-", "COUNT", 1);
+  return last === undefined ? ZERO_ID : last[0].toString();
+}
+
+async function readStreamState(
+  connection: Redis,
+  stream: string,
+  cursor: string,
+): Promise<StreamState> {
+  let reply: unknown;
+  try {
+    reply = await connection.xinfo("STREAM", stream);
+  } catch (error) {
+    if (/no such key/i.test((error as Error).message)) return { exists: false };
+    throw error;
+  }
+  const info = new Map<string, unknown>();
+  const flat = Array.isArray(reply) ? reply : [];
+  for (let index = 0; index + 1 < flat.length; index += 2) {
+    info.set(String(flat[index]), flat[index + 1]);
+  }
+  const lastGeneratedId = info.get("last-generated-id");
+  if (typeof lastGeneratedId !== "string") throw new Error("unexpected XINFO STREAM reply");
+  const length = integer(info.get("length"));
+  const entriesAdded = integer(info.get("entries-added"));
+  const maxDeletedId = info.get("max-deleted-entry-id");
+  const firstEntry = info.get("first-entry");
+  const cursorPresent =
+    cursor !== ZERO_ID && (await connection.xrangeBuffer(stream, cursor, cursor)).length > 0;
+  return {
+    exists: true,
+    length,
+    lastGeneratedId,
+    firstEntryId: Array.isArray(firstEntry) ? String(firstEntry[0]) : undefined,
+    cursorPresent,
+    entriesAdded,
+    maxDeletedId: typeof maxDeletedId === "string" ? maxDeletedId : undefined,
+  };
+}
+
+/** An integer reply, as a number or (with `stringNumbers`) a string. */
+function integer(value: unknown): number | undefined {
+  if (typeof value === "number") return value;
+  return typeof value === "string" && /^\d+$/.test(value) ? Number(value) : undefined;
+}
+
+/** Flattens an `XREAD` reply (`[[key, [[id, [field, value, …]], …]]]` or null). */
+function entriesOf(reply: unknown): StreamEntry[] {
+  if (reply === null) return [];
+  if (!Array.isArray(reply)) throw new Error("unexpected XREAD reply");
+  const entries: StreamEntry[] = [];
+  for (const [, items] of reply as [Buffer, [Buffer, Buffer[] | null][]][]) {
+    for (const [id, flat] of items) {
+      const fields = new Map<string, Buffer>();
+      for (let index = 0; flat !== null && index + 1 < flat.length; index += 2) {
+        fields.set(flat[index]!.toString(), flat[index + 1]!);
+      }
+      entries.push({ id: id.toString(), fields });
+    }
+  }
+  return entries;
+}
+
+function parseId(id: string): [bigint, bigint] {
+  const dash = id.indexOf("-");
+  return dash === -1 ? [BigInt(id), 0n] : [BigInt(id.slice(0, dash)), BigInt(id.slice(dash + 1))];
+}
+
+function compareIds(a: string, b: string): number {
+  const [aMs, aSeq] = parseId(a);
+  const [bMs, bSeq] = parseId(b);
+  if (aMs !== bMs) return aMs < bMs ? -1 : 1;
+  return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
+}
+
+/** The smallest id after `id`. */
+function successor(id: string): string {
+  const [ms, seq] = parseId(id);
+  return seq === 0xffff_ffff_ffff_ffffn ? `${ms + 1n}-0` : `${ms}-${seq + 1n}`;
+}
+
+/** The millisecond part of an entry id. */
+function idMs(id: string): number {
+  return Number(parseId(id)[0]);
+}
+
+/** Reconnect delay: 100 ms doubling to 5 s, each drawn from the upper half of its step. */
+function backoffMs(attempt: number): number {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(attempt - 1, 16));
+  return base / 2 + Math.random() * (base / 2);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+  });
+}
+
+function requirePositiveInteger(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`stream reader: ${name} must be a positive integer, got ${value}`);
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * Process-wide OpenTelemetry tracing: the NodeSDK with W3C trace context
+ * propagation and the ioredis instrumentation, exporting only what the
+ * standard `OTEL_*` variables ask for. Also the per-client Redis command
+ * duration histogram, which works with or without tracing.
+ */
+import { register } from "node:module";
+import { performance } from "node:perf_hooks";
+import { context, metrics, propagation, type Tracer, trace } from "@opentelemetry/api";
+import { IORedisInstrumentation } from "@opentelemetry/instrumentation-ioredis";
+import { core, NodeSDK, type NodeSDKConfiguration } from "@opentelemetry/sdk-node";
+import type { Command, Redis } from "ioredis";
+
+/** A span processor, as the NodeSDK takes them. */
+export type SpanProcessor = NonNullable<NodeSDKConfiguration["spanProcessors"]>[number];
+
+/** Options of {@link startTelemetry}. */
+export interface TelemetryOptions {
+  /** `service.name` of every span, unless `OTEL_SERVICE_NAME` says otherwise. Default `edge-gateway`. */
+  readonly serviceName?: string;
+  /**
+   * Span processors to use instead of the exporters the environment asks for
+   * (tests pass an in-memory exporter here).
+   */
+  readonly spanProcessors?: readonly SpanProcessor[];
+}
+
+/** The process's running telemetry. */
+export interface Telemetry {
+  /** The gateway's tracer. */
+  readonly tracer: Tracer;
+  /** Flushes every pending span and stops the SDK; safe to call twice. */
+  shutdown(): Promise<void>;
+}
+
+let running: Telemetry | undefined;
+let hooksRegistered = false;
+
+/**
+ * Registers the ESM loader hook through which the ioredis instrumentation
+ * patches ioredis when it is `import`ed. Only modules loaded after this call
+ * are patched, so it must run before the application's modules load (that is
+ * what `runtime/telemetry/register` does under `node --import`). Idempotent.
+ */
+export function registerInstrumentationHooks(): void {
+  if (hooksRegistered) return;
+  hooksRegistered = true;
+  // Only ioredis goes through the hook: every other module loads untouched.
+  register("import-in-the-middle/hook.mjs", import.meta.url, {
+    data: { include: ["ioredis"] },
+  });
+}
+
+/**
+ * Starts the OpenTelemetry SDK for this process, or returns the telemetry
+ * already running (OpenTelemetry's globals admit one SDK per process).
+ *
+ * Traces are exported only when `OTEL_TRACES_EXPORTER` names an exporter or an
+ * OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+ * is set; OpenTelemetry metrics and logs only when `OTEL_METRICS_EXPORTER` or
+ * `OTEL_LOGS_EXPORTER` is set. With none of them set nothing is exported and
+ * nothing connects anywhere. Propagation is W3C trace context unless
+ * `OTEL_PROPAGATORS` says otherwise. Every ioredis command is traced, also on
+ * connections with no active span (stream readers).
+ *
+ * @example
+ * const telemetry = startTelemetry();
+ * // ... on shutdown, last:
+ * await telemetry.shutdown();
+ */
+export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
+  if (running !== undefined) return running;
+  const serviceName = options.serviceName ?? "edge-gateway";
+  const ioredis = new IORedisInstrumentation({ requireParentSpan: false });
+  const sdk = new NodeSDK({
+    serviceName: setting("OTEL_SERVICE_NAME") === undefined ? serviceName : undefined,
+    instrumentations: [ioredis],
+    textMapPropagator:
+      setting("OTEL_PROPAGATORS") === undefined ? new core.W3CTraceContextPropagator() : undefined,
+    spanProcessors:
+      options.spanProcessors !== undefined
+        ? [...options.spanProcessors]
+        : tracesRequested()
+          ? undefined // the SDK builds the exporters OTEL_* names
+          : [],
+    metricReaders: setting("OTEL_METRICS_EXPORTER") === undefined ? [] : undefined,
+    logRecordProcessors: setting("OTEL_LOGS_EXPORTER") === undefined ? [] : undefined,
+  });
+  sdk.start();
+
+  let stopped: Promise<void> | undefined;
+  const telemetry: Telemetry = {
+    tracer: trace.getTracer(serviceName),
+    shutdown() {
+      stopped ??= sdk.shutdown().finally(() => {
+        ioredis.disable();
+        // Leaves the process as it was, so telemetry can be started again.
+        trace.disable();
+        context.disable();
+        propagation.disable();
+        metrics.disable();
+        if (running === telemetry) running = undefined;
+      });
+      return stopped;
+    },
+  };
+  running = telemetry;
+  return telemetry;
+}
+
+function setting(name: string): string | undefined {
+  const value = process.env[name]?.trim();
+  return value === undefined || value === "" ? undefined : value;
+}
+
+function tracesRequested(): boolean {
+  return (
+    setting("OTEL_TRACES_EXPORTER") !== undefined ||
+    setting("OTEL_EXPORTER_OTLP_ENDPOINT") !== undefined ||
+    setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") !== undefined
+  );
+}
+
+/** Where Redis command durations go: `gateway_redis_command_duration_seconds`. */
+export interface RedisCommandHistogram {
+  /** Records one command's duration in seconds. */
+  observe(labels: { command: string }, seconds: number): void;
+}
+
+const observed = Symbol.for("edge-gateway.redis-command-histogram");
+
+/**
+ * Records the duration of every command sent on `redis` — and on every
+ * connection later made with its `duplicate()` — in `histogram`, labelled by
+ * lower-case command name. A command counts once, from when it is sent until
+ * its reply or error, even when ioredis re-sends it after a reconnect.
+ * Returns `redis`; calling it twice on one client changes nothing.
+ */
+export function observeRedisCommands<Client extends Redis>(
+  redis: Client,
+  histogram: RedisCommandHistogram,
+): Client {
+  const client = redis as Client & { [observed]?: RedisCommandHistogram };
+  if (client[observed] !== undefined) return redis;
+  client[observed] = histogram;
+
+  const timed = new WeakSet<Command>();
+  const sendCommand = client.sendCommand;
+  client.sendCommand = function (this: Client, command: Command, ...rest: unknown[]) {
+    if (!timed.has(command)) {
+      timed.add(command);
+      const startedAt = performance.now();
+      const done = () =>
+        histogram.observe({ command: command.name }, (performance.now() - startedAt) / 1000);
+      command.promise.then(done, done);
+    }
+    return (sendCommand as (...args: unknown[]) => unknown).call(this, command, ...rest);
+  };
+
+  const duplicate = client.duplicate;
+  client.duplicate = function (this: Client, ...args: Parameters<Redis["duplicate"]>) {
+    return observeRedisCommands(duplicate.apply(this, args), histogram);
+  } as Client["duplicate"];
+  return redis;
+}
