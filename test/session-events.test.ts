@@ -133,7 +133,7 @@ function b64(bytes: number): string {
 }
 
 describe("createSessionEventsHandler", () => {
-  it("applies snapshots in order, revokes after applying, and counts applied and malformed", async () => {
+  it("applies snapshots in order and counts applied and malformed", async () => {
     const metrics = createMetrics();
     const { logger, lines } = captureLogger();
     const calls: string[] = [];
@@ -142,7 +142,6 @@ describe("createSessionEventsHandler", () => {
       logger,
       apply: (snapshot: SessionSnapshot) =>
         calls.push(`apply ${snapshot.deviceSessionId} ${snapshot.status}`),
-      revoke: (deviceSessionId) => calls.push(`revoke ${deviceSessionId}`),
     });
     handle([
       streamEntry({ ...VALID, device_session_id: "a" }, "1-1"),
@@ -151,13 +150,7 @@ describe("createSessionEventsHandler", () => {
       streamEntry({ ...VALID, device_session_id: "a", status: "revoked" }, "1-4"),
     ]);
 
-    expect(calls).toEqual([
-      "apply a active",
-      "apply b revoked",
-      "revoke b",
-      "apply a revoked",
-      "revoke a",
-    ]);
+    expect(calls).toEqual(["apply a active", "apply b revoked", "apply a revoked"]);
     expect(await counted(metrics, "applied")).toBe(3);
     expect(await counted(metrics, "malformed")).toBe(1);
     const warnings = lines.filter((line) => line.level === "warn");
@@ -174,7 +167,6 @@ describe("createSessionEventsHandler", () => {
         if (snapshot.deviceSessionId === "a") throw new Error("cache bug");
         applied.push(snapshot.deviceSessionId);
       },
-      revoke: () => {},
     });
     handle([
       streamEntry({ ...VALID, device_session_id: "a" }, "1-1"),
@@ -203,7 +195,6 @@ describe("session events through a real stream reader", () => {
     const metrics = createMetrics();
     const { logger, lines } = captureLogger();
     const applied: SessionSnapshot[] = [];
-    const revoked: string[] = [];
     const reader = createStreamReader({
       redis,
       stream,
@@ -214,11 +205,10 @@ describe("session events through a real stream reader", () => {
         metrics,
         logger,
         apply: (snapshot) => applied.push(snapshot),
-        revoke: (deviceSessionId) => revoked.push(deviceSessionId),
       }),
     });
     await reader.start();
-    return { reader, applied, revoked, metrics, lines };
+    return { reader, applied, metrics, lines };
   }
 
   it("drops a malformed snapshot and applies the valid one after it", async () => {
@@ -251,9 +241,9 @@ describe("session events through a real stream reader", () => {
     }
   });
 
-  it("applies what the helper and a raw XADD publish, and revokes on status=revoked", async () => {
+  it("applies what the helper and a raw XADD publish, revoked snapshots included", async () => {
     const stream = "test:session_events:publishers";
-    const { reader, applied, revoked } = await readSessionEvents(stream);
+    const { reader, applied } = await readSessionEvents(stream);
     try {
       await publishSessionSnapshot(
         redis,
@@ -300,7 +290,6 @@ describe("session events through a real stream reader", () => {
         },
         { deviceSessionId: "ds-3", userId: "user-3", status: "active", revokedAtMs: undefined },
       ]);
-      expect(revoked).toEqual(["ds-1"]);
     } finally {
       await reader.stop();
     }

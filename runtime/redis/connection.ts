@@ -5,7 +5,7 @@
 import { Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../../handlers/ports.js";
 import { formatAddress, type GatewayConfig, redactSecret } from "../config/config.js";
-import { within } from "../http/listen.js";
+import { within } from "../host/within.js";
 
 /** Reconnect backoff: 50 ms doubling to 2 s, with jitter. */
 export function reconnectDelay(attempt: number): number {

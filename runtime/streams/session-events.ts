@@ -80,13 +80,11 @@ export function parseSessionSnapshot(entry: StreamEntry): ParsedSessionSnapshot 
 
 /** What the session-events handler needs. */
 export interface SessionEventsHandlerOptions {
-  /** Writes the snapshot into the local session cache. */
-  readonly apply: (snapshot: SessionSnapshot) => void;
   /**
-   * Called after `apply` for a `revoked` snapshot, to end every open stream
-   * of exactly that session (unless `apply` already does).
+   * Writes the snapshot into the local session cache, then ends the open
+   * streams it no longer allows (a revoked session's, or another user's or key's).
    */
-  readonly revoke?: (deviceSessionId: string) => void;
+  readonly apply: (snapshot: SessionSnapshot) => void;
   /** Counts `gateway_session_events_total{result}`. */
   readonly metrics?: Pick<Metrics, "sessionEvents">;
   /** Warns about dropped entries; logs each applied snapshot at debug. */
@@ -95,13 +93,13 @@ export interface SessionEventsHandlerOptions {
 
 /**
  * The stream reader's `onEntries` for the session-events stream: each snapshot is
- * applied in stream order; a `revoked` one is applied first, so new calls fail,
- * and then the session's open streams are ended.
+ * applied in stream order (`apply` updates the cache first, so new calls fail,
+ * and then ends the session's open streams).
  */
 export function createSessionEventsHandler(
   options: SessionEventsHandlerOptions,
 ): (entries: readonly StreamEntry[]) => void {
-  const { apply, revoke, metrics, logger } = options;
+  const { apply, metrics, logger } = options;
   return (entries) => {
     for (const entry of entries) {
       const parsed = parseSessionSnapshot(entry);
@@ -113,7 +111,6 @@ export function createSessionEventsHandler(
       const { snapshot } = parsed;
       try {
         apply(snapshot);
-        if (snapshot.status === "revoked") revoke?.(snapshot.deviceSessionId);
       } catch (error) {
         logger.error(`session event ${entry.id} for ${snapshot.deviceSessionId}: failed`, error);
         continue;

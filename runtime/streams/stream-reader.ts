@@ -26,10 +26,8 @@ export interface StreamGap {
    * be gone. Either way the reader reads on after the cursor (see `findGap`).
    */
   readonly kind: "trimmed" | "lost";
-  /** The cursor when the gap was found. */
+  /** The cursor when the gap was found; the reader reads on after it. */
   readonly cursor: string;
-  /** The id the reader continues after: the cursor, for either kind. */
-  readonly resumeAfter: string;
   /** One line for the log. */
   readonly reason: string;
 }
@@ -63,7 +61,9 @@ export interface StreamReaderOptions {
   readonly onEntries: (entries: readonly StreamEntry[]) => void | Promise<void>;
   /**
    * Called when entries the reader had not read are gone (see StreamGap), before
-   * it reads on. It may be called again for the same gap after another disconnect.
+   * it reads on; it logs the gap with what it does about it. Without it the
+   * reader logs the gap. It may be called again for the same gap after another
+   * disconnect.
    */
   readonly onGap?: (gap: StreamGap) => void | Promise<void>;
   /** Sets `gateway_stream_reader_lag_seconds{stream}` after each batch. */
@@ -113,48 +113,104 @@ const BACKOFF_MAX_MS = 5000;
  * ```
  */
 export function createStreamReader(options: StreamReaderOptions): StreamReader {
-  const { redis, stream, count, logger, onEntries, onGap, metrics } = options;
-  const blockMs = options.blockMs ?? 5000;
-  const replyTimeoutMs = options.replyTimeoutMs ?? 2000;
-  const stopTimeoutMs = options.stopTimeoutMs ?? 2000;
-  const now = options.now ?? Date.now;
-  requirePositiveInteger("count", count);
-  requirePositiveInteger("blockMs", blockMs);
-  requirePositiveInteger("replyTimeoutMs", replyTimeoutMs);
+  return new RedisStreamReader(options);
+}
 
-  // This reader reconnects by itself so that it can look for a gap before its next
-  // XREAD: ioredis must neither reconnect nor re-send the interrupted XREAD, and
-  // the request-path command timeout must not cut the blocking read short. The
-  // name tells the reader's connection apart in CLIENT LIST.
-  const connection = redis.duplicate({
-    connectionName: [redis.options.connectionName, "stream-reader", stream]
-      .filter((part) => part)
-      .join(":"),
-    lazyConnect: true,
-    retryStrategy: null,
-    autoResendUnfulfilledCommands: false,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    commandTimeout: undefined,
-    replyMapping: "legacy",
-  });
-  let lastConnectionError: string | undefined;
-  connection.on("error", (error: Error) => {
-    lastConnectionError = error.message;
-  });
+/** A stream reader on its own connection; see {@link createStreamReader}. */
+class RedisStreamReader implements StreamReader {
+  private readonly options: StreamReaderOptions;
+  private readonly blockMs: number;
+  private readonly replyTimeoutMs: number;
+  private readonly stopTimeoutMs: number;
+  private readonly connection: Redis;
+  private readonly label: string;
+  private readonly stopping = new AbortController();
+  private lastConnectionError: string | undefined;
+  private position = ZERO_ID;
+  private started = false;
+  private stopped = false;
+  private loop: Promise<void> | undefined;
 
-  let position = ZERO_ID;
-  let started = false;
-  let stopped = false;
-  let loop: Promise<void> | undefined;
-  const stopping = new AbortController();
-  const label = `stream reader ${stream}`;
+  constructor(options: StreamReaderOptions) {
+    const { redis, stream, count } = options;
+    this.options = options;
+    this.blockMs = options.blockMs ?? 5000;
+    this.replyTimeoutMs = options.replyTimeoutMs ?? 2000;
+    this.stopTimeoutMs = options.stopTimeoutMs ?? 2000;
+    requirePositiveInteger("count", count);
+    requirePositiveInteger("blockMs", this.blockMs);
+    requirePositiveInteger("replyTimeoutMs", this.replyTimeoutMs);
+    this.label = `stream reader ${stream}`;
+
+    // This reader reconnects by itself so that it can look for a gap before its next
+    // XREAD: ioredis must neither reconnect nor re-send the interrupted XREAD, and
+    // the request-path command timeout must not cut the blocking read short. The
+    // name tells the reader's connection apart in CLIENT LIST.
+    this.connection = redis.duplicate({
+      connectionName: [redis.options.connectionName, "stream-reader", stream]
+        .filter((part) => part)
+        .join(":"),
+      lazyConnect: true,
+      retryStrategy: null,
+      autoResendUnfulfilledCommands: false,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: undefined,
+      replyMapping: "legacy",
+    });
+    this.connection.on("error", (error: Error) => {
+      this.lastConnectionError = error.message;
+    });
+  }
+
+  async start(): Promise<void> {
+    if (this.started) throw new Error(`${this.label}: already started`);
+    this.started = true;
+    try {
+      await this.connection.connect();
+      this.position = await this.bounded(
+        lastEntryId(this.connection, this.options.stream),
+        this.replyTimeoutMs,
+      );
+    } catch (error) {
+      this.connection.disconnect();
+      const reason = this.lastConnectionError ?? (error as Error).message;
+      throw new Error(`${this.label}: cannot resolve the stream's last id: ${reason}`);
+    }
+    if (this.stopped) return;
+    this.options.logger.debug(`${this.label}: reading after ${this.position}`);
+    this.loop = this.run();
+  }
+
+  cursor(): string {
+    return this.position;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.stopping.abort();
+    this.connection.disconnect();
+    if (this.loop === undefined) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.loop,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.options.logger.warn(
+            `${this.label}: handler still running after ${this.stopTimeoutMs} ms; not waiting`,
+          );
+          resolve();
+        }, this.stopTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
 
   /** Runs one command; a reply later than `ms` drops the connection, which rejects it. */
-  async function bounded<T>(command: Promise<T>, ms: number): Promise<T> {
+  private async bounded<T>(command: Promise<T>, ms: number): Promise<T> {
     const timer = setTimeout(() => {
-      lastConnectionError = `no reply within ${ms} ms`;
-      connection.disconnect();
+      this.lastConnectionError = `no reply within ${ms} ms`;
+      this.connection.disconnect();
     }, ms);
     try {
       return await command;
@@ -163,98 +219,84 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
     }
   }
 
-  async function resume(): Promise<void> {
-    const state = await bounded(readStreamState(connection, stream, position), replyTimeoutMs);
-    const gap = findGap(position, state);
+  /** After a (re)connect: looks for entries lost since the cursor and reports them. */
+  private async resume(): Promise<void> {
+    const { stream, onGap, logger } = this.options;
+    const state = await this.bounded(
+      readStreamState(this.connection, stream, this.position),
+      this.replyTimeoutMs,
+    );
+    const gap = findGap(this.position, state);
     if (gap === undefined) return;
-    logger.warn(`${label}: ${gap.reason}; reading on after ${gap.resumeAfter}`);
-    position = gap.resumeAfter;
+    if (onGap === undefined) {
+      logger.warn(`${this.label}: ${gap.reason}; reading on after ${gap.cursor}`);
+    }
     try {
       await onGap?.(gap);
     } catch (error) {
-      logger.error(`${label}: gap handler failed`, error);
+      logger.error(`${this.label}: gap handler failed`, error);
     }
   }
 
-  async function handle(entries: readonly StreamEntry[]): Promise<void> {
+  private async handle(entries: readonly StreamEntry[]): Promise<void> {
     const last = entries[entries.length - 1];
     if (last === undefined) return;
     try {
-      await onEntries(entries);
+      await this.options.onEntries(entries);
     } catch (error) {
-      logger.error(`${label}: handler failed for entries ${entries[0]?.id}…${last.id}`, error);
+      this.options.logger.error(
+        `${this.label}: handler failed for entries ${entries[0]?.id}…${last.id}`,
+        error,
+      );
     }
-    position = last.id;
-    metrics?.readerLag.set({ stream }, Math.max(0, now() - idMs(last.id)) / 1000);
+    this.position = last.id;
+    const now = this.options.now ?? Date.now;
+    this.options.metrics?.readerLag.set(
+      { stream: this.options.stream },
+      Math.max(0, now() - idMs(last.id)) / 1000,
+    );
   }
 
-  async function run(): Promise<void> {
+  private async run(): Promise<void> {
+    const { stream, count, logger } = this.options;
     let failures = 0;
-    while (!stopped) {
+    while (!this.stopped) {
       try {
-        if (connection.status !== "ready") {
-          await connection.connect();
-          await resume();
+        if (this.connection.status !== "ready") {
+          await this.connection.connect();
+          await this.resume();
         }
-        const reply = await bounded(
-          connection.xreadBuffer("COUNT", count, "BLOCK", blockMs, "STREAMS", stream, position),
-          blockMs + replyTimeoutMs,
+        const reply = await this.bounded(
+          this.connection.xreadBuffer(
+            "COUNT",
+            count,
+            "BLOCK",
+            this.blockMs,
+            "STREAMS",
+            stream,
+            this.position,
+          ),
+          this.blockMs + this.replyTimeoutMs,
         );
         if (failures > 0) {
-          logger.info(`${label}: reading again after ${position}`);
+          logger.info(`${this.label}: reading again after ${this.position}`);
           failures = 0;
         }
-        await handle(entriesOf(reply));
+        await this.handle(entriesOf(reply));
       } catch (error) {
-        if (stopped) break;
+        if (this.stopped) break;
         failures += 1;
-        const reason = lastConnectionError ?? (error as Error).message;
-        lastConnectionError = undefined;
-        const message = `${label}: Redis read failed (${reason}); retrying after ${position}`;
+        const reason = this.lastConnectionError ?? (error as Error).message;
+        this.lastConnectionError = undefined;
+        const message = `${this.label}: Redis read failed (${reason}); retrying after ${this.position}`;
         // One warning per outage; the retries that follow are detail.
         if (failures === 1) logger.warn(message);
         else logger.debug(message);
-        connection.disconnect();
-        await sleep(backoffMs(failures), stopping.signal);
+        this.connection.disconnect();
+        await sleep(backoffMs(failures), this.stopping.signal);
       }
     }
   }
-
-  return {
-    async start() {
-      if (started) throw new Error(`${label}: already started`);
-      started = true;
-      try {
-        await connection.connect();
-        position = await bounded(lastEntryId(connection, stream), replyTimeoutMs);
-      } catch (error) {
-        connection.disconnect();
-        const reason = lastConnectionError ?? (error as Error).message;
-        throw new Error(`${label}: cannot resolve the stream's last id: ${reason}`);
-      }
-      if (stopped) return;
-      logger.debug(`${label}: reading after ${position}`);
-      loop = run();
-    },
-    cursor: () => position,
-    async stop() {
-      stopped = true;
-      stopping.abort();
-      connection.disconnect();
-      if (loop === undefined) return;
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        loop,
-        new Promise<void>((resolve) => {
-          timer = setTimeout(() => {
-            logger.warn(`${label}: handler still running after ${stopTimeoutMs} ms; not waiting`);
-            resolve();
-          }, stopTimeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
-    },
-  };
 }
 
 /** What the reader learns about its stream when it reconnects. */
@@ -298,18 +340,8 @@ type StreamState =
  *   the cursor, or new entries in a stream that was empty at startup, count too.
  */
 function findGap(cursor: string, state: StreamState): StreamGap | undefined {
-  const lost = (reason: string): StreamGap => ({
-    kind: "lost",
-    cursor,
-    resumeAfter: cursor,
-    reason,
-  });
-  const trimmed = (reason: string): StreamGap => ({
-    kind: "trimmed",
-    cursor,
-    resumeAfter: cursor,
-    reason,
-  });
+  const lost = (reason: string): StreamGap => ({ kind: "lost", cursor, reason });
+  const trimmed = (reason: string): StreamGap => ({ kind: "trimmed", cursor, reason });
   if (!state.exists) {
     return cursor === ZERO_ID ? undefined : lost(`the stream no longer exists (cursor ${cursor})`);
   }

@@ -1,0 +1,55 @@
+/**
+ * What the authenticated gRPC listener serves: one manifest of services, each
+ * a nice-grpc definition with its implementation, mounted by one loop.
+ */
+import type { ServiceImplementation } from "nice-grpc";
+import type { createExecuteCommandHandler } from "../../handlers/execute-command.js";
+import type { Logger } from "../../handlers/ports.js";
+import type { GrpcHealth } from "./health.js";
+import { deadlineOf, SafeEdgeGatewayServiceDefinition } from "./server.js";
+import type { createSubscribeEventsMethod } from "./subscribe-events.js";
+import { traceHeadersOf } from "./tracing.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: each service has its own nice-grpc types.
+type AnyService = any;
+
+/** One service of the manifest. */
+export interface GrpcService {
+  readonly definition: AnyService;
+  readonly implementation: AnyService;
+  /** Served through the gateway middleware (shutdown gate, error table, metrics) and tracing. */
+  readonly gated: boolean;
+}
+
+/** The handlers behind `edgegateway.v1.EdgeGatewayService`. */
+export interface GatewayMethods {
+  readonly executeCommand: ReturnType<typeof createExecuteCommandHandler>;
+  readonly subscribeEvents: ReturnType<typeof createSubscribeEventsMethod>;
+  readonly health: GrpcHealth;
+  readonly logger: Logger;
+}
+
+/**
+ * The services of the gRPC listener: the edge gateway service (requests that
+ * do not decode become INVALID_ARGUMENT) and `grpc.health.v1.Health`.
+ */
+export function gatewayServices(methods: GatewayMethods): readonly GrpcService[] {
+  const edgeGateway: ServiceImplementation<typeof SafeEdgeGatewayServiceDefinition> = {
+    executeCommand: (request, context) =>
+      methods.executeCommand(request, {
+        signal: context.signal,
+        deadline: deadlineOf(context),
+        logger: methods.logger,
+        traceHeaders: traceHeadersOf(),
+      }),
+    subscribeEvents: methods.subscribeEvents,
+  };
+  return [
+    { definition: SafeEdgeGatewayServiceDefinition, implementation: edgeGateway, gated: true },
+    {
+      definition: methods.health.definition,
+      implementation: methods.health.implementation,
+      gated: false,
+    },
+  ];
+}

@@ -1,0 +1,235 @@
+/**
+ * Builds the gateway's components from configuration and injected parts: the
+ * stateless handlers get their ports here, the stream readers their
+ * handlers, the gRPC listener its manifest of services.
+ */
+import { createExecuteCommandHandler } from "../../handlers/execute-command.js";
+import type { AuthUpstream, Clock, Routes } from "../../handlers/ports.js";
+import { createSubscribeEventsAuthenticator, signEvent } from "../../handlers/subscribe-events.js";
+import type { GrpcHealth } from "../grpc/health.js";
+import { type GrpcService, gatewayServices } from "../grpc/methods.js";
+import { createSubscribeEventsMethod } from "../grpc/subscribe-events.js";
+import { createHttpAuthUpstream } from "../http/auth-upstream.js";
+import { createPublicHttpApp, toNodeListener } from "../http/public.js";
+import { createPushHub, type PushHub } from "../push/push-hub.js";
+import { recheckOpenStreams } from "../push/session-recheck.js";
+import { createRedisReplayStore } from "../redis/replay-store.js";
+import { type CachedSessionStore, createRedisSessionStore } from "../redis/session-store.js";
+import { createClientEventsHandler } from "../streams/client-events.js";
+import { createSessionEventsHandler } from "../streams/session-events.js";
+import { createStreamReader, type StreamReader } from "../streams/stream-reader.js";
+import {
+  type ComponentContext,
+  type CoreComponent,
+  createCoreComponent,
+  createGrpcComponent,
+  createHttpComponent,
+  createPushHubComponent,
+  createReadersComponent,
+  type ServePublicHttp,
+} from "./components.js";
+import type { Component } from "./lifecycle.js";
+
+/** What the host injects besides configuration. */
+export interface AssembleOptions extends ComponentContext {
+  readonly routes: Routes | undefined;
+  readonly authUpstream: AuthUpstream | undefined;
+  readonly clock: Clock;
+  readonly health: GrpcHealth;
+  readonly servePublicHttp: ServePublicHttp | undefined;
+  readonly telemetry: { shutdown(): Promise<void> } | undefined;
+  /** Host state the listeners read. */
+  readonly isReady: () => boolean;
+  readonly isShuttingDown: () => boolean;
+  /** Step 1 of shutdown and the last of startup. */
+  readonly readiness: Component;
+}
+
+/** The assembled gateway: its components in start order and what the host exposes. */
+export interface AssembledGateway {
+  readonly components: readonly Component[];
+  readonly core: CoreComponent;
+  readonly addresses: () => { publicHttp: string; grpc: string; adminHttp?: string };
+}
+
+/** Builds every component; nothing starts until the lifecycle starts them. */
+export function assembleGateway(options: AssembleOptions): AssembledGateway {
+  const { config, logger, metrics, clock } = options;
+  const core = createCoreComponent(options, options.routes);
+  const hub = createPushHub({
+    queueSize: config.pushStreamQueueSize,
+    maxStreamsPerSession: config.maxStreamsPerSession,
+    maxStreams: config.maxPushStreams,
+    terminalTimeoutMs: config.shutdownTimeoutMs,
+    metrics,
+    logger,
+  });
+  let sessions: CachedSessionStore | undefined;
+  const sessionStore = () => {
+    sessions ??= createRedisSessionStore({
+      redis: core.redis(),
+      keyPrefix: config.redis.keyPrefix,
+      ttlMs: config.sessionCacheTtlMs,
+      maxEntries: config.sessionCacheMaxEntries,
+      clock,
+      logger,
+    });
+    return sessions;
+  };
+  const readers = createReadersComponent(options, () => [
+    createSessionEventsReader(options, core, hub, sessionStore()),
+    createClientEventsReader(options, core, hub),
+  ]);
+  const grpc = createGrpcComponent(
+    options,
+    () => createServices(options, core, hub, sessionStore(), readers.clientEvents()),
+    options.isShuttingDown,
+  );
+  const authUpstream =
+    options.authUpstream ??
+    (config.authUpstreamUrl === undefined
+      ? undefined
+      : createHttpAuthUpstream({ baseUrl: config.authUpstreamUrl, logger }));
+  const http = createHttpComponent(
+    options,
+    () =>
+      toNodeListener(
+        createPublicHttpApp({ authUpstream, isReady: options.isReady, logger, metrics }),
+      ),
+    options.servePublicHttp,
+    authUpstream,
+  );
+  const telemetry: Component = {
+    stopped: "telemetry flushed",
+    shutdownStep: 7,
+    stop: async () => options.telemetry?.shutdown(),
+  };
+  return {
+    components: [
+      telemetry,
+      core,
+      createPushHubComponent(hub, options.health),
+      readers,
+      grpc,
+      http,
+      options.readiness,
+    ],
+    core,
+    addresses: () => ({ ...http.addresses(), grpc: grpc.address() }),
+  };
+}
+
+/** The gRPC listener's services, with the handlers' ports from the started Redis. */
+function createServices(
+  options: AssembleOptions,
+  core: CoreComponent,
+  hub: PushHub,
+  sessions: CachedSessionStore,
+  clientEvents: StreamReader,
+): readonly GrpcService[] {
+  const { config, clock, logger } = options;
+  const replay = createRedisReplayStore({
+    redis: core.redis(),
+    keyPrefix: config.redis.keyPrefix,
+    maxClockSkewMs: config.maxClockSkewMs,
+  });
+  const ports = { sessions, replay, clock, signer: core.signer() };
+  return gatewayServices({
+    executeCommand: createExecuteCommandHandler({
+      ...ports,
+      router: core.router(),
+      maxClockSkewMs: config.maxClockSkewMs,
+      maxPayloadBytes: config.maxCommandPayloadBytes,
+    }),
+    subscribeEvents: createSubscribeEventsMethod({
+      ...ports,
+      authenticate: createSubscribeEventsAuthenticator({
+        ...ports,
+        maxClockSkewMs: config.maxClockSkewMs,
+      }),
+      hub,
+      // Read at registration: the bootstrap's event_id.
+      cursor: () => clientEvents.cursor(),
+      logger,
+    }),
+    health: options.health,
+    logger,
+  });
+}
+
+/** The session-events reader: snapshots update the cache and end affected streams. */
+function createSessionEventsReader(
+  { config, logger, metrics }: ComponentContext,
+  core: CoreComponent,
+  hub: PushHub,
+  sessions: CachedSessionStore,
+): StreamReader {
+  return createStreamReader({
+    redis: core.redis(),
+    stream: config.sessionEventsStream,
+    count: readerBatch(config.pushStreamQueueSize),
+    logger,
+    metrics,
+    onEntries: createSessionEventsHandler({
+      apply: (snapshot) => {
+        sessions.applySnapshot(snapshot);
+        // A revoked session's streams end as revoked; streams opened under
+        // another user or key end as changed.
+        hub.reconcile(snapshot.deviceSessionId, snapshot);
+      },
+      metrics,
+      logger,
+    }),
+    onGap: async (gap) => {
+      // Snapshots were lost: nothing cached can be trusted, and every open
+      // stream's session is re-checked against Redis.
+      logger.warn(
+        `session events ${gap.kind}: ${gap.reason}; dropping the session cache and re-checking open streams`,
+      );
+      sessions.clear();
+      await recheckOpenStreams(hub, sessions, logger);
+    },
+  });
+}
+
+/** The client-events reader: each well-formed event is signed once and handed to the hub. */
+function createClientEventsReader(
+  { config, logger, metrics, clock }: AssembleOptions,
+  core: CoreComponent,
+  hub: PushHub,
+): StreamReader {
+  return createStreamReader({
+    redis: core.redis(),
+    stream: config.clientEventsStream,
+    count: readerBatch(config.pushStreamQueueSize),
+    logger,
+    metrics,
+    onEntries: createClientEventsHandler({
+      deliver: (event) =>
+        hub.publish(
+          () =>
+            signEvent(core.signer(), {
+              eventId: event.eventId,
+              eventType: event.eventType,
+              requestId: event.requestId,
+              timestampMs: clock.now(),
+              payload: event.payload,
+            }),
+          { userId: event.userId, deviceSessionId: event.deviceSessionId },
+        ),
+      metrics,
+      logger,
+      maxPayloadBytes: config.maxEventPayloadBytes,
+    }),
+    onGap: (gap) => {
+      logger.warn(
+        `client events ${gap.kind}: ${gap.reason}; events in the gap are not delivered, reading on after ${gap.cursor}`,
+      );
+    },
+  });
+}
+
+/** Entries read per XREAD: the queue size, at most 128. */
+function readerBatch(queueSize: number): number {
+  return Math.min(queueSize, 128);
+}
