@@ -327,15 +327,24 @@ describe("createStreamReader", () => {
 
   it("stops at once while its XREAD is blocked", async () => {
     const stream = nextStream();
-    // Block far longer than the test may run: stop() must not wait for the XREAD.
-    const { reader } = await startReader(stream, { blockMs: 600_000, stopTimeoutMs: 600_000 });
+    // Block far longer than the test may run: stop() must not wait for the XREAD
+    // (nor for its own 600 s handler bound), so it resolves before the test times out.
+    const { reader, entries, lines } = await startReader(stream, {
+      blockMs: 600_000,
+      stopTimeoutMs: 600_000,
+    });
     const blockedClients = async () =>
       Number(/blocked_clients:(\d+)/.exec(await redis.info("clients"))?.[1]);
     await waitFor("the blocked XREAD", async () => (await blockedClients()) === 1);
 
     await reader.stop();
     await waitFor("the connection to close", async () => (await blockedClients()) === 0);
+    expect(await blockedClients()).toBe(0);
+    // Stopped means stopped: an entry added now is never read, and a second stop is a no-op.
+    await redis.xadd(stream, "*", "k", "after-stop");
     await reader.stop();
+    expect(entries).toEqual([]);
+    expect(lines.filter((line) => line.level !== "debug")).toEqual([]);
   });
 
   it("rejects start() when Redis cannot be reached", async () => {
