@@ -4,6 +4,7 @@
  * and an empty value counts as unset.
  */
 import { z } from "zod";
+import { DEFAULTS } from "./defaults.js";
 
 /** A listen or connect address. */
 export interface HostPort {
@@ -173,6 +174,9 @@ const url = z.string().transform((text, ctx) => {
   return z.NEVER;
 });
 
+/** A default duration as the variable's text. */
+const ms = (milliseconds: number): string => `${milliseconds}ms`;
+
 /** Each variable: its default (or `undefined` when optional/required) and its parser. */
 const VARIABLES = {
   GATEWAY_REDIS_MASTER_ADDR: { required: true, schema: address(true) },
@@ -196,33 +200,57 @@ const VARIABLES = {
       return parsed;
     }),
   },
-  GATEWAY_REDIS_DB: { default: "0", schema: integer(0, 15) },
+  GATEWAY_REDIS_DB: { default: String(DEFAULTS.redisDb), schema: integer(0, 15) },
   GATEWAY_REDIS_KEY_PREFIX: {
-    default: "gateway:",
+    default: DEFAULTS.keyPrefix,
     schema: z.string().regex(/^[\x21-\x7e]{1,128}$/, "expected 1-128 printable ASCII characters"),
   },
-  GATEWAY_REDIS_PING_TIMEOUT: { default: "2s", schema: duration(true) },
-  GATEWAY_SESSION_EVENTS_REDIS_STREAM: { default: "gateway:session_events", schema: streamKey },
-  GATEWAY_CLIENT_EVENTS_REDIS_STREAM: { default: "gateway:client_events", schema: streamKey },
+  GATEWAY_REDIS_PING_TIMEOUT: { default: ms(DEFAULTS.redisPingTimeoutMs), schema: duration(true) },
+  GATEWAY_SESSION_EVENTS_REDIS_STREAM: { default: DEFAULTS.sessionEventsStream, schema: streamKey },
+  GATEWAY_CLIENT_EVENTS_REDIS_STREAM: { default: DEFAULTS.clientEventsStream, schema: streamKey },
   GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: { required: true, schema: z.string() },
-  GATEWAY_PUBLIC_HTTP_ADDR: { default: ":8080", schema: address(false) },
-  GATEWAY_AUTHENTICATED_GRPC_ADDR: { default: ":9090", schema: address(false) },
+  GATEWAY_PUBLIC_HTTP_ADDR: { default: DEFAULTS.publicHttpAddr, schema: address(false) },
+  GATEWAY_AUTHENTICATED_GRPC_ADDR: { default: DEFAULTS.grpcAddr, schema: address(false) },
   GATEWAY_ADMIN_HTTP_ADDR: { schema: address(false) },
-  GATEWAY_REDIS_COMMAND_TIMEOUT: { default: "1s", schema: duration(true) },
-  GATEWAY_SHUTDOWN_TIMEOUT: { default: "5s", schema: duration(true) },
-  GATEWAY_REQUEST_MAX_CLOCK_SKEW: { default: "30s", schema: duration(true) },
-  GATEWAY_SESSION_CACHE_TTL: { default: "30s", schema: duration(false) },
-  GATEWAY_SESSION_CACHE_MAX_ENTRIES: { default: "100000", schema: integer(1, 10_000_000) },
-  GATEWAY_MAX_COMMAND_PAYLOAD_BYTES: { default: "262144", schema: integer(0, 64 * 1024 * 1024) },
-  GATEWAY_MAX_EVENT_PAYLOAD_BYTES: { default: "65536", schema: integer(0, 16 * 1024 * 1024) },
-  GATEWAY_PUSH_STREAM_QUEUE_SIZE: { default: "256", schema: integer(1, 1_000_000) },
-  GATEWAY_MAX_STREAMS_PER_SESSION: { default: "4", schema: integer(1, 1_000) },
-  GATEWAY_MAX_PUSH_STREAMS: { default: "100000", schema: integer(1, 10_000_000) },
+  GATEWAY_REDIS_COMMAND_TIMEOUT: {
+    default: ms(DEFAULTS.redisCommandTimeoutMs),
+    schema: duration(true),
+  },
+  GATEWAY_SHUTDOWN_TIMEOUT: { default: ms(DEFAULTS.shutdownTimeoutMs), schema: duration(true) },
+  GATEWAY_REQUEST_MAX_CLOCK_SKEW: { default: ms(DEFAULTS.maxClockSkewMs), schema: duration(true) },
+  GATEWAY_SESSION_CACHE_TTL: { default: ms(DEFAULTS.sessionCacheTtlMs), schema: duration(false) },
+  GATEWAY_SESSION_CACHE_MAX_ENTRIES: {
+    default: String(DEFAULTS.sessionCacheMaxEntries),
+    schema: integer(1, 10_000_000),
+  },
+  GATEWAY_MAX_COMMAND_PAYLOAD_BYTES: {
+    default: String(DEFAULTS.maxCommandPayloadBytes),
+    schema: integer(0, 64 * 1024 * 1024),
+  },
+  GATEWAY_MAX_EVENT_PAYLOAD_BYTES: {
+    default: String(DEFAULTS.maxEventPayloadBytes),
+    schema: integer(0, 16 * 1024 * 1024),
+  },
+  GATEWAY_PUSH_STREAM_QUEUE_SIZE: {
+    default: String(DEFAULTS.pushStreamQueueSize),
+    schema: integer(1, 1_000_000),
+  },
+  GATEWAY_MAX_STREAMS_PER_SESSION: {
+    default: String(DEFAULTS.maxStreamsPerSession),
+    schema: integer(1, 1_000),
+  },
+  GATEWAY_MAX_PUSH_STREAMS: {
+    default: String(DEFAULTS.maxPushStreams),
+    schema: integer(1, 10_000_000),
+  },
   GATEWAY_AUTH_UPSTREAM_URL: { schema: url },
   GATEWAY_ROUTES_MODULE: { schema: z.string() },
   GATEWAY_GRPC_TLS_CERT_PATH: { schema: z.string() },
   GATEWAY_GRPC_TLS_KEY_PATH: { schema: z.string() },
-  GATEWAY_LOG_LEVEL: { default: "info", schema: z.enum(["debug", "info", "warn", "error"]) },
+  GATEWAY_LOG_LEVEL: {
+    default: DEFAULTS.logLevel,
+    schema: z.enum(["debug", "info", "warn", "error"]),
+  },
 } satisfies Record<string, { required?: boolean; default?: string; schema: z.ZodType }>;
 
 type Variables = typeof VARIABLES;
