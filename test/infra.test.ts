@@ -11,8 +11,9 @@ import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { provisionRedis, runProvisionCli } from "../infra/provision-redis.js";
+import { runProvisionCli } from "../runtime/cli/provision-command.js";
 import { CONFIG_VARIABLES, loadConfig, parseDuration } from "../runtime/config/config.js";
+import { provisionRedis } from "../runtime/redis/provision.js";
 import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

@@ -8,8 +8,8 @@ import { parseArgs } from "node:util";
 import type { Redis } from "ioredis";
 import { ClientError, Status } from "nice-grpc";
 import { keyIdOf, rawPublicKeyOf } from "../../handlers/ed25519.js";
-import { runProvisionCli } from "../../infra/provision-redis.js";
 import { type CliIo, PROCESS_IO } from "./io.js";
+import { runProvisionCli } from "./provision-command.js";
 
 export type { CliIo };
 

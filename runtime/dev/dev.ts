@@ -11,7 +11,6 @@ import { join, resolve } from "node:path";
 import { listen } from "listhen";
 import { rawPublicKeyOf } from "../../handlers/ed25519.js";
 import type { Routes } from "../../handlers/ports.js";
-import { provisionRedis } from "../../infra/provision-redis.js";
 import { formatAddress, loadConfig } from "../config/config.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { parseSignerKeyPem } from "../config/signer.js";
@@ -19,6 +18,7 @@ import { createGateway } from "../host/gateway.js";
 import { trapShutdownSignals } from "../host/signals.js";
 import { publishSessionSnapshot } from "../kit/publishers.js";
 import { connectRedis } from "../redis/connection.js";
+import { provisionRedis } from "../redis/provision.js";
 import { createLogger, SILENT_LOGGER } from "../telemetry/logger.js";
 import { freeLoopbackPort, waitForRedisPing } from "./local-redis.js";
 
