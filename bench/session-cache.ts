@@ -13,6 +13,7 @@ import { performance } from "node:perf_hooks";
 import type { DeviceSession } from "../handlers/ports.js";
 import { loadConfig } from "../runtime/config/config.js";
 import { connectRedis } from "../runtime/redis/connection.js";
+import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { createRedisSessionStore } from "../runtime/redis/session-store.js";
 import { createMemoryLogger, gatewayEnv } from "../test/support/gateway.js";
 import { newDeviceKey } from "../test/support/keys.js";
@@ -38,9 +39,10 @@ try {
     { length: SESSIONS },
     (_, i) => `ds-bench-${i.toString().padStart(5, "0")}`,
   );
+  const keys = createKeyspace(config.redis.keyPrefix);
   const write = redis.pipeline();
   for (const deviceSessionId of ids) {
-    write.hset(`${config.redis.keyPrefix}session:${deviceSessionId}`, {
+    write.hset(keys.sessionKey(deviceSessionId), {
       user_id: "user-bench",
       client_public_key: newDeviceKey().publicKeyText,
       status: "active",

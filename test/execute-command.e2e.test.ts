@@ -21,6 +21,7 @@ import {
   signExecuteCommandRequest,
   verifyExecuteCommandResponse,
 } from "../runtime/kit/device-client.js";
+import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { putSession, startGateway } from "./support/gateway.js";
 import { lowOrderKeys, newDeviceKey, vectors } from "./support/keys.js";
 import { metric, metricValue } from "./support/push.js";
@@ -270,7 +271,7 @@ describe("ExecuteCommand", () => {
       Status.UNAUTHENTICATED,
       "device session not found",
     );
-    await admin.hset("gateway:session:ds-partial", {
+    await admin.hset(createKeyspace().sessionKey("ds-partial"), {
       client_public_key: device.publicKeyText,
       status: "active",
     });

@@ -12,6 +12,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../runtime/config/config.js";
 import { createGateway } from "../runtime/host/gateway.js";
+import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { createCleanup } from "./support/cleanup.js";
 import { createMemoryLogger, gatewayEnv, putSession } from "./support/gateway.js";
 import {
@@ -174,7 +175,7 @@ describe("the gateway host", () => {
       details: "echoed",
     });
 
-    await publisher.hset(`gateway:session:${device.deviceSessionId}`, "status", "revoked");
+    await publisher.hset(createKeyspace().sessionKey(device.deviceSessionId), "status", "revoked");
     await expect
       .poll(() => execute(gateway.addresses.grpc, device, cleanup), {
         timeout: SAFETY_MS,

@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import type { SubscribeEventsResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
+import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { createCleanup } from "./support/cleanup.js";
 import { putSession, startGatewayBin } from "./support/gateway.js";
 import { lowOrderKeys, newDeviceKey, vectors } from "./support/keys.js";
@@ -563,7 +564,7 @@ describe("revocation", () => {
     const revokedAt = String(Date.now());
     const replies = await publisher
       .multi()
-      .hset(`gateway:session:${tablet.deviceSessionId}`, {
+      .hset(createKeyspace().sessionKey(tablet.deviceSessionId), {
         user_id: "carol",
         client_public_key: key,
         status: "revoked",

@@ -6,6 +6,7 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDevicePublicKey } from "../handlers/ed25519.js";
+import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { createRedisSessionStore } from "../runtime/redis/session-store.js";
 import { createMemoryLogger, putSession } from "./support/gateway.js";
 import { newDeviceKey } from "./support/keys.js";
@@ -13,6 +14,7 @@ import { startRedis, type TestRedis } from "./support/redis-server.js";
 
 let redis: TestRedis;
 let client: Redis;
+const keys = createKeyspace();
 
 beforeAll(async () => {
   redis = await startRedis();
@@ -38,7 +40,7 @@ function storeWith(options: { ttlMs?: number; maxEntries?: number } = {}) {
   }) as Redis["hmget"];
   const store = createRedisSessionStore({
     redis: counting,
-    keyPrefix: "gateway:",
+    keyPrefix: keys.prefix,
     ttlMs: options.ttlMs ?? 30_000,
     maxEntries: options.maxEntries ?? 100,
     clock: { now: () => now },
@@ -82,7 +84,7 @@ describe("createRedisSessionStore", () => {
 
   it("counts a hash without updated_at_ms as no session", async () => {
     const key = newDeviceKey();
-    await client.hset("gateway:session:ds-no-updated", {
+    await client.hset(keys.sessionKey("ds-no-updated"), {
       user_id: "u-1",
       client_public_key: key.publicKeyText,
       status: "active",

@@ -21,6 +21,8 @@ import { loadGrpcTls } from "../grpc/server.js";
 import { createDeviceClient } from "../kit/device-client.js";
 import { publishClientEvent, publishSessionSnapshot } from "../kit/publishers.js";
 import { connectRedis } from "../redis/connection.js";
+import { createKeyspace } from "../redis/keyspace.js";
+import { isSessionStatus, SESSION_FIELDS } from "../redis/session-record.js";
 import { SILENT_LOGGER } from "../telemetry/logger.js";
 
 /** A usage error: exit code 2 with the message. */
@@ -174,7 +176,7 @@ async function session(
       status: { type: "string" },
     });
     const status = values.status ?? "active";
-    if (status !== "active" && status !== "revoked") {
+    if (!isSessionStatus(status)) {
       throw new UsageError("--status is active or revoked");
     }
     const snapshot = {
@@ -197,8 +199,14 @@ async function session(
     const values = options(rest, { session: { type: "string" } });
     const deviceSessionId = required(values.session, "--session");
     return withRedis(env, async (redis, config) => {
-      const record = await redis.hgetall(`${config.redis.keyPrefix}session:${deviceSessionId}`);
-      if (record.user_id === undefined || record.client_public_key === undefined) {
+      // A revoke restates the session's user and key; whatever the hash's other
+      // fields hold, the session ends revoked.
+      const [userId, clientPublicKey] = await redis.hmget(
+        createKeyspace(config.redis.keyPrefix).sessionKey(deviceSessionId),
+        SESSION_FIELDS.userId,
+        SESSION_FIELDS.clientPublicKey,
+      );
+      if (userId == null || clientPublicKey == null) {
         io.stderr(`error: session ${deviceSessionId} not found`);
         return 1;
       }
@@ -206,8 +214,8 @@ async function session(
         redis,
         {
           deviceSessionId,
-          userId: record.user_id,
-          clientPublicKey: record.client_public_key,
+          userId,
+          clientPublicKey,
           status: "revoked",
           revokedAtMs: Date.now(),
         },

@@ -4,26 +4,18 @@
  * is validated first; invalid input throws and writes nothing.
  */
 import type { Redis } from "ioredis";
-import {
-  importRawPublicKey,
-  type ParsedPublicKey,
-  parseDevicePublicKey,
-} from "../../handlers/ed25519.js";
 import { isIdentifier, isTypeName } from "../../handlers/identifiers.js";
+import { DEFAULTS } from "../config/defaults.js";
+import { createKeyspace } from "../redis/keyspace.js";
+import {
+  encodeSessionRecord,
+  SESSION_FIELDS,
+  type SessionRecordInput,
+  type SessionRecordProblem,
+} from "../redis/session-record.js";
 
 /** The state of one device session, as the auth/session side publishes it. */
-export interface SessionSnapshotInput {
-  /** The device session id (identifier). */
-  readonly deviceSessionId: string;
-  /** The user it belongs to (identifier). */
-  readonly userId: string;
-  /** The device's Ed25519 public key: base64 or base64url of the raw 32 bytes, or the bytes. */
-  readonly clientPublicKey: string | Uint8Array;
-  /** `active` or `revoked`. */
-  readonly status: "active" | "revoked";
-  /** When it was revoked, in Unix ms; only with `status: "revoked"`. */
-  readonly revokedAtMs?: number;
-}
+export type SessionSnapshotInput = SessionRecordInput;
 
 /** Where a session snapshot goes. */
 export interface PublishSessionSnapshotOptions {
@@ -64,8 +56,6 @@ export interface PublishClientEventOptions {
   readonly maxPayloadBytes?: number;
 }
 
-const DEFAULT_MAX_LEN = 100_000;
-
 /**
  * Publishes a device session's state: writes the hash `{prefix}session:{id}`
  * (`user_id`, `client_public_key`, `status`, `revoked_at_ms` when revoked with a
@@ -94,51 +84,19 @@ export async function publishSessionSnapshot(
   options: PublishSessionSnapshotOptions = {},
 ): Promise<string> {
   const where = "publishSessionSnapshot";
-  const { deviceSessionId, userId, status, revokedAtMs } = snapshot;
-  requireIdentifier(where, "deviceSessionId", deviceSessionId);
-  requireIdentifier(where, "userId", userId);
-  const key =
-    typeof snapshot.clientPublicKey === "string"
-      ? parseDevicePublicKey(snapshot.clientPublicKey)
-      : importRawPublicKey(snapshot.clientPublicKey);
-  if (!key.ok) throw new TypeError(`${where}: clientPublicKey refused: ${keyProblem(key)}`);
-  if (status !== "active" && status !== "revoked") {
-    throw new TypeError(`${where}: status must be "active" or "revoked"`);
-  }
-  if (revokedAtMs !== undefined) {
-    if (!Number.isSafeInteger(revokedAtMs) || revokedAtMs < 0) {
-      throw new RangeError(`${where}: revokedAtMs must be a non-negative integer of Unix ms`);
-    }
-    if (status !== "revoked") throw new TypeError(`${where}: revokedAtMs needs status "revoked"`);
-  }
-  const keyPrefix = options.keyPrefix ?? "gateway:";
-  const stream = options.stream ?? "gateway:session_events";
-  const maxLen = options.maxLen ?? DEFAULT_MAX_LEN;
-  requireMaxLen(where, maxLen);
   const updatedAtMs = (options.now ?? Date.now)();
+  const encoded = encodeSessionRecord(snapshot, updatedAtMs);
+  if (!encoded.ok) throw inputError(where, encoded);
+  const stream = options.stream ?? DEFAULTS.sessionEventsStream;
+  const maxLen = options.maxLen ?? DEFAULTS.streamMaxLen;
+  requireMaxLen(where, maxLen);
 
-  const fields: [string, string][] = [
-    ["user_id", userId],
-    ["client_public_key", key.raw.toString("base64url")],
-    ["status", status],
-  ];
-  if (revokedAtMs !== undefined) fields.push(["revoked_at_ms", String(revokedAtMs)]);
-
-  const hashKey = `${keyPrefix}session:${deviceSessionId}`;
-  const transaction = redis
-    .multi()
-    .hset(hashKey, Object.fromEntries([...fields, ["updated_at_ms", String(updatedAtMs)]]));
-  if (revokedAtMs === undefined) transaction.hdel(hashKey, "revoked_at_ms");
-  transaction.xadd(
-    stream,
-    "MAXLEN",
-    "~",
-    maxLen,
-    "*",
-    "device_session_id",
-    deviceSessionId,
-    ...fields.flat(),
-  );
+  const hashKey = createKeyspace(options.keyPrefix).sessionKey(encoded.record.deviceSessionId);
+  const transaction = redis.multi().hset(hashKey, encoded.hash);
+  if (encoded.record.revokedAtMs === undefined) {
+    transaction.hdel(hashKey, SESSION_FIELDS.revokedAtMs);
+  }
+  transaction.xadd(stream, "MAXLEN", "~", maxLen, "*", ...encoded.entry);
   return entryIdOf(where, await transaction.exec());
 }
 
@@ -180,14 +138,14 @@ export async function publishClientEvent(
       : event.payload === undefined
         ? Buffer.alloc(0)
         : Buffer.from(event.payload.buffer, event.payload.byteOffset, event.payload.byteLength);
-  const maxPayloadBytes = options.maxPayloadBytes ?? 65_536;
+  const maxPayloadBytes = options.maxPayloadBytes ?? DEFAULTS.maxEventPayloadBytes;
   if (payload.length > maxPayloadBytes) {
     throw new RangeError(
       `${where}: payload is ${payload.length} bytes, over the ${maxPayloadBytes} byte limit`,
     );
   }
-  const stream = options.stream ?? "gateway:client_events";
-  const maxLen = options.maxLen ?? DEFAULT_MAX_LEN;
+  const stream = options.stream ?? DEFAULTS.clientEventsStream;
+  const maxLen = options.maxLen ?? DEFAULTS.streamMaxLen;
   requireMaxLen(where, maxLen);
 
   const fields: (string | Buffer)[] = ["user_id", userId];
@@ -212,15 +170,28 @@ function requireMaxLen(where: string, maxLen: number): void {
   }
 }
 
-function keyProblem(key: Extract<ParsedPublicKey, { ok: false }>): string {
-  switch (key.problem) {
-    case "length":
-      return "an Ed25519 public key is 32 raw bytes";
-    case "low_order":
-      return "low-order keys accept forged signatures";
-    case "encoding":
-      return "not base64 or base64url of an Ed25519 public key";
+/** The TypeError or RangeError for a refused snapshot, naming the input's own field. */
+function inputError(where: string, refused: SessionRecordProblem): Error {
+  const { field, reason } = refused;
+  if (field === "client_public_key") {
+    // An empty text is a key of the wrong length; a value that is not text is no encoding at all.
+    const problem = reason === "missing" ? "length" : reason === "invalid" ? "encoding" : reason;
+    const why =
+      problem === "length"
+        ? "an Ed25519 public key is 32 raw bytes"
+        : problem === "low_order"
+          ? "low-order keys accept forged signatures"
+          : "not base64 or base64url of an Ed25519 public key";
+    return new TypeError(`${where}: clientPublicKey refused: ${why}`);
   }
+  if (field === "status") return new TypeError(`${where}: status must be "active" or "revoked"`);
+  if (field === "revoked_at_ms") {
+    return reason === "unexpected"
+      ? new TypeError(`${where}: revokedAtMs needs status "revoked"`)
+      : new RangeError(`${where}: revokedAtMs must be a non-negative integer of Unix ms`);
+  }
+  const name = Object.entries(SESSION_FIELDS).find(([, known]) => known === field)?.[0];
+  return new TypeError(`${where}: ${name} must be 1-128 bytes of [A-Za-z0-9._:-]`);
 }
 
 /** The XADD id from a `MULTI … XADD` reply, or the first error in it. */

@@ -1,6 +1,7 @@
 /** Replay reservations in Redis (contract §5). */
 import type { Redis } from "ioredis";
 import type { ReplayStore } from "../../handlers/ports.js";
+import { createKeyspace } from "./keyspace.js";
 
 /**
  * Reserves `{prefix}replay:{device_session_id}/{request_id}` with
@@ -11,10 +12,11 @@ export function createRedisReplayStore(options: {
   keyPrefix: string;
   maxClockSkewMs: number;
 }): ReplayStore {
+  const keys = createKeyspace(options.keyPrefix);
   const ttlMs = 2 * options.maxClockSkewMs + 1000;
   return {
     async reserve(deviceSessionId, requestId) {
-      const key = `${options.keyPrefix}replay:${deviceSessionId}/${requestId}`;
+      const key = keys.replayKey(deviceSessionId, requestId);
       const reply = await options.redis.set(key, "1", "PX", ttlMs, "NX");
       return reply === "OK";
     },

@@ -4,14 +4,14 @@
  */
 import type { Redis } from "ioredis";
 import { parseDevicePublicKey } from "../../handlers/ed25519.js";
-import { isIdentifier } from "../../handlers/identifiers.js";
 import type { Clock, DeviceSession, Logger, SessionStore } from "../../handlers/ports.js";
-import type { SessionSnapshot } from "../streams/session-events.js";
+import { createKeyspace } from "./keyspace.js";
+import { decodeSessionHash, SESSION_HASH_FIELDS, type SessionRecord } from "./session-record.js";
 
 /** The Redis-backed session store with its local cache. */
 export interface CachedSessionStore extends SessionStore {
   /** Applies a snapshot: it wins over any Redis read that started before it. */
-  applySnapshot(snapshot: SessionSnapshot): void;
+  applySnapshot(snapshot: SessionRecord): void;
   /** Expires every cached entry (after a stream gap): each is read from Redis again. */
   clear(): void;
   /** Reads the session from Redis, bypassing (and then refreshing) the cache. */
@@ -19,7 +19,7 @@ export interface CachedSessionStore extends SessionStore {
 }
 
 interface Entry {
-  readonly session: (DeviceSession & { readonly publicKeyText: string }) | undefined;
+  readonly session: SessionRecord | undefined;
   readonly expiresAt: number;
 }
 
@@ -27,8 +27,6 @@ interface InFlight {
   readonly promise: Promise<DeviceSession | undefined>;
   superseded: boolean;
 }
-
-const FIELDS = ["user_id", "client_public_key", "status", "updated_at_ms"] as const;
 
 /**
  * Creates the session store. Unknown sessions are cached for at most
@@ -42,7 +40,8 @@ export function createRedisSessionStore(options: {
   clock?: Clock;
   logger: Logger;
 }): CachedSessionStore {
-  const { redis, keyPrefix, ttlMs, maxEntries, logger } = options;
+  const { redis, ttlMs, maxEntries, logger } = options;
+  const keys = createKeyspace(options.keyPrefix);
   const negativeTtlMs = Math.min(1000, ttlMs);
   const clock = options.clock ?? { now: () => Date.now() };
   const cache = new Map<string, Entry>();
@@ -57,37 +56,19 @@ export function createRedisSessionStore(options: {
     }
   }
 
-  async function readRedis(deviceSessionId: string) {
-    const values = await redis.hmget(`${keyPrefix}session:${deviceSessionId}`, ...FIELDS);
-    const [userId, keyText, status, updatedAtMs] = values;
-    if (userId == null || keyText == null || status == null || updatedAtMs == null) {
-      return undefined;
-    }
-    if (!isIdentifier(userId)) {
-      logger.warn(`session ${deviceSessionId}: user_id is not a valid identifier`);
-      return undefined;
-    }
-    if (status !== "active" && status !== "revoked") {
-      logger.warn(`session ${deviceSessionId}: status "${status}" is not active or revoked`);
-      return undefined;
-    }
-    // Reuse the imported key when it has not changed: imports are not free.
+  async function readRedis(deviceSessionId: string): Promise<SessionRecord | undefined> {
+    const values = await redis.hmget(keys.sessionKey(deviceSessionId), ...SESSION_HASH_FIELDS);
     const cached = cache.get(deviceSessionId)?.session;
-    if (cached !== undefined && cached.publicKeyText === keyText) {
-      return { ...cached, userId, status } as const;
-    }
-    const parsed = parseDevicePublicKey(keyText);
-    if (!parsed.ok) {
-      logger.warn(`session ${deviceSessionId}: client_public_key refused (${parsed.problem})`);
-      return undefined;
-    }
-    return {
-      deviceSessionId,
-      userId,
-      publicKey: parsed.key,
-      publicKeyText: keyText,
-      status,
-    } as const;
+    const decoded = decodeSessionHash(deviceSessionId, values, (text) =>
+      // Reuse the imported key when it has not changed: imports are not free.
+      cached !== undefined && cached.publicKeyText === text
+        ? { ok: true, key: cached.publicKey }
+        : parseDevicePublicKey(text),
+    );
+    if (decoded.ok) return decoded.record;
+    // A missing field is an incomplete record, not a faulty one: no warning.
+    if (decoded.reason !== "missing") logger.warn(`session ${deviceSessionId}: ${decoded.problem}`);
+    return undefined;
   }
 
   function load(deviceSessionId: string): Promise<DeviceSession | undefined> {

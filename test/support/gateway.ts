@@ -6,6 +6,7 @@ import type { Redis } from "ioredis";
 import type { Routes } from "../../handlers/ports.js";
 import { loadConfig } from "../../runtime/config/config.js";
 import { createGateway, type Gateway } from "../../runtime/host/gateway.js";
+import { createKeyspace } from "../../runtime/redis/keyspace.js";
 import type { Cleanup } from "./cleanup.js";
 import { writeGatewayKeyFile } from "./keys.js";
 import { createMemoryLogger } from "./logger.js";
@@ -56,13 +57,16 @@ export interface StoredSession {
   status?: "active" | "revoked";
 }
 
-/** Writes a session hash as the auth/session side does. */
+/**
+ * Writes a session hash field by field, as an auth/session service that does
+ * not use the publisher helpers does (the key text is stored as given).
+ */
 export async function putSession(
   client: Redis,
   session: StoredSession,
-  keyPrefix = "gateway:",
+  keyPrefix?: string,
 ): Promise<void> {
-  await client.hset(`${keyPrefix}session:${session.deviceSessionId}`, {
+  await client.hset(createKeyspace(keyPrefix).sessionKey(session.deviceSessionId), {
     user_id: session.userId,
     client_public_key: session.publicKeyText,
     status: session.status ?? "active",
