@@ -15,6 +15,7 @@ export type { CliIo };
 
 import { createStaticRouter } from "../../handlers/router.js";
 import { formatAddress, loadConfig, loadRedisToolConfig } from "../config/config.js";
+import { DEFAULTS } from "../config/defaults.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { loadResponseSigner, parseSignerKeyPem } from "../config/signer.js";
 import { loadGrpcTls } from "../grpc/server.js";
@@ -294,7 +295,9 @@ function deviceClient(
   const configured = env.GATEWAY_AUTHENTICATED_GRPC_ADDR;
   const address =
     values.addr ??
-    (configured && !configured.startsWith(":") ? configured : `127.0.0.1${configured || ":9090"}`);
+    (configured && !configured.startsWith(":")
+      ? configured
+      : `127.0.0.1${configured || DEFAULTS.grpcAddr}`);
   const deviceSessionId = required(values.session, "--session");
   return {
     deviceSessionId,
