@@ -2,14 +2,9 @@
  * The ExecuteCommand handler with in-memory ports: every row of contract §5 in
  * order, routing, route failures and the signed response (§4).
  */
-import { createPrivateKey, sign } from "node:crypto";
+import { sign } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import {
-  keyIdOf,
-  parseDevicePublicKey,
-  rawPublicKeyOf,
-  verifySignature,
-} from "../handlers/ed25519.js";
+import { parseDevicePublicKey, verifySignature } from "../handlers/ed25519.js";
 import { ERROR_TABLE, GatewayError } from "../handlers/errors.js";
 import {
   type CallContext,
@@ -21,17 +16,25 @@ import type {
   Command,
   DeviceSession,
   ReplayStore,
-  ResponseSigner,
   RouteContext,
   RouteHandler,
   SessionStore,
 } from "../handlers/ports.js";
+import { createStaticRouter } from "../handlers/router.js";
 import {
   executeCommandResponseSignedBytes,
   executeCommandSignedBytes,
 } from "../handlers/signing.js";
 import { vectors } from "./support/keys.js";
 import { captureLogger } from "./support/logger.js";
+import {
+  createManualClock,
+  createMemoryReplayStore,
+  createMemorySessionStore,
+  gatewayPrivateKey,
+  vectorDevice,
+  vectorSigner,
+} from "./support/ports.js";
 import { rejectionOf } from "./support/rejection.js";
 
 interface VectorCase {
@@ -58,22 +61,12 @@ function timestampOf(vector: VectorCase): number {
   return value;
 }
 
-const devicePrivateKey = createPrivateKey(vectors.device_key.private_key_pkcs8_pem);
-const parsedDeviceKey = parseDevicePublicKey(vectors.device_key.public_key_base64url);
-if (!parsedDeviceKey.ok) throw new Error("device public key must parse");
-const devicePublicKey = parsedDeviceKey.key;
+const devicePrivateKey = vectorDevice.privateKey;
+const devicePublicKey = vectorDevice.publicKey;
 
-const gatewayPrivateKey = createPrivateKey(vectors.gateway_key.private_key_pkcs8_pem);
 const parsedGatewayKey = parseDevicePublicKey(vectors.gateway_key.public_key_base64url);
 if (!parsedGatewayKey.ok) throw new Error("gateway public key must parse");
 const gatewayPublicKey = parsedGatewayKey.key;
-
-/** The ResponseSigner the runtime would build from the gateway key. */
-const signer: ResponseSigner = {
-  keyId: keyIdOf(rawPublicKeyOf(gatewayPrivateKey)),
-  publicKey: rawPublicKeyOf(gatewayPrivateKey),
-  sign: (data) => sign(null, data, gatewayPrivateKey),
-};
 
 const NOW = 1_764_028_800_000;
 const SKEW_MS = 30_000;
@@ -92,47 +85,25 @@ interface HarnessOptions {
 
 /** The handler wired to in-memory ports, with what each port saw. */
 function harness(options: HarnessOptions = {}) {
-  const sessions = new Map<string, DeviceSession>([
-    [
-      SESSION_ID,
-      {
-        deviceSessionId: SESSION_ID,
-        userId: USER_ID,
-        publicKey: devicePublicKey,
-        status: options.status ?? "active",
-      },
-    ],
+  const sessionStore = createMemorySessionStore([
+    {
+      deviceSessionId: SESSION_ID,
+      userId: USER_ID,
+      publicKey: devicePublicKey,
+      status: options.status ?? "active",
+    },
   ]);
-  const reservations: string[] = [];
-  const taken = new Set<string>();
-  const replay: ReplayStore = options.replay ?? {
-    async reserve(deviceSessionId, requestId) {
-      const key = `${deviceSessionId}/${requestId}`;
-      reservations.push(key);
-      if (taken.has(key)) return false;
-      taken.add(key);
-      return true;
-    },
-  };
-  const sessionStore: SessionStore = options.sessions ?? {
-    async get(deviceSessionId) {
-      return sessions.get(deviceSessionId);
-    },
-  };
+  const replayStore = createMemoryReplayStore();
   const routes: Readonly<Record<string, RouteHandler>> = options.routes ?? {
     [MESSAGE_TYPE]: async () => ({ resultCode: "ok", payload: Buffer.from("{}") }),
   };
   const handle = createExecuteCommandHandler({
-    sessions: sessionStore,
-    replay: {
-      reserve(deviceSessionId, requestId) {
-        return replay.reserve(deviceSessionId, requestId);
-      },
-    },
-    clock: { now: () => options.now ?? NOW },
+    sessions: options.sessions ?? sessionStore,
+    replay: options.replay ?? replayStore,
+    clock: createManualClock(options.now ?? NOW),
     maxClockSkewMs: SKEW_MS,
-    signer,
-    router: { resolve: (messageType) => routes[messageType] },
+    signer: vectorSigner,
+    router: createStaticRouter(routes),
     maxPayloadBytes: MAX_PAYLOAD_BYTES,
   });
   const { logger, lines: logLines } = captureLogger();
@@ -143,7 +114,7 @@ function harness(options: HarnessOptions = {}) {
     logger,
   };
   return {
-    reservations,
+    reservations: replayStore.reservations,
     logLines,
     ctx,
     call: (request: ExecuteCommandInput, callCtx: CallContext = ctx) => handle(request, callCtx),
@@ -306,13 +277,9 @@ describe("ExecuteCommand handler", () => {
       const requestId = `Az09._:-${"r".repeat(120)}`;
       const messageType = `Az09._:/-${"m".repeat(119)}`;
       const { call } = harness({
-        sessions: {
-          async get(id) {
-            return id === deviceSessionId
-              ? { deviceSessionId, userId: USER_ID, publicKey: devicePublicKey, status: "active" }
-              : undefined;
-          },
-        },
+        sessions: createMemorySessionStore([
+          { deviceSessionId, userId: USER_ID, publicKey: devicePublicKey, status: "active" },
+        ]),
         routes: { [messageType]: async () => ({ resultCode: "ok" }) },
       });
       const response = await call(request({ deviceSessionId, requestId, messageType }));

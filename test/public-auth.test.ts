@@ -15,33 +15,10 @@ import {
 } from "../handlers/public-auth.js";
 import { lowOrderKeys } from "./support/keys.js";
 import { captureLogger } from "./support/logger.js";
+import { createMemoryAuthUpstream } from "./support/ports.js";
 import { rejectionOf } from "./support/rejection.js";
 
 const devicePublicKey = generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }).x!;
-
-/** An AuthUpstream that records what it was sent and answers what the test says. */
-function createFakeUpstream(answers?: {
-  sendEmailCode?: () => Promise<unknown>;
-  confirmEmailCode?: () => Promise<unknown>;
-}) {
-  const calls: { route: string; body: unknown; signal: AbortSignal }[] = [];
-  const upstream: AuthUpstream = {
-    async sendEmailCode(body, ctx) {
-      calls.push({ route: "send", body, signal: ctx.signal });
-      return (await (answers?.sendEmailCode?.() ?? { challenge_id: "ch_01J9Z" })) as {
-        challenge_id: string;
-      };
-    },
-    async confirmEmailCode(body, ctx) {
-      calls.push({ route: "confirm", body, signal: ctx.signal });
-      return (await (answers?.confirmEmailCode?.() ?? {
-        device_session_id: "ds-1",
-        user_id: "user-1",
-      })) as { device_session_id: string; user_id: string };
-    },
-  };
-  return { upstream, calls };
-}
 
 function depsWith(upstream: AuthUpstream): PublicAuthDeps {
   return { authUpstream: upstream, logger: captureLogger().logger };
@@ -60,7 +37,7 @@ function confirmBody(overrides: Record<string, unknown> = {}) {
 
 describe("sendEmailCode", () => {
   it("forwards the email with the request's signal and answers the challenge id", async () => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     const signal = new AbortController().signal;
     const answer = await sendEmailCode({ email: "ada@example.com" }, depsWith(upstream), {
       signal,
@@ -70,7 +47,7 @@ describe("sendEmailCode", () => {
   });
 
   it("ignores unknown fields and forwards only the email", async () => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     await sendEmailCode({ email: "ada@example.com", admin: true }, depsWith(upstream), ctx);
     expect(calls[0]?.body).toEqual({ email: "ada@example.com" });
   });
@@ -81,7 +58,7 @@ describe("sendEmailCode", () => {
     ["a string", "ada@example.com"],
     ["a number", 1],
   ])("refuses a body that is %s", async (_name, body) => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     const error = await rejectionOf(sendEmailCode(body, depsWith(upstream), ctx));
     expect(error.code).toBe("invalid_argument");
     expect(error.message).toBe("request body must be a JSON object");
@@ -89,7 +66,7 @@ describe("sendEmailCode", () => {
   });
 
   it("names a missing or mistyped email", async () => {
-    const { upstream } = createFakeUpstream();
+    const { upstream } = createMemoryAuthUpstream();
     const missing = await rejectionOf(sendEmailCode({}, depsWith(upstream), ctx));
     expect([missing.code, missing.message]).toEqual(["invalid_argument", "email is required"]);
     const mistyped = await rejectionOf(sendEmailCode({ email: 42 }, depsWith(upstream), ctx));
@@ -123,7 +100,7 @@ describe("sendEmailCode", () => {
     `ada@${"a".repeat(64)}.com`,
     `${"a".repeat(64)}@${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(62)}`,
   ])("refuses the email %j", async (email) => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     const error = await rejectionOf(sendEmailCode({ email }, depsWith(upstream), ctx));
     expect(error.code).toBe("invalid_argument");
     expect(error.message).toBe("email must be an email address of at most 254 characters");
@@ -140,7 +117,7 @@ describe("sendEmailCode", () => {
     `${"a".repeat(64)}@${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(61)}`,
   ])("accepts the email %j", async (email) => {
     expect(isEmailAddress(email)).toBe(true);
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     await sendEmailCode({ email }, depsWith(upstream), ctx);
     expect(calls[0]?.body).toEqual({ email });
   });
@@ -150,7 +127,7 @@ describe("sendEmailCode", () => {
       httpStatus: 429,
       envelopeCode: "rate_limited",
     });
-    const { upstream } = createFakeUpstream({ sendEmailCode: () => Promise.reject(relayed) });
+    const { upstream } = createMemoryAuthUpstream({ sendEmailCode: () => Promise.reject(relayed) });
     const error = await rejectionOf(
       sendEmailCode({ email: "ada@example.com" }, depsWith(upstream), ctx),
     );
@@ -164,7 +141,7 @@ describe("sendEmailCode", () => {
     ["with an over-long challenge_id", { challenge_id: "c".repeat(129) }],
     ["that is not an object", "ch_01J9Z"],
   ])("answers unavailable and logs when the upstream answers %s", async (_name, answer) => {
-    const { upstream } = createFakeUpstream({ sendEmailCode: () => Promise.resolve(answer) });
+    const { upstream } = createMemoryAuthUpstream({ sendEmailCode: () => Promise.resolve(answer) });
     const { logger, warnings } = captureLogger();
     const error = await rejectionOf(
       sendEmailCode({ email: "ada@example.com" }, { authUpstream: upstream, logger }, ctx),
@@ -177,7 +154,7 @@ describe("sendEmailCode", () => {
   });
 
   it("answers only the challenge id, whatever else the upstream adds", async () => {
-    const { upstream } = createFakeUpstream({
+    const { upstream } = createMemoryAuthUpstream({
       sendEmailCode: () => Promise.resolve({ challenge_id: "ch_1", debug_code: "123456" }),
     });
     const answer = await sendEmailCode({ email: "ada@example.com" }, depsWith(upstream), ctx);
@@ -187,7 +164,7 @@ describe("sendEmailCode", () => {
 
 describe("confirmEmailCode", () => {
   it("forwards the three fields exactly as sent and answers the new session", async () => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     const answer = await confirmEmailCode(
       confirmBody({ extra: "ignored" }),
       depsWith(upstream),
@@ -198,7 +175,7 @@ describe("confirmEmailCode", () => {
   });
 
   it("accepts the key as padded base64 as well as base64url", async () => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     const padded = Buffer.from(devicePublicKey, "base64url").toString("base64");
     expect(padded.endsWith("=")).toBe(true);
     await confirmEmailCode(confirmBody({ client_public_key: padded }), depsWith(upstream), ctx);
@@ -206,7 +183,7 @@ describe("confirmEmailCode", () => {
   });
 
   it("refuses a body that is not an object", async () => {
-    const { upstream } = createFakeUpstream();
+    const { upstream } = createMemoryAuthUpstream();
     const error = await rejectionOf(confirmEmailCode([], depsWith(upstream), ctx));
     expect([error.code, error.message]).toEqual([
       "invalid_argument",
@@ -215,7 +192,7 @@ describe("confirmEmailCode", () => {
   });
 
   it.each(["challenge_id", "code", "client_public_key"])("names a missing %s", async (field) => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     const body: Record<string, unknown> = confirmBody();
     delete body[field];
     const error = await rejectionOf(confirmEmailCode(body, depsWith(upstream), ctx));
@@ -224,7 +201,7 @@ describe("confirmEmailCode", () => {
   });
 
   it.each(["challenge_id", "code", "client_public_key"])("names a non-string %s", async (field) => {
-    const { upstream } = createFakeUpstream();
+    const { upstream } = createMemoryAuthUpstream();
     const error = await rejectionOf(
       confirmEmailCode(confirmBody({ [field]: 123 }), depsWith(upstream), ctx),
     );
@@ -234,7 +211,7 @@ describe("confirmEmailCode", () => {
   it.each(["", "c".repeat(129), "ch/1", "ch 1", "ch#1", "ché"])(
     "refuses the challenge_id %j",
     async (challengeId) => {
-      const { upstream, calls } = createFakeUpstream();
+      const { upstream, calls } = createMemoryAuthUpstream();
       const error = await rejectionOf(
         confirmEmailCode(confirmBody({ challenge_id: challengeId }), depsWith(upstream), ctx),
       );
@@ -249,7 +226,7 @@ describe("confirmEmailCode", () => {
   it.each(["c", "c".repeat(128), "01J9Z.ch_1:a-b", "550e8400-e29b-41d4-a716-446655440000"])(
     "accepts the challenge_id %j",
     async (challengeId) => {
-      const { upstream, calls } = createFakeUpstream();
+      const { upstream, calls } = createMemoryAuthUpstream();
       await confirmEmailCode(confirmBody({ challenge_id: challengeId }), depsWith(upstream), ctx);
       expect(calls).toHaveLength(1);
     },
@@ -258,7 +235,7 @@ describe("confirmEmailCode", () => {
   it.each(["", "1".repeat(33), "12_34", "12 34", "12.34", "١٢٣"])(
     "refuses the code %j",
     async (code) => {
-      const { upstream, calls } = createFakeUpstream();
+      const { upstream, calls } = createMemoryAuthUpstream();
       const error = await rejectionOf(
         confirmEmailCode(confirmBody({ code }), depsWith(upstream), ctx),
       );
@@ -271,7 +248,7 @@ describe("confirmEmailCode", () => {
   );
 
   it.each(["1", "1".repeat(32), "AB12-cd34"])("accepts the code %j", async (code) => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     await confirmEmailCode(confirmBody({ code }), depsWith(upstream), ctx);
     expect(calls).toHaveLength(1);
   });
@@ -282,7 +259,7 @@ describe("confirmEmailCode", () => {
     ["64 bytes", Buffer.alloc(64, 7).toString("base64url")],
     ["empty", ""],
   ])("refuses a key of the wrong length (%s)", async (_name, key) => {
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     const error = await rejectionOf(
       confirmEmailCode(confirmBody({ client_public_key: key }), depsWith(upstream), ctx),
     );
@@ -292,7 +269,7 @@ describe("confirmEmailCode", () => {
   });
 
   it("refuses a key that is not base64", async () => {
-    const { upstream } = createFakeUpstream();
+    const { upstream } = createMemoryAuthUpstream();
     const error = await rejectionOf(
       confirmEmailCode(
         confirmBody({ client_public_key: `${devicePublicKey.slice(0, 42)}!` }),
@@ -309,7 +286,7 @@ describe("confirmEmailCode", () => {
   // Node's verifier accepts forged signatures under these keys (contract §4).
   it("refuses every low-order key of the CCTV vectors, in base64 and base64url", async () => {
     expect(lowOrderKeys).toHaveLength(14);
-    const { upstream, calls } = createFakeUpstream();
+    const { upstream, calls } = createMemoryAuthUpstream();
     for (const hex of lowOrderKeys) {
       for (const encoding of ["base64", "base64url"] as const) {
         const key = Buffer.from(hex, "hex").toString(encoding);
@@ -334,7 +311,9 @@ describe("confirmEmailCode", () => {
     ["with an empty user_id", { device_session_id: "ds-1", user_id: "" }],
     ["null", null],
   ])("answers unavailable when the upstream answers %s", async (_name, answer) => {
-    const { upstream } = createFakeUpstream({ confirmEmailCode: () => Promise.resolve(answer) });
+    const { upstream } = createMemoryAuthUpstream({
+      confirmEmailCode: () => Promise.resolve(answer),
+    });
     const { logger, warnings } = captureLogger();
     const error = await rejectionOf(
       confirmEmailCode(confirmBody(), { authUpstream: upstream, logger }, ctx),

@@ -9,7 +9,6 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { GatewayError } from "../handlers/errors.js";
-import type { AuthUpstream } from "../handlers/ports.js";
 import { CONFIRM_EMAIL_CODE_PATH, SEND_EMAIL_CODE_PATH } from "../handlers/public-auth.js";
 import { createHttpAuthUpstream } from "../runtime/http/auth-upstream.js";
 import {
@@ -20,6 +19,7 @@ import {
 } from "../runtime/http/public.js";
 import { createMetrics } from "../runtime/telemetry/metrics.js";
 import { captureLogger } from "./support/logger.js";
+import { createMemoryAuthUpstream } from "./support/ports.js";
 
 const servers: Server[] = [];
 
@@ -36,29 +36,9 @@ async function listen(server: Server): Promise<string> {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
-/** An in-memory AuthUpstream that records what reached it. */
-function createFakeUpstream(overrides: Partial<AuthUpstream> = {}) {
-  const calls: { route: string; body: unknown; signal: AbortSignal }[] = [];
-  const upstream: AuthUpstream = {
-    async sendEmailCode(body, ctx) {
-      calls.push({ route: "send", body, signal: ctx.signal });
-      return overrides.sendEmailCode
-        ? overrides.sendEmailCode(body, ctx)
-        : { challenge_id: "ch_01J9Z" };
-    },
-    async confirmEmailCode(body, ctx) {
-      calls.push({ route: "confirm", body, signal: ctx.signal });
-      return overrides.confirmEmailCode
-        ? overrides.confirmEmailCode(body, ctx)
-        : { device_session_id: "ds-1", user_id: "user-1" };
-    },
-  };
-  return { upstream, calls };
-}
-
 /** Serves the public app with the given options (defaults: a fake upstream, ready). */
 async function startGateway(options: Partial<PublicHttpOptions> = {}) {
-  const fake = createFakeUpstream();
+  const fake = createMemoryAuthUpstream();
   const { logger, errors } = captureLogger();
   const metrics = createMetrics();
   const app = createPublicHttpApp({
@@ -187,7 +167,7 @@ describe("public HTTP auth routes", () => {
 
   it("passes the client's disconnect on to the upstream call", async () => {
     let upstreamSignal: AbortSignal | undefined;
-    const { upstream } = createFakeUpstream({
+    const { upstream } = createMemoryAuthUpstream({
       sendEmailCode: (_body, ctx) => {
         upstreamSignal = ctx.signal;
         return new Promise(() => {});
@@ -413,7 +393,7 @@ describe("public HTTP check order (§8)", () => {
 
 describe("public HTTP upstream failures", () => {
   it("answers an unexpected failure 500 internal_error without its text, and logs it", async () => {
-    const { upstream } = createFakeUpstream({
+    const { upstream } = createMemoryAuthUpstream({
       sendEmailCode: () => Promise.reject(new Error("redis://:hunter2@10.0.0.7 refused")),
     });
     const { baseUrl, errors } = await startGateway({ authUpstream: upstream });
@@ -428,7 +408,7 @@ describe("public HTTP upstream failures", () => {
   });
 
   it("answers an upstream answer of the wrong shape 503 service_unavailable", async () => {
-    const { upstream } = createFakeUpstream({
+    const { upstream } = createMemoryAuthUpstream({
       confirmEmailCode: async () => ({ device_session_id: "ds 1", user_id: "u" }),
     });
     const { baseUrl } = await startGateway({ authUpstream: upstream });
@@ -440,7 +420,7 @@ describe("public HTTP upstream failures", () => {
   });
 
   it("answers a relayed error with the upstream's status and envelope", async () => {
-    const { upstream } = createFakeUpstream({
+    const { upstream } = createMemoryAuthUpstream({
       sendEmailCode: () =>
         Promise.reject(
           new GatewayError("resource_exhausted", "too many codes requested", {

@@ -1,25 +1,16 @@
-import { createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
+import { generateKeyPairSync } from "node:crypto";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { GatewayError, isGatewayError } from "../handlers/errors.js";
-import type { Logger, ResponseSigner } from "../handlers/ports.js";
 import { type SignedEvent, signEvent } from "../handlers/subscribe-events.js";
 import { createPushHub, type PushHubOptions, type PushStream } from "../runtime/push/push-hub.js";
 import { createMetrics, type Metrics } from "../runtime/telemetry/metrics.js";
-import { vectors } from "./support/keys.js";
-
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-
-const gatewayKey = createPrivateKey(vectors.gateway_key.private_key_pkcs8_pem);
-const signer: ResponseSigner = {
-  keyId: vectors.gateway_key.key_id,
-  publicKey: Buffer.from(vectors.gateway_key.public_key_base64url, "base64url"),
-  sign: (data) => sign(null, data, gatewayKey),
-};
+import { silentLogger } from "./support/logger.js";
+import { vectorSigner } from "./support/ports.js";
 
 let sequence = 0;
 function event(eventType = "demo.event"): SignedEvent {
   sequence++;
-  return signEvent(signer, {
+  return signEvent(vectorSigner, {
     eventId: `1764028801000-${sequence}`,
     eventType,
     requestId: "",
@@ -36,7 +27,7 @@ function hubWith(overrides: Partial<PushHubOptions> = {}) {
     maxStreams: 10,
     terminalTimeoutMs: 5_000,
     metrics,
-    logger: silent,
+    logger: silentLogger,
     ...overrides,
   });
   return { hub, metrics };

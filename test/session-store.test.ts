@@ -10,6 +10,7 @@ import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { createRedisSessionStore } from "../runtime/redis/session-store.js";
 import { createMemoryLogger, putSession } from "./support/gateway.js";
 import { newDeviceKey } from "./support/keys.js";
+import { createManualClock } from "./support/ports.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 
 let redis: TestRedis;
@@ -28,7 +29,7 @@ afterAll(async () => {
 
 /** A store over `client` whose HMGETs are counted and can be held at a gate. */
 function storeWith(options: { ttlMs?: number; maxEntries?: number } = {}) {
-  let now = 1_000_000;
+  const clock = createManualClock(1_000_000);
   let reads = 0;
   let gate: Promise<void> | undefined;
   const counting = Object.create(client) as Redis;
@@ -43,15 +44,13 @@ function storeWith(options: { ttlMs?: number; maxEntries?: number } = {}) {
     keyPrefix: keys.prefix,
     ttlMs: options.ttlMs ?? 30_000,
     maxEntries: options.maxEntries ?? 100,
-    clock: { now: () => now },
+    clock,
     logger: createMemoryLogger(),
   });
   return {
     store,
     reads: () => reads,
-    advance: (ms: number) => {
-      now += ms;
-    },
+    advance: clock.advance,
     hold: () => {
       let release = () => {};
       gate = new Promise((resolve) => {

@@ -4,19 +4,12 @@
  * A client "stops reading" by pausing a raw grpc-js stream, so HTTP/2 flow
  * control stops the server's writes.
  */
-import { createPrivateKey, createPublicKey, randomUUID, sign, verify } from "node:crypto";
+import { createPublicKey, randomUUID, sign, verify } from "node:crypto";
 import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { ClientError, createServer, ServerError, Status } from "nice-grpc";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { importRawPublicKey } from "../handlers/ed25519.js";
-import type {
-  DeviceSession,
-  Logger,
-  ReplayStore,
-  ResponseSigner,
-  SessionStore,
-} from "../handlers/ports.js";
+import type { DeviceSession } from "../handlers/ports.js";
 import { eventSignedBytes, subscribeEventsSignedBytes } from "../handlers/signing.js";
 import {
   createSubscribeEventsAuthenticator,
@@ -36,26 +29,19 @@ import { createPushHub, type PushHub, type PushStream } from "../runtime/push/pu
 import { createMetrics } from "../runtime/telemetry/metrics.js";
 import { createCleanup } from "./support/cleanup.js";
 import { vectors } from "./support/keys.js";
+import { silentLogger } from "./support/logger.js";
+import {
+  createMemoryReplayStore,
+  createMemorySessionStore,
+  gatewayPrivateKey,
+  systemClock,
+  vectorDevice,
+  vectorSigner,
+} from "./support/ports.js";
 import { grpcClient } from "./support/push.js";
 import { blockedSubscription, pausedSubscription } from "./support/stalled-subscriptions.js";
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-
-const gatewayPrivateKey = createPrivateKey(vectors.gateway_key.private_key_pkcs8_pem);
 const gatewayPublicKey = createPublicKey(gatewayPrivateKey);
-const signer: ResponseSigner = {
-  keyId: vectors.gateway_key.key_id,
-  publicKey: Buffer.from(vectors.gateway_key.public_key_base64url, "base64url"),
-  sign: (data) => sign(null, data, gatewayPrivateKey),
-};
-const devicePrivateKey = createPrivateKey(vectors.device_key.private_key_pkcs8_pem);
-const devicePublicKey = (() => {
-  const parsed = importRawPublicKey(
-    Buffer.from(vectors.device_key.public_key_base64url, "base64url"),
-  );
-  if (!parsed.ok) throw new Error("the vectors' device key must import");
-  return parsed.key;
-})();
 
 const CURSOR = "1764028800000-5";
 
@@ -66,7 +52,7 @@ function subscribeRequest(deviceSessionId: string, lastEventId = ""): SubscribeE
   const signature = sign(
     null,
     subscribeEventsSignedBytes({ deviceSessionId, requestId, timestampMs, lastEventId }),
-    devicePrivateKey,
+    vectorDevice.privateKey,
   );
   return { protocolVersion: 1, deviceSessionId, requestId, timestampMs, signature, lastEventId };
 }
@@ -90,7 +76,7 @@ function verifiesWithGatewayKey(event: SubscribeEventsResponse): boolean {
 let eventSequence = 0;
 function clientEvent(payloadBytes = 64, requestId = ""): SignedEvent {
   eventSequence++;
-  return signEvent(signer, {
+  return signEvent(vectorSigner, {
     eventId: `1764028801000-${eventSequence}`,
     eventType: "demo.tick",
     requestId,
@@ -114,18 +100,9 @@ const cleanup = createCleanup();
 afterEach(() => cleanup.run());
 
 async function startGateway(options: GatewayOptions = {}) {
-  const sessions = new Map<string, DeviceSession>();
-  const sessionStore: SessionStore = { get: async (id) => sessions.get(id) };
-  const reserved = new Set<string>();
-  const replay: ReplayStore = {
-    reserve: async (deviceSessionId, requestId) => {
-      const key = `${deviceSessionId}/${requestId}`;
-      if (reserved.has(key)) return false;
-      reserved.add(key);
-      return true;
-    },
-  };
-  const clock = { now: () => Date.now() };
+  const sessionStore = createMemorySessionStore();
+  const { sessions } = sessionStore;
+  const replay = createMemoryReplayStore();
   const metrics = createMetrics();
   const hub = createPushHub({
     queueSize: options.queueSize ?? 16,
@@ -133,7 +110,7 @@ async function startGateway(options: GatewayOptions = {}) {
     maxStreams: 100,
     terminalTimeoutMs: options.terminalTimeoutMs ?? 25_000,
     metrics,
-    logger: silent,
+    logger: silentLogger,
   });
   // The method's hub, recording each registered stream for inspection.
   const opened: PushStream[] = [];
@@ -155,7 +132,7 @@ async function startGateway(options: GatewayOptions = {}) {
   const authenticate = createSubscribeEventsAuthenticator({
     sessions: sessionStore,
     replay,
-    clock,
+    clock: systemClock,
     maxClockSkewMs: 30_000,
   });
   const subscribeEvents = createSubscribeEventsMethod({
@@ -166,10 +143,10 @@ async function startGateway(options: GatewayOptions = {}) {
     },
     sessions: sessionStore,
     hub: recordingHub,
-    signer,
-    clock,
+    signer: vectorSigner,
+    clock: systemClock,
     cursor: () => CURSOR,
-    logger: silent,
+    logger: silentLogger,
   });
 
   const server = createServer({ interceptors: [passThroughInterceptor, pushStreamInterceptor] });
@@ -191,7 +168,7 @@ async function startGateway(options: GatewayOptions = {}) {
       sessions.set(deviceSessionId, {
         deviceSessionId,
         userId,
-        publicKey: devicePublicKey,
+        publicKey: vectorDevice.publicKey,
         status: "active",
       });
     },

@@ -1,4 +1,4 @@
-/** Loggers that record what the code under test logs, for assertions; they print nothing. */
+/** Loggers for tests: recording ones for assertions, and one that drops everything; none prints. */
 import type { Logger } from "../../handlers/ports.js";
 
 /** One call made to a captured logger. */
@@ -52,3 +52,6 @@ export function createMemoryLogger(): Logger & { lines: string[] } {
   });
   return Object.assign(logger, { lines });
 }
+
+/** A logger that drops everything, for code whose logs a test does not look at. */
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
