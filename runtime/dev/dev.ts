@@ -10,11 +10,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { listen } from "listhen";
 import { rawPublicKeyOf } from "../../handlers/ed25519.js";
-import type { Routes } from "../../handlers/ports.js";
-import { formatAddress, loadConfig } from "../config/config.js";
+import type { Logger, Routes } from "../../handlers/ports.js";
+import { formatAddress, type GatewayConfig, loadConfig } from "../config/config.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { parseSignerKeyPem } from "../config/signer.js";
-import { createGateway } from "../host/gateway.js";
+import type { ServePublicHttp } from "../host/components.js";
+import { createGateway, type Gateway, type GatewayAddresses } from "../host/gateway.js";
 import { trapShutdownSignals } from "../host/signals.js";
 import { publishSessionSnapshot } from "../kit/publishers.js";
 import { connectRedis } from "../redis/connection.js";
@@ -87,6 +88,156 @@ async function startLocalRedis(
   return { child, addr: `127.0.0.1:${port}`, password };
 }
 
+/** What dev mode has started so far, for a signal or a failed start to stop. */
+interface DevProcesses {
+  redis: ChildProcess | undefined;
+  gateway: Gateway | undefined;
+  /** Stops the local redis-server, when dev mode started one and it still runs. */
+  stopRedis(): void;
+}
+
+/**
+ * Traps SIGINT/SIGTERM and the launcher's disconnect: the gateway stops, then
+ * the local redis-server.
+ */
+function trapDevSignals(logger: Logger): DevProcesses {
+  const started: DevProcesses = {
+    redis: undefined,
+    gateway: undefined,
+    stopRedis() {
+      if (started.redis && started.redis.exitCode === null) started.redis.kill("SIGTERM");
+    },
+  };
+  const onSignal = trapShutdownSignals({
+    logger,
+    what: "stopping the dev gateway",
+    stop: () => (started.gateway?.stop() ?? Promise.resolve()).finally(started.stopRedis),
+    onExitNow: started.stopRedis,
+  });
+  // Started by `npm run dev`: stop when the launcher is gone.
+  process.on("disconnect", () => onSignal("SIGTERM"));
+  return started;
+}
+
+/**
+ * The dev configuration: `env` with dev keys in `dir` (created when missing)
+ * and the gRPC and admin listeners on loopback unless set.
+ */
+function loadDevConfig(
+  env: NodeJS.ProcessEnv,
+  dir: string,
+): { config: GatewayConfig; signerPath: string; deviceKey: KeyObject } {
+  const signerPath = env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH || join(dir, "signer.pem");
+  ensureKey(signerPath);
+  const deviceKey = ensureKey(join(dir, "device.pem"));
+  const config = loadConfig({
+    ...env,
+    GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH: signerPath,
+    GATEWAY_AUTHENTICATED_GRPC_ADDR: env.GATEWAY_AUTHENTICATED_GRPC_ADDR || "127.0.0.1:9090",
+    GATEWAY_ADMIN_HTTP_ADDR: env.GATEWAY_ADMIN_HTTP_ADDR || "127.0.0.1:9464",
+  });
+  return { config, signerPath, deviceKey };
+}
+
+/** Provisions the streams and seeds the demo session, before the gateway reads them. */
+async function seedRedis(config: GatewayConfig, deviceKey: KeyObject, logger: Logger) {
+  const redis = await connectRedis(config.redis, SILENT_LOGGER);
+  try {
+    const report = await provisionRedis(redis, {
+      sessionEventsStream: config.sessionEventsStream,
+      clientEventsStream: config.clientEventsStream,
+      log: logger,
+    });
+    if (!report.ok) throw new Error(`provisioning failed: ${report.errors.join("; ")}`);
+    await publishSessionSnapshot(
+      redis,
+      { ...DEV_SESSION, clientPublicKey: rawPublicKeyOf(deviceKey), status: "active" },
+      { keyPrefix: config.redis.keyPrefix, stream: config.sessionEventsStream },
+    );
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Serves public HTTP through listhen on `port` (a free one when it is busy). */
+function serveThroughListhen(port: number, hostname: string): ServePublicHttp {
+  return async (handler) => {
+    const listener = await listen(handler, {
+      port,
+      hostname,
+      autoClose: false,
+      showURL: false,
+      open: false,
+      qr: false,
+      public: false,
+    });
+    return {
+      address: formatAddress({ host: listener.address.address, port: listener.address.port }),
+      close: () => listener.close(),
+    };
+  };
+}
+
+/** The dev gateway: the demo route plus the configured routes module, public HTTP through listhen. */
+async function createDevGateway(
+  config: GatewayConfig,
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+): Promise<Gateway> {
+  const routes = {
+    ...demoRoutes,
+    ...(config.routesModule ? await loadRoutesModule(config.routesModule) : {}),
+  };
+  const publicPort = env.GATEWAY_PUBLIC_HTTP_ADDR ? config.publicHttpAddr.port : 8080;
+  return createGateway({
+    config,
+    routes,
+    logger,
+    servePublicHttp: serveThroughListhen(publicPort, config.publicHttpAddr.host || "127.0.0.1"),
+  });
+}
+
+/** Writes the Redis and gateway settings the CLI needs to `path` (mode 0600), not to the terminal. */
+function writeCliEnvFile(path: string, config: GatewayConfig, signerPath: string, grpc: string) {
+  writeFileSync(
+    path,
+    [
+      `GATEWAY_REDIS_MASTER_ADDR=${formatAddress(config.redis.master)}`,
+      `GATEWAY_REDIS_PASSWORD=${config.redis.password}`,
+      `GATEWAY_REDIS_DB=${config.redis.db}`,
+      `GATEWAY_REDIS_KEY_PREFIX=${config.redis.keyPrefix}`,
+      `GATEWAY_SESSION_EVENTS_REDIS_STREAM=${config.sessionEventsStream}`,
+      `GATEWAY_CLIENT_EVENTS_REDIS_STREAM=${config.clientEventsStream}`,
+      `GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH=${signerPath}`,
+      `GATEWAY_AUTHENTICATED_GRPC_ADDR=${grpc}`,
+      "",
+    ].join("\n"),
+    { mode: 0o600 },
+  );
+}
+
+/** The lines dev mode prints once ready: commands to try against the running gateway. */
+function tryItLines({ publicHttp, grpc, adminHttp }: GatewayAddresses): string {
+  const device = `--session ${DEV_SESSION.deviceSessionId} --key .dev/device.pem`;
+  return [
+    "",
+    "Dev gateway is running. Try:",
+    `  curl http://${publicHttp}/healthz`,
+    adminHttp ? `  curl http://${adminHttp}/metrics` : "",
+    "  set -a; . .dev/env; set +a   # Redis and gateway settings for the CLI",
+    `  npx edge-gateway exec ${device} --type demo.echo --payload hello`,
+    `  npx edge-gateway subscribe ${device}`,
+    `  npx edge-gateway event publish --user ${DEV_SESSION.userId} --type demo.note --payload hi`,
+    `  npx edge-gateway session revoke --session ${DEV_SESSION.deviceSessionId}`,
+    `  npx buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${grpc}`,
+    "Ctrl-C stops the gateway and everything dev mode started.",
+    "",
+  ]
+    .filter((line) => line !== "")
+    .join("\n")
+    .concat("\n");
+}
+
 /**
  * Runs dev mode until SIGINT/SIGTERM. `env` overrides apply as in production;
  * unset listener addresses default to loopback (gRPC 9090, admin 9464, public
@@ -96,132 +247,29 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
   const logger = createLogger(env.GATEWAY_LOG_LEVEL);
   const dir = resolve(".dev");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-
-  let redisChild: ChildProcess | undefined;
-  const devEnv: Record<string, string | undefined> = { ...env };
-  const stopRedis = () => {
-    if (redisChild && redisChild.exitCode === null) redisChild.kill("SIGTERM");
-  };
-
   // Installed before anything else is started, so a signal at any point of
   // startup still stops what dev mode started.
-  let gateway: ReturnType<typeof createGateway> | undefined;
-  const onSignal = trapShutdownSignals({
-    logger,
-    what: "stopping the dev gateway",
-    stop: () => (gateway?.stop() ?? Promise.resolve()).finally(stopRedis),
-    onExitNow: stopRedis,
-  });
-  // Started by `npm run dev`: stop when the launcher is gone.
-  process.on("disconnect", () => onSignal("SIGTERM"));
+  const started = trapDevSignals(logger);
 
+  const devEnv: NodeJS.ProcessEnv = { ...env };
   if (!env.GATEWAY_REDIS_MASTER_ADDR) {
     const local = await startLocalRedis(dir, (child) => {
-      redisChild = child;
+      started.redis = child;
     });
     devEnv.GATEWAY_REDIS_MASTER_ADDR = local.addr;
     devEnv.GATEWAY_REDIS_PASSWORD = local.password;
     logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
   }
   try {
-    const signerPath = env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH || join(dir, "signer.pem");
-    ensureKey(signerPath);
-    const devicePath = join(dir, "device.pem");
-    const deviceKey = ensureKey(devicePath);
-    devEnv.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH = signerPath;
-    devEnv.GATEWAY_AUTHENTICATED_GRPC_ADDR ||= "127.0.0.1:9090";
-    devEnv.GATEWAY_ADMIN_HTTP_ADDR ||= "127.0.0.1:9464";
-    const config = loadConfig(devEnv);
-
-    // Provision the streams and seed the demo session before the gateway reads them.
-    const redis = await connectRedis(config.redis, SILENT_LOGGER);
-    try {
-      const report = await provisionRedis(redis, {
-        sessionEventsStream: config.sessionEventsStream,
-        clientEventsStream: config.clientEventsStream,
-        log: logger,
-      });
-      if (!report.ok) throw new Error(`provisioning failed: ${report.errors.join("; ")}`);
-      await publishSessionSnapshot(
-        redis,
-        { ...DEV_SESSION, clientPublicKey: rawPublicKeyOf(deviceKey), status: "active" },
-        { keyPrefix: config.redis.keyPrefix, stream: config.sessionEventsStream },
-      );
-    } finally {
-      redis.disconnect();
-    }
-
-    const routes = {
-      ...demoRoutes,
-      ...(config.routesModule ? await loadRoutesModule(config.routesModule) : {}),
-    };
-    const publicPort = env.GATEWAY_PUBLIC_HTTP_ADDR ? config.publicHttpAddr.port : 8080;
-    gateway = createGateway({
-      config,
-      routes,
-      logger,
-      servePublicHttp: async (handler) => {
-        const listener = await listen(handler, {
-          port: publicPort,
-          hostname: config.publicHttpAddr.host || "127.0.0.1",
-          autoClose: false,
-          showURL: false,
-          open: false,
-          qr: false,
-          public: false,
-        });
-        return {
-          address: formatAddress({
-            host: listener.address.address,
-            port: listener.address.port,
-          }),
-          close: () => listener.close(),
-        };
-      },
-    });
-
+    const { config, signerPath, deviceKey } = loadDevConfig(devEnv, dir);
+    await seedRedis(config, deviceKey, logger);
+    const gateway = await createDevGateway(config, env, logger);
+    started.gateway = gateway;
     await gateway.start();
-
-    // The CLI needs the Redis settings; they go to a file, not the terminal.
-    const envFile = join(dir, "env");
-    writeFileSync(
-      envFile,
-      [
-        `GATEWAY_REDIS_MASTER_ADDR=${formatAddress(config.redis.master)}`,
-        `GATEWAY_REDIS_PASSWORD=${config.redis.password}`,
-        `GATEWAY_REDIS_DB=${config.redis.db}`,
-        `GATEWAY_REDIS_KEY_PREFIX=${config.redis.keyPrefix}`,
-        `GATEWAY_SESSION_EVENTS_REDIS_STREAM=${config.sessionEventsStream}`,
-        `GATEWAY_CLIENT_EVENTS_REDIS_STREAM=${config.clientEventsStream}`,
-        `GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH=${signerPath}`,
-        `GATEWAY_AUTHENTICATED_GRPC_ADDR=${gateway.addresses.grpc}`,
-        "",
-      ].join("\n"),
-      { mode: 0o600 },
-    );
-    const { publicHttp, grpc, adminHttp } = gateway.addresses;
-    const device = `--session ${DEV_SESSION.deviceSessionId} --key .dev/device.pem`;
-    process.stdout.write(
-      [
-        "",
-        "Dev gateway is running. Try:",
-        `  curl http://${publicHttp}/healthz`,
-        adminHttp ? `  curl http://${adminHttp}/metrics` : "",
-        "  set -a; . .dev/env; set +a   # Redis and gateway settings for the CLI",
-        `  npx edge-gateway exec ${device} --type demo.echo --payload hello`,
-        `  npx edge-gateway subscribe ${device}`,
-        `  npx edge-gateway event publish --user ${DEV_SESSION.userId} --type demo.note --payload hi`,
-        `  npx edge-gateway session revoke --session ${DEV_SESSION.deviceSessionId}`,
-        `  npx buf curl --protocol grpc --http2-prior-knowledge --list-methods http://${grpc}`,
-        "Ctrl-C stops the gateway and everything dev mode started.",
-        "",
-      ]
-        .filter((line) => line !== "")
-        .join("\n")
-        .concat("\n"),
-    );
+    writeCliEnvFile(join(dir, "env"), config, signerPath, gateway.addresses.grpc);
+    process.stdout.write(tryItLines(gateway.addresses));
   } catch (error) {
-    stopRedis();
+    started.stopRedis();
     throw error;
   }
 }
