@@ -1,7 +1,8 @@
 /**
  * Ports: the dependencies handlers are given. Each is a plain interface named
- * for its role; the runtime passes Redis-, gRPC- or HTTP-backed implementations,
- * tests pass in-memory ones.
+ * for its role; the runtime passes Redis-backed session and replay stores, a
+ * signer over the gateway's key, a router over the configured routes and, by
+ * default, an HTTP auth upstream; tests pass in-memory ones.
  */
 import type { KeyObject } from "node:crypto";
 
@@ -20,8 +21,9 @@ export interface DeviceSession {
 /** Looks device sessions up. */
 export interface SessionStore {
   /**
-   * The session, or `undefined` when none exists (or its record is incomplete).
-   * Rejects with a GatewayError `unavailable` when the backing store cannot answer.
+   * The session, or `undefined` when none exists or its record is incomplete
+   * or invalid. Rejects (or throws) when the backing store cannot answer; the
+   * handlers turn any such failure into `unavailable`, failing closed.
    */
   get(deviceSessionId: string): Promise<DeviceSession | undefined>;
 }
@@ -29,9 +31,12 @@ export interface SessionStore {
 /** Reserves request ids against replay. */
 export interface ReplayStore {
   /**
-   * Reserves `requestId` for `deviceSessionId`; resolves `true` when this call
-   * took it and `false` when it was already taken. Rejects with a GatewayError
-   * `unavailable` when the store cannot answer (the caller fails closed).
+   * Reserves `requestId` for `deviceSessionId`, in one namespace per session
+   * that ExecuteCommand and SubscribeEvents share; resolves `true` when this
+   * call took it and `false` when it was already taken. A reservation lasts at
+   * least as long as a request with that id could still pass the clock-skew check.
+   * Rejects when the store cannot answer; the handlers turn that into
+   * `unavailable` and never fall back to a local check.
    */
   reserve(deviceSessionId: string, requestId: string): Promise<boolean>;
 }
@@ -80,11 +85,15 @@ export interface Command {
 
 /** What a route is given besides the command. */
 export interface RouteContext {
-  /** Aborts when the client goes away, the deadline passes or the gateway stops. */
+  /**
+   * Aborts when the call ends early: the client cancels or goes away, its
+   * deadline passes, or shutdown forces the gRPC server down after its budget
+   * (a graceful stop lets the call finish).
+   */
   readonly signal: AbortSignal;
   /** Absolute deadline in Unix ms, or `undefined` when the client set none. */
   readonly deadline: number | undefined;
-  /** Logger scoped to the call. */
+  /** The gateway's logger. */
   readonly logger: Logger;
   /** W3C trace context headers of the call (`traceparent`, `tracestate`), when present. */
   readonly traceHeaders?: Readonly<Record<string, string>>;
