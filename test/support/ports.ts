@@ -1,8 +1,8 @@
 /**
- * In-memory ports (handlers/ports.ts) for the handler, push and stream tests:
- * no Redis, no sockets. Each records what it was asked, for assertions. The
- * router is the project's own static router (`createStaticRouter`), already
- * in memory; loggers are in ./logger.ts.
+ * The one set of in-memory ports (handlers/ports.ts) the tests share: no
+ * Redis, no sockets. The replay store and the auth upstream record what they were
+ * asked, for assertions. The router is the project's own static router
+ * (`createStaticRouter`), already in memory; loggers are in ./logger.ts.
  */
 import { createPrivateKey, sign } from "node:crypto";
 import { importRawPublicKey, keyIdOf, rawPublicKeyOf } from "../../handlers/ed25519.js";
