@@ -1,5 +1,5 @@
 /**
- * The signed bytes of contract §4, pinned to the shared vectors: the builders
+ * The signed bytes of contract §4, pinned to the signing vectors (test/vectors/): the builders
  * reproduce each vector's bytes, the vector keys reproduce each signature, and
  * the verifier accepts them.
  */
@@ -34,7 +34,7 @@ interface SigningVectors {
 }
 
 const vectors = JSON.parse(
-  readFileSync(new URL("../../shared/testdata/signing-vectors.json", import.meta.url), "utf8"),
+  readFileSync(new URL("./vectors/signing-vectors.json", import.meta.url), "utf8"),
 ) as SigningVectors;
 
 type Message = "executeCommand" | "subscribeEvents" | "executeCommandResponse" | "event";
@@ -126,7 +126,7 @@ function changed(name: string, value: string | number): string | number {
 }
 
 describe("signed bytes (contract §4)", () => {
-  it("covers every case of the shared vectors", () => {
+  it("covers every case of the signing vectors", () => {
     expect(vectors.cases.map((vector) => vector.name).sort()).toEqual(Object.keys(CASES).sort());
   });
 

@@ -1,4 +1,4 @@
-/** Fixed test keys from the shared signing vectors, and fresh device keys. */
+/** Fixed test keys from the signing vectors (test/vectors/), and fresh device keys. */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,9 +16,9 @@ interface Vectors {
   }[];
 }
 
-/** The shared signing vectors. */
+/** The signing vectors: the contract's pinned signed bytes and their keys. */
 export const vectors: Vectors = JSON.parse(
-  readFileSync(new URL("../../../shared/testdata/signing-vectors.json", import.meta.url), "utf8"),
+  readFileSync(new URL("../vectors/signing-vectors.json", import.meta.url), "utf8"),
 );
 
 /** Every distinct key flagged `low_order_A` in the CCTV Ed25519 vectors. */
@@ -26,10 +26,7 @@ export const lowOrderKeys: string[] = [
   ...new Set(
     (
       JSON.parse(
-        readFileSync(
-          new URL("../../../shared/testdata/ed25519-cctv-vectors.json", import.meta.url),
-          "utf8",
-        ),
+        readFileSync(new URL("../vectors/ed25519-cctv-vectors.json", import.meta.url), "utf8"),
       ) as { key: string; flags?: string[] }[]
     )
       .filter((vector) => vector.flags?.includes("low_order_A"))
