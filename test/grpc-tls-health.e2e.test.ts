@@ -3,8 +3,7 @@
  * TLS on and off, and gRPC health following readiness through shutdown.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ChannelCredentials, ClientError, createChannel, createClient, Status } from "nice-grpc";
 import { HealthDefinition } from "nice-grpc-server-health";
@@ -13,6 +12,7 @@ import { createDeviceClient } from "../runtime/kit/device-client.js";
 import { startGateway, storeSession } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { tempDir } from "./support/temp-dir.js";
 
 /** `grpc.health.v1.HealthCheckResponse.ServingStatus` values. */
 const SERVING = 1;
@@ -35,7 +35,7 @@ afterAll(async () => {
 });
 
 function selfSignedCertificate(): { certPath: string; keyPath: string; cert: Buffer } {
-  const dir = mkdtempSync(join(tmpdir(), "edge-gateway-tls-"));
+  const dir = tempDir("tls");
   const certPath = join(dir, "cert.pem");
   const keyPath = join(dir, "key.pem");
   execFileSync(

@@ -4,9 +4,8 @@
  * and leave nothing open, the admin listener turned off, the session cache's
  * TTL, and sessions whose user or key changes under an open stream.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -25,6 +24,7 @@ import {
   subscribeRequest,
 } from "./support/push.js";
 import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
+import { tempDir } from "./support/temp-dir.js";
 
 let redis: TestRedis;
 let publisher: Redis;
@@ -76,7 +76,7 @@ describe("the gateway host", () => {
   });
 
   it("loads GATEWAY_ROUTES_MODULE when embedding code passes no routes", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "edge-gateway-routes-"));
+    const dir = tempDir("routes");
     const module = join(dir, "routes.mjs");
     writeFileSync(
       module,

@@ -3,8 +3,7 @@
  * configuration. Startup failures, startup logs, SIGTERM and a second signal.
  */
 import { generateKeyPairSync, randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ClientError, createChannel, createClient } from "nice-grpc";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -20,10 +19,11 @@ import {
 } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
+import { tempDir } from "./support/temp-dir.js";
 
 let redis: TestRedis;
 const cleanup = createCleanup();
-const tmp = mkdtempSync(join(tmpdir(), "edge-gateway-lifecycle-"));
+const tmp = tempDir("lifecycle");
 
 function file(name: string, content: string): string {
   const path = join(tmp, name);

@@ -3,11 +3,11 @@
  * ts-proto output is what `npm run proto` generates today.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { tempDir } from "./support/temp-dir.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const buf = join(root, "node_modules", ".bin", "buf");
@@ -27,7 +27,7 @@ describe("proto/edgegateway/v1/edge_gateway.proto", () => {
   });
 
   it("has committed generated code identical to a fresh generation", () => {
-    const out = mkdtempSync(join(tmpdir(), "edge-gateway-proto-"));
+    const out = tempDir("proto");
     const result = spawnSync(buf, ["generate", "--output", out], { cwd: root, encoding: "utf8" });
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);

@@ -1,9 +1,9 @@
 /** Fixed test keys from the signing vectors (test/vectors/), and fresh device keys. */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { rawPublicKeyOf } from "../../handlers/ed25519.js";
+import { tempDir } from "./temp-dir.js";
 
 interface Vectors {
   device_key: { private_key_pkcs8_pem: string; public_key_base64url: string };
@@ -40,9 +40,12 @@ export function newDeviceKey(): { privateKey: KeyObject; publicKeyText: string }
   return { privateKey, publicKeyText: rawPublicKeyOf(privateKey).toString("base64url") };
 }
 
-/** Writes the vectors' gateway key to a temporary PEM file and returns its path. */
+/**
+ * Writes the vectors' gateway key to a PEM file in a temporary directory
+ * (removed after the test file) and returns its path.
+ */
 export function writeGatewayKeyFile(pem = vectors.gateway_key.private_key_pkcs8_pem): string {
-  const dir = mkdtempSync(join(tmpdir(), "edge-gateway-test-"));
+  const dir = tempDir("test");
   const path = join(dir, "signer.pem");
   writeFileSync(path, pem, { mode: 0o600 });
   return path;
