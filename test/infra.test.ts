@@ -405,6 +405,17 @@ describe("container image (infra/Dockerfile, .dockerignore)", () => {
     expect(buildRuns).toMatch(/npm ci\b.*npm run build\b.*npm prune --omit=dev\b/);
   });
 
+  // The image's Node is one the suite runs on in CI, and package.json admits it.
+  it("runs the Node major CI tests (.ci/run) and package.json's engines admits", () => {
+    const imageMajor = /^node:(\d+)-slim\b/.exec(runtime[0]?.args ?? "")?.[1];
+    const ciMajors = [...readText(".ci/run").matchAll(/\bnode@(\d+)\b/g)].map((match) => match[1]);
+    expect(ciMajors).toEqual([imageMajor]);
+    const engines = JSON.parse(readText("package.json")).engines.node as string;
+    const floor = /^>=(\d+)\.(\d+)$/.exec(engines);
+    expect(floor, `engines.node is ${engines}`).not.toBeNull();
+    expect(Number(imageMajor)).toBeGreaterThanOrEqual(Number(floor![1]));
+  });
+
   it("ships only dist, production node_modules, package.json and proto", () => {
     const copies = runtime.filter((instruction) => instruction.keyword === "COPY");
     expect(copies.every((copy) => copy.args.startsWith("--from=build "))).toBe(true);
