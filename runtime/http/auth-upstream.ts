@@ -6,6 +6,7 @@ import { z } from "zod";
 import { GatewayError, type GatewayErrorCode } from "../../handlers/errors.js";
 import type { AuthUpstream, Logger } from "../../handlers/ports.js";
 import { CONFIRM_EMAIL_CODE_PATH, SEND_EMAIL_CODE_PATH } from "../../handlers/public-auth.js";
+import { BodyTooLargeError, readBoundedBody } from "./bounded-body.js";
 
 /** Options of {@link createHttpAuthUpstream}. */
 export interface HttpAuthUpstreamOptions {
@@ -53,8 +54,6 @@ const GENERIC_REJECTION_CODE = "request_rejected";
 
 const UNAVAILABLE_MESSAGE = "auth upstream unavailable";
 const INVALID_ANSWER_MESSAGE = "auth upstream returned an invalid response";
-
-class ResponseTooLarge extends Error {}
 
 /**
  * Creates the `AuthUpstream` port over HTTP. Each call POSTs its body as JSON
@@ -106,7 +105,8 @@ export function createHttpAuthUpstream(options: HttpAuthUpstreamOptions): AuthUp
       });
       status = response.status;
       if ((status >= 200 && status < 300) || (status >= 400 && status < 500)) {
-        text = await readBoundedText(response, MAX_UPSTREAM_RESPONSE_BYTES);
+        const bytes = await readBoundedBody(response, { maxBytes: MAX_UPSTREAM_RESPONSE_BYTES });
+        text = bytes.toString("utf8");
       } else {
         await response.body?.cancel().catch(() => {});
       }
@@ -116,7 +116,7 @@ export function createHttpAuthUpstream(options: HttpAuthUpstreamOptions): AuthUp
         throw new GatewayError("upstream_timeout", "auth upstream timed out");
       }
       if (signal.aborted) throw new GatewayError("unavailable", "request cancelled");
-      if (error instanceof ResponseTooLarge) {
+      if (error instanceof BodyTooLargeError) {
         logger?.warn(
           `auth upstream ${path} answered with more than ${MAX_UPSTREAM_RESPONSE_BYTES} bytes`,
         );
@@ -171,30 +171,6 @@ function parseJson(text: string | undefined): unknown {
   } catch {
     return undefined;
   }
-}
-
-/** Reads a response body as UTF-8, refusing more than `maxBytes`. */
-async function readBoundedText(response: Response, maxBytes: number): Promise<string> {
-  const declared = Number(response.headers.get("content-length") ?? Number.NaN);
-  if (declared > maxBytes) {
-    await response.body?.cancel().catch(() => {});
-    throw new ResponseTooLarge();
-  }
-  if (response.body === null) return "";
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw new ResponseTooLarge();
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 /** The loggable part of a fetch failure (undici puts the socket error in `cause`). */

@@ -21,6 +21,7 @@ import {
 } from "../../handlers/public-auth.js";
 import { withHttpSpan } from "../grpc/tracing.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import { BodyTooLargeError, readBoundedBody } from "./bounded-body.js";
 
 /** Largest accepted request body, in bytes; a larger one is `413 payload_too_large`. */
 export const MAX_PUBLIC_BODY_BYTES = 16 * 1024;
@@ -214,35 +215,26 @@ async function readJsonBody(request: Request): Promise<unknown> {
   if (!isJsonMediaType(request.headers.get("content-type"))) {
     throw new GatewayError("unsupported_media_type", "Content-Type must be application/json");
   }
-  const tooLarge = new GatewayError(
-    "payload_too_large",
-    `request body must be at most ${MAX_PUBLIC_BODY_BYTES} bytes`,
-  );
-  const declared = Number(request.headers.get("content-length") ?? Number.NaN);
-  if (declared > MAX_PUBLIC_BODY_BYTES) throw tooLarge;
-
-  const chunks: Uint8Array[] = [];
-  if (request.body !== null) {
-    const reader = request.body.getReader();
-    let total = 0;
-    for (;;) {
-      const { done, value } = await reader.read().catch(() => {
-        // The client went away mid-body: an expected failure, not an internal one.
-        throw new GatewayError("invalid_argument", "request body was not received completely");
-      });
-      if (done) break;
-      total += value.byteLength;
-      if (total > MAX_PUBLIC_BODY_BYTES) {
-        // Stop reading without cancelling: cancelling would destroy the socket
-        // before the 413 is written. The answer closes the connection instead.
-        reader.releaseLock();
-        throw tooLarge;
-      }
-      chunks.push(value);
+  let bytes: Buffer;
+  try {
+    // Left unread past the limit: cancelling would destroy the socket before
+    // the 413 is written. The answer closes the connection instead.
+    bytes = await readBoundedBody(request, {
+      maxBytes: MAX_PUBLIC_BODY_BYTES,
+      onTooLarge: "leave",
+    });
+  } catch (error) {
+    if (error instanceof BodyTooLargeError) {
+      throw new GatewayError(
+        "payload_too_large",
+        `request body must be at most ${MAX_PUBLIC_BODY_BYTES} bytes`,
+      );
     }
+    // The client went away mid-body: an expected failure, not an internal one.
+    throw new GatewayError("invalid_argument", "request body was not received completely");
   }
   try {
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
     return JSON.parse(text);
   } catch {
     throw new GatewayError("invalid_argument", "request body must be valid UTF-8 JSON");

@@ -4,6 +4,7 @@
  */
 import { GatewayError, isGatewayError } from "../../handlers/errors.js";
 import type { RouteHandler } from "../../handlers/ports.js";
+import { BodyTooLargeError, readBoundedBody } from "./bounded-body.js";
 
 /** Options of {@link createHttpRoute}. */
 export interface HttpRouteOptions {
@@ -86,8 +87,11 @@ export function createHttpRoute(options: HttpRouteOptions): RouteHandler {
 
     let payload: Uint8Array;
     try {
-      payload = await readBounded(response, maxResponseBytes);
+      payload = await readBoundedBody(response, { maxBytes: maxResponseBytes });
     } catch (error) {
+      if (error instanceof BodyTooLargeError) {
+        throw new GatewayError("unavailable", "downstream response too large");
+      }
       throw failure(error, timeout, ctx.deadline);
     }
     const header = response.headers.get(HttpRouteHeaders.resultCode);
@@ -103,19 +107,4 @@ function failure(error: unknown, timeout: AbortSignal, deadline: number | undefi
     return new GatewayError("deadline_exceeded", "downstream timed out");
   }
   return new GatewayError("unavailable", "downstream unavailable");
-}
-
-async function readBounded(response: Response, limit: number): Promise<Uint8Array> {
-  if (response.body === null) return new Uint8Array();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of response.body) {
-    total += chunk.byteLength;
-    if (total > limit) {
-      await response.body.cancel().catch(() => {});
-      throw new GatewayError("unavailable", "downstream response too large");
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
 }
