@@ -4,7 +4,7 @@
  * Shape checks come first and live with each method's handler.
  */
 import { verifySignature } from "./ed25519.js";
-import { type AuthFailureReason, GatewayError } from "./errors.js";
+import { type AuthFailureReason, GatewayError, OUTCOMES } from "./errors.js";
 import type { Clock, DeviceSession, ReplayStore, SessionStore } from "./ports.js";
 
 /** What authentication needs. */
@@ -31,7 +31,7 @@ export const AuthMessages = {
   stale: "request timestamp outside allowed clock skew",
   unknownSession: "device session not found",
   badSignature: "invalid request signature",
-  revoked: "device session is revoked",
+  revoked: OUTCOMES.sessionRevoked.message,
   replayed: "request_id already used",
   sessionStoreUnavailable: "session store unavailable",
   replayStoreUnavailable: "replay store unavailable",
@@ -73,7 +73,7 @@ export async function authenticate(
   }
 
   if (session.status !== "active") {
-    throw authFailure("failed_precondition", AuthMessages.revoked, "revoked");
+    throw authFailure(OUTCOMES.sessionRevoked.code, AuthMessages.revoked, "revoked");
   }
 
   const reserved = await withUnavailable(

@@ -1,6 +1,7 @@
 /**
- * The one error type of the gateway and the one table that maps each error code
- * to a gRPC status and an HTTP status with its envelope code.
+ * The one error type of the gateway, the one table that maps each error code
+ * to a gRPC status and an HTTP status with its envelope code, and the
+ * outcomes whose message is fixed. Every transport answers through here.
  */
 
 /** The closed set of error codes a handler may raise. */
@@ -54,6 +55,16 @@ export interface ErrorMapping {
   readonly envelope: string;
 }
 
+/**
+ * A timeout of whatever the gateway waited on: the call's deadline, a
+ * downstream route or the auth upstream. One outcome on every transport.
+ */
+const TIMED_OUT: ErrorMapping = {
+  grpc: "DEADLINE_EXCEEDED",
+  http: 504,
+  envelope: "upstream_timeout",
+};
+
 /** The only place an error code is mapped to transport statuses. */
 export const ERROR_TABLE: Readonly<Record<GatewayErrorCode, ErrorMapping>> = {
   invalid_argument: { grpc: "INVALID_ARGUMENT", http: 400, envelope: "invalid_request" },
@@ -69,16 +80,112 @@ export const ERROR_TABLE: Readonly<Record<GatewayErrorCode, ErrorMapping>> = {
   resource_exhausted: { grpc: "RESOURCE_EXHAUSTED", http: 429, envelope: "resource_exhausted" },
   unimplemented: { grpc: "UNIMPLEMENTED", http: 501, envelope: "not_implemented" },
   unavailable: { grpc: "UNAVAILABLE", http: 503, envelope: "service_unavailable" },
-  deadline_exceeded: { grpc: "DEADLINE_EXCEEDED", http: 504, envelope: "upstream_timeout" },
+  deadline_exceeded: TIMED_OUT,
   unsupported_media_type: {
     grpc: "INVALID_ARGUMENT",
     http: 415,
     envelope: "unsupported_media_type",
   },
   payload_too_large: { grpc: "RESOURCE_EXHAUSTED", http: 413, envelope: "payload_too_large" },
-  upstream_timeout: { grpc: "DEADLINE_EXCEEDED", http: 504, envelope: "upstream_timeout" },
+  // One outcome with `deadline_exceeded` (the same row); the name stays in the
+  // closed set because the auth upstream adapter and route modules raise it.
+  upstream_timeout: TIMED_OUT,
   internal: { grpc: "INTERNAL", http: 500, envelope: "internal_error" },
 };
+
+/** An outcome a client is told about: its error code (statuses from {@link ERROR_TABLE}) and message. */
+export interface Outcome {
+  readonly code: GatewayErrorCode;
+  readonly message: string;
+}
+
+/**
+ * The outcomes with a fixed message that several parts of the gateway answer
+ * with: the push streams' terminal statuses and caps (contract §7, runbook
+ * §10) and shutdown (§10).
+ */
+export const OUTCOMES = {
+  sessionRevoked: { code: "failed_precondition", message: "device session is revoked" },
+  streamOverflowed: { code: "resource_exhausted", message: "push stream overflowed" },
+  shuttingDown: { code: "unavailable", message: "gateway is shutting down" },
+  sessionChanged: { code: "unavailable", message: "device session changed; reconnect" },
+  recheckFailed: {
+    code: "unavailable",
+    message: "device session could not be re-checked; reconnect",
+  },
+  tooManyStreamsForSession: {
+    code: "resource_exhausted",
+    message: "too many streams for this device session",
+  },
+  streamCapacityReached: { code: "resource_exhausted", message: "gateway stream capacity reached" },
+} as const satisfies Record<string, Outcome>;
+
+/**
+ * The terminal outcome of a push stream the gateway ends, by the `reason`
+ * label `gateway_push_stream_closes_total` counts it under.
+ */
+export const STREAM_END_OUTCOMES = {
+  revoked: OUTCOMES.sessionRevoked,
+  overflow: OUTCOMES.streamOverflowed,
+  shutdown: OUTCOMES.shuttingDown,
+  session_changed: OUTCOMES.sessionChanged,
+  recheck_failed: OUTCOMES.recheckFailed,
+} as const satisfies Record<string, Outcome>;
+
+/** Why the gateway ended a push stream; a `reason` of `gateway_push_stream_closes_total`. */
+export type StreamEndReason = keyof typeof STREAM_END_OUTCOMES;
+
+/** The gRPC status code and message a client gets for an outcome. */
+export interface GrpcAnswer {
+  /** Numerically a `@grpc/grpc-js` / nice-grpc `Status`. */
+  readonly code: (typeof GrpcCode)[GrpcCodeName];
+  readonly message: string;
+}
+
+/** How `outcome` (a GatewayError, or an entry of {@link OUTCOMES}) is answered over gRPC. */
+export function grpcAnswerOf(outcome: Outcome): GrpcAnswer {
+  return { code: GrpcCode[ERROR_TABLE[outcome.code].grpc], message: outcome.message };
+}
+
+/** The HTTP status and error envelope a client gets for an error. */
+export interface HttpAnswer {
+  readonly status: number;
+  /** The body: `{"error":{"code","message"}}`. */
+  readonly envelope: { readonly error: { readonly code: string; readonly message: string } };
+}
+
+/**
+ * How `error` is answered over HTTP: the table's status and envelope code, or
+ * the ones an upstream answered with when the error relays them (a relayed
+ * status outside 400–599 is ignored).
+ */
+export function httpAnswerOf(error: GatewayError): HttpAnswer {
+  const mapping = ERROR_TABLE[error.code];
+  const relayed = error.details?.httpStatus;
+  const status =
+    relayed !== undefined && Number.isInteger(relayed) && relayed >= 400 && relayed <= 599
+      ? relayed
+      : mapping.http;
+  const code = error.details?.envelopeCode ?? mapping.envelope;
+  return { status, envelope: { error: { code, message: error.message } } };
+}
+
+const CODE_BY_HTTP_STATUS: ReadonlyMap<number, GatewayErrorCode> = (() => {
+  const codes = new Map<number, GatewayErrorCode>();
+  for (const [code, mapping] of Object.entries(ERROR_TABLE) as [GatewayErrorCode, ErrorMapping][]) {
+    if (!codes.has(mapping.http)) codes.set(mapping.http, code);
+  }
+  return codes;
+})();
+
+/**
+ * The error code answered with an HTTP status, read from the table backwards
+ * (an upstream's 4xx relayed as an error); `undefined` for a status the table
+ * does not answer with. 504 reads as `deadline_exceeded`.
+ */
+export function codeOfHttpStatus(status: number): GatewayErrorCode | undefined {
+  return CODE_BY_HTTP_STATUS.get(status);
+}
 
 /** The message every unexpected failure is answered with; internals never reach a client. */
 export const INTERNAL_MESSAGE = "internal error";
@@ -136,4 +243,9 @@ export function isGatewayError(error: unknown): error is GatewayError {
  */
 export function toGatewayError(error: unknown): GatewayError {
   return isGatewayError(error) ? error : new GatewayError("internal", INTERNAL_MESSAGE);
+}
+
+/** A GatewayError answering with `outcome`'s code and message. */
+export function outcomeError(outcome: Outcome, details?: GatewayErrorDetails): GatewayError {
+  return new GatewayError(outcome.code, outcome.message, details);
 }

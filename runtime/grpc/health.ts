@@ -3,10 +3,10 @@
  * for the server (`""`) and for `edgegateway.v1.EdgeGatewayService` only while
  * the gateway is ready, NOT_SERVING before and once shutdown begins.
  */
-import { ServerError, Status } from "nice-grpc";
+import { ServerError } from "nice-grpc";
 import { HealthDefinition, HealthServiceImpl, HealthState } from "nice-grpc-server-health";
+import { grpcAnswerOf, OUTCOMES } from "../../handlers/errors.js";
 import { EdgeGatewayServiceDefinition } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
-import { PushStreamMessages } from "../push/push-hub.js";
 
 /** The services whose health the gateway reports. */
 const SERVICES = ["", EdgeGatewayServiceDefinition.fullName] as const;
@@ -72,5 +72,6 @@ export function createGrpcHealth(): GrpcHealth {
 }
 
 function shuttingDown(): ServerError {
-  return new ServerError(Status.UNAVAILABLE, PushStreamMessages.shutdown);
+  const { code, message } = grpcAnswerOf(OUTCOMES.shuttingDown);
+  return new ServerError(code, message);
 }

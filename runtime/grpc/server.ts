@@ -14,26 +14,22 @@ import {
   Status,
 } from "nice-grpc";
 import {
-  ERROR_TABLE,
-  GatewayError,
-  GrpcCode,
+  grpcAnswerOf,
   isGatewayError,
+  OUTCOMES,
+  outcomeError,
   toGatewayError,
 } from "../../handlers/errors.js";
 import { invalid } from "../../handlers/execute-command.js";
 import type { Logger } from "../../handlers/ports.js";
 import { EdgeGatewayServiceDefinition } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import { ConfigError } from "../config/config.js";
-import { PushStreamMessages } from "../push/push-hub.js";
 import type { Metrics } from "../telemetry/metrics.js";
 
 const UNDECODABLE = Symbol("edge-gateway.undecodable");
 
 /** Metadata key carrying the call's absolute deadline (Unix ms) from grpc-js to handlers. */
 export const DEADLINE_METADATA_KEY = "x-edge-gateway-deadline-ms";
-
-/** The message calls get while the gateway stops. */
-export const SHUTTING_DOWN_MESSAGE = PushStreamMessages.shutdown;
 
 /**
  * EdgeGatewayServiceDefinition with request decoders that never throw: bytes
@@ -103,10 +99,8 @@ export function toServerError(error: unknown, logger: Logger): ServerError {
   if (error instanceof ServerError) return error;
   if (!isGatewayError(error)) logger.error("unexpected error in gRPC call", error);
   const gatewayError = toGatewayError(error);
-  const serverError = new ServerError(
-    GrpcCode[ERROR_TABLE[gatewayError.code].grpc],
-    gatewayError.message,
-  );
+  const { code, message } = grpcAnswerOf(gatewayError);
+  const serverError = new ServerError(code, message);
   serverError.cause = gatewayError;
   return serverError;
 }
@@ -131,7 +125,7 @@ export function createGatewayMiddleware(options: GatewayMiddlewareOptions): Serv
     let code: string = "OK";
     try {
       if (options.isShuttingDown()) {
-        throw new GatewayError("unavailable", SHUTTING_DOWN_MESSAGE);
+        throw outcomeError(OUTCOMES.shuttingDown);
       }
       if (!call.requestStream && isUndecodable(call.request)) {
         throw invalid("request message could not be decoded");

@@ -3,7 +3,7 @@
  * HTTP calls to the auth/session service.
  */
 import { z } from "zod";
-import { GatewayError, type GatewayErrorCode } from "../../handlers/errors.js";
+import { codeOfHttpStatus, GatewayError } from "../../handlers/errors.js";
 import type { AuthUpstream, Logger } from "../../handlers/ports.js";
 import { CONFIRM_EMAIL_CODE_PATH, SEND_EMAIL_CODE_PATH } from "../../handlers/public-auth.js";
 import { BodyTooLargeError, readBoundedBody } from "./bounded-body.js";
@@ -35,19 +35,6 @@ const upstreamEnvelope = z.object({
 
 const challengeAnswer = z.object({ challenge_id: z.string() });
 const sessionAnswer = z.object({ device_session_id: z.string(), user_id: z.string() });
-
-/** GatewayError codes of the upstream 4xx statuses the error table knows. */
-const CODE_BY_STATUS: Readonly<Record<number, GatewayErrorCode>> = {
-  400: "invalid_argument",
-  401: "unauthenticated",
-  404: "not_found",
-  405: "method_not_allowed",
-  409: "already_exists",
-  412: "failed_precondition",
-  413: "payload_too_large",
-  415: "unsupported_media_type",
-  429: "resource_exhausted",
-};
 
 /** Envelope code relayed for a 4xx the table does not know that came without a valid envelope. */
 const GENERIC_REJECTION_CODE = "request_rejected";
@@ -149,7 +136,8 @@ export function createHttpAuthUpstream(options: HttpAuthUpstreamOptions): AuthUp
 
 /** The error relayed for an upstream 4xx. */
 function toRelayedError(status: number, body: unknown): GatewayError {
-  const code = CODE_BY_STATUS[status] ?? "failed_precondition";
+  const known = codeOfHttpStatus(status);
+  const code = known ?? "failed_precondition";
   const envelope = upstreamEnvelope.safeParse(body);
   if (envelope.success) {
     return new GatewayError(code, envelope.data.error.message, {
@@ -159,7 +147,7 @@ function toRelayedError(status: number, body: unknown): GatewayError {
   }
   return new GatewayError(code, "auth upstream rejected the request", {
     httpStatus: status,
-    ...(CODE_BY_STATUS[status] === undefined ? { envelopeCode: GENERIC_REJECTION_CODE } : {}),
+    ...(known === undefined ? { envelopeCode: GENERIC_REJECTION_CODE } : {}),
   });
 }
 

@@ -4,8 +4,8 @@
  */
 import { type EventHandler, H3, type H3Event, type NodeHandler, toNodeHandler } from "h3";
 import {
-  ERROR_TABLE,
   GatewayError,
+  httpAnswerOf,
   INTERNAL_MESSAGE,
   isGatewayError,
   toGatewayError,
@@ -264,15 +264,11 @@ function toErrorResponse(error: unknown, context?: { readonly logger: Logger }):
     context?.logger.error("public http: unexpected error", error);
     return toErrorResponse(toGatewayError(error));
   }
-  const mapping = ERROR_TABLE[error.code];
-  const relayed = error.details?.httpStatus;
-  const status =
-    relayed !== undefined && Number.isInteger(relayed) && relayed >= 400 && relayed <= 599
-      ? relayed
-      : mapping.http;
-  const code = error.details?.envelopeCode ?? mapping.envelope;
-  if (status >= 500) context?.logger.warn(`public http: ${status} ${code}: ${error.message}`);
-  const response = jsonResponse(status, { error: { code, message: error.message } });
+  const { status, envelope } = httpAnswerOf(error);
+  if (status >= 500) {
+    context?.logger.warn(`public http: ${status} ${envelope.error.code}: ${error.message}`);
+  }
+  const response = jsonResponse(status, envelope);
   // The rest of an oversized body stays unread: close the connection after the answer.
   if (error.code === "payload_too_large") response.headers.set("connection", "close");
   return response;

@@ -5,49 +5,26 @@
  * stream; the hub can end any stream at any moment.
  */
 import type { KeyObject } from "node:crypto";
-import { AuthMessages } from "../../handlers/authenticate.js";
-import { GatewayError } from "../../handlers/errors.js";
+import {
+  GatewayError,
+  OUTCOMES,
+  outcomeError,
+  STREAM_END_OUTCOMES,
+  type StreamEndReason,
+} from "../../handlers/errors.js";
 import type { Logger } from "../../handlers/ports.js";
 import type { SignedEvent } from "../../handlers/subscribe-events.js";
 import type { Metrics } from "../telemetry/metrics.js";
 
 /** Why a stream closed; the `reason` label of `gateway_push_stream_closes_total`. */
-export type PushStreamCloseReason =
-  | "revoked"
-  | "overflow"
-  | "shutdown"
-  | "client"
-  | "session_changed"
-  | "recheck_failed";
+export type PushStreamCloseReason = StreamEndReason | "client";
 
 /** Why the hub ends a session's streams. */
 export type SessionEndReason = "revoked" | "session_changed" | "recheck_failed";
 
-/** The terminal statuses of §7, as client-visible messages. */
-export const PushStreamMessages = {
-  revoked: AuthMessages.revoked,
-  overflow: "push stream overflowed",
-  shutdown: "gateway is shutting down",
-  tooManyForSession: "too many streams for this device session",
-  capacity: "gateway stream capacity reached",
-  sessionChanged: "device session changed; reconnect",
-  recheckFailed: "device session could not be re-checked; reconnect",
-} as const;
-
-/** The terminal error a stream ends with for each hub-initiated reason. */
-function terminalError(reason: Exclude<PushStreamCloseReason, "client">): GatewayError {
-  switch (reason) {
-    case "revoked":
-      return new GatewayError("failed_precondition", PushStreamMessages.revoked);
-    case "overflow":
-      return new GatewayError("resource_exhausted", PushStreamMessages.overflow);
-    case "shutdown":
-      return new GatewayError("unavailable", PushStreamMessages.shutdown);
-    case "session_changed":
-      return new GatewayError("unavailable", PushStreamMessages.sessionChanged);
-    case "recheck_failed":
-      return new GatewayError("unavailable", PushStreamMessages.recheckFailed);
-  }
+/** The terminal error a stream ends with for each hub-initiated reason (contract §7). */
+function terminalError(reason: StreamEndReason): GatewayError {
+  return outcomeError(STREAM_END_OUTCOMES[reason]);
 }
 
 /** A session as the session store or a snapshot states it now. */
@@ -393,15 +370,15 @@ export function createPushHub(options: PushHubOptions): PushHub {
 
   return {
     open(owner) {
-      if (closing) throw new GatewayError("unavailable", PushStreamMessages.shutdown);
+      if (closing) throw outcomeError(OUTCOMES.shuttingDown);
       // Streams the hub ended but whose call is not over yet still hold a
       // transport: they count until released.
       const siblings = liveBySession.get(owner.deviceSessionId) ?? 0;
       if (siblings >= options.maxStreamsPerSession) {
-        throw new GatewayError("resource_exhausted", PushStreamMessages.tooManyForSession);
+        throw outcomeError(OUTCOMES.tooManyStreamsForSession);
       }
       if (live.size >= options.maxStreams) {
-        throw new GatewayError("resource_exhausted", PushStreamMessages.capacity);
+        throw outcomeError(OUTCOMES.streamCapacityReached);
       }
       const entry = new Entry(owner.userId, owner.deviceSessionId, owner.publicKey);
       index(byUser, entry.userId, entry);
