@@ -12,6 +12,10 @@
  * cancel. Events the transport has not accepted stay in the hub's bounded
  * queue, where they overflow. The interceptor also gives the hub a way to reset
  * a stream whose client never takes its terminal status.
+ *
+ * The interceptor hands each call's transport to the method through the
+ * call's metadata: nice-grpc builds the method's `CallContext` from grpc-js's
+ * metadata, the only thing an interceptor can pass on (as strings).
  */
 import { constants as http2Constants } from "node:http2";
 import {
@@ -36,16 +40,11 @@ import {
 } from "../../handlers/subscribe-events.js";
 import { EdgeGatewayServiceDefinition } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import type { PushHub, PushStream } from "../push/push-hub.js";
+import { http2StreamOf, type ResettableHttp2Stream } from "./grpc-js-http2-stream.js";
 import { toServerError } from "./server.js";
 
 /** The HTTP/2 path of SubscribeEvents, the only method `pushStreamInterceptor` acts on. */
 export const SUBSCRIBE_EVENTS_PATH = `/${EdgeGatewayServiceDefinition.fullName}/${EdgeGatewayServiceDefinition.methods.subscribeEvents.name}`;
-
-/** The part of a Node HTTP/2 stream the interceptor uses to reset a call. */
-interface ResettableStream {
-  readonly closed: boolean;
-  close(code: number): void;
-}
 
 /** The transport side of one SubscribeEvents call. */
 class PushTransport {
@@ -58,7 +57,7 @@ class PushTransport {
     this.markClosed = resolve;
   });
 
-  constructor(private readonly http2Stream: ResettableStream | undefined) {}
+  constructor(private readonly http2Stream: ResettableHttp2Stream | undefined) {}
 
   /** A message was handed to the HTTP/2 stream. */
   writeStarted(): void {
@@ -112,39 +111,35 @@ class PushTransport {
   }
 }
 
-/** The transport of each SubscribeEvents call, keyed by its decoded request message. */
-const transports = new WeakMap<object, PushTransport>();
+/** Metadata key naming a SubscribeEvents call's transport, from the interceptor to the method. */
+const TRANSPORT_METADATA_KEY = "x-edge-gateway-push-transport";
 
-/**
- * grpc-js keeps the HTTP/2 stream on its innermost call object, in a field it
- * does not export; walk the chain of calls to it. Pinned by the stream tests.
- */
-function findHttp2Stream(call: ServerInterceptingCallInterface): ResettableStream | undefined {
-  let current: unknown = call;
-  for (let depth = 0; depth < 16 && typeof current === "object" && current !== null; depth++) {
-    const stream = (current as { stream?: Partial<ResettableStream> }).stream;
-    if (typeof stream?.close === "function" && typeof stream.closed === "boolean") {
-      return stream as ResettableStream;
-    }
-    current = (current as { nextCall?: unknown }).nextCall;
-  }
-  return undefined;
-}
+/** Transports of calls whose method has not claimed them yet, by the id in their metadata. */
+const unclaimed = new Map<string, PushTransport>();
+let lastTransportId = 0;
 
 /** A SubscribeEvents call seen from the transport: counts unaccepted writes, notices the end. */
 class PushStreamCall extends ServerInterceptingCall {
   private readonly transport: PushTransport;
 
   constructor(next: ServerInterceptingCallInterface) {
-    const transport = new PushTransport(findHttp2Stream(next));
+    const transport = new PushTransport(http2StreamOf(next));
+    const id = String(++lastTransportId);
     super(next, {
       start: (startNext) =>
         startNext({
-          onReceiveMessage: (message, forward) => {
-            if (typeof message === "object" && message !== null) transports.set(message, transport);
-            forward(message);
+          onReceiveMetadata: (metadata, forward) => {
+            // Only this interceptor names a transport; a client-sent value is dropped.
+            metadata.remove(TRANSPORT_METADATA_KEY);
+            metadata.set(TRANSPORT_METADATA_KEY, id);
+            unclaimed.set(id, transport);
+            forward(metadata);
           },
-          onCancel: () => transport.close(),
+          // grpc-js reports every call's end here, whether or not the method ran.
+          onCancel: () => {
+            unclaimed.delete(id);
+            transport.close();
+          },
         }),
     });
     this.transport = transport;
@@ -160,10 +155,23 @@ class PushStreamCall extends ServerInterceptingCall {
 }
 
 /**
+ * The transport `pushStreamInterceptor` made for this call: `"none"` when the
+ * interceptor is not installed, `"over"` when the call ended before the method
+ * claimed it.
+ */
+function claimTransport(ctx: CallContext): PushTransport | "none" | "over" {
+  const id = ctx.metadata.get(TRANSPORT_METADATA_KEY);
+  if (id === undefined) return "none";
+  const transport = unclaimed.get(id);
+  unclaimed.delete(id);
+  return transport ?? "over";
+}
+
+/**
  * The grpc-js server interceptor SubscribeEvents needs, in the server's
  * `interceptors` option (anywhere in the list; other methods pass through).
- * Middleware must hand SubscribeEvents' request object to `next` unchanged:
- * the method finds its call's transport through it.
+ * Middleware must hand the call's metadata on to the method (as nice-grpc
+ * middleware does with `context`): the method finds its transport through it.
  *
  * @example
  * const server = createServer({ ...channelOptions, interceptors: [pushStreamInterceptor] });
@@ -197,10 +205,11 @@ export interface SubscribeEventsMethodDeps {
  * does not read.
  *
  * @example
+ * const server = createServer({ interceptors: [pushStreamInterceptor] });
  * server.add(EdgeGatewayServiceDefinition, {
  *   executeCommand,
  *   subscribeEvents: createSubscribeEventsMethod({ authenticate, sessions, hub, signer, clock,
- *     cursor: () => clientEventsReader.cursor, logger }),
+ *     cursor: () => clientEventsReader.cursor(), logger }),
  * });
  */
 export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
@@ -211,6 +220,7 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
     request: SubscribeEventsInput,
     ctx: CallContext,
   ): AsyncGenerator<SignedEvent, void, undefined> {
+    const claimed = claimTransport(ctx);
     let session: DeviceSession;
     let stream: PushStream;
     let cursor: string;
@@ -223,8 +233,9 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
       throw toServerError(error, logger);
     }
 
-    const transport = transports.get(request);
-    if (transport === undefined && !warnedNoInterceptor) {
+    // A call already over has its signal aborted: it ends below without a transport.
+    const transport = typeof claimed === "object" ? claimed : undefined;
+    if (claimed === "none" && !warnedNoInterceptor) {
       warnedNoInterceptor = true;
       logger.warn(
         "pushStreamInterceptor is not installed: a stream whose client stopped reading ends only when it drains or cancels",
