@@ -4,7 +4,13 @@
  * Shape checks come first and live with each method's handler.
  */
 import { verifySignature } from "./ed25519.js";
-import { type AuthFailureReason, GatewayError, OUTCOMES } from "./errors.js";
+import {
+  type AuthFailureReason,
+  GatewayError,
+  OUTCOMES,
+  type Outcome,
+  outcomeError,
+} from "./errors.js";
 import type { Clock, DeviceSession, ReplayStore, SessionStore } from "./ports.js";
 
 /** What authentication needs. */
@@ -26,15 +32,15 @@ export interface SignedRequest {
   readonly signedBytes: () => Uint8Array;
 }
 
-/** Messages of contract §5. */
+/** Messages of contract §5, as {@link OUTCOMES} states them. */
 export const AuthMessages = {
-  stale: "request timestamp outside allowed clock skew",
-  unknownSession: "device session not found",
-  badSignature: "invalid request signature",
+  stale: OUTCOMES.staleTimestamp.message,
+  unknownSession: OUTCOMES.unknownSession.message,
+  badSignature: OUTCOMES.badSignature.message,
   revoked: OUTCOMES.sessionRevoked.message,
-  replayed: "request_id already used",
-  sessionStoreUnavailable: "session store unavailable",
-  replayStoreUnavailable: "replay store unavailable",
+  replayed: OUTCOMES.requestReplayed.message,
+  sessionStoreUnavailable: OUTCOMES.sessionStoreUnavailable.message,
+  replayStoreUnavailable: OUTCOMES.replayStoreUnavailable.message,
 } as const;
 
 /** A GatewayError for a failed authentication step, labelled with its reason. */
@@ -56,41 +62,41 @@ export async function authenticate(
 ): Promise<DeviceSession> {
   const skew = Math.abs(deps.clock.now() - request.timestampMs);
   if (!(skew <= deps.maxClockSkewMs)) {
-    throw authFailure("unauthenticated", AuthMessages.stale, "stale_timestamp");
+    throw outcomeError(OUTCOMES.staleTimestamp, { authFailure: "stale_timestamp" });
   }
 
   const session = await withUnavailable(
     () => deps.sessions.get(request.deviceSessionId),
-    AuthMessages.sessionStoreUnavailable,
+    OUTCOMES.sessionStoreUnavailable,
   );
   if (session === undefined) {
-    throw authFailure("unauthenticated", AuthMessages.unknownSession, "unknown_session");
+    throw outcomeError(OUTCOMES.unknownSession, { authFailure: "unknown_session" });
   }
 
   const valid = await verifySignature(session.publicKey, request.signedBytes(), request.signature);
   if (!valid) {
-    throw authFailure("unauthenticated", AuthMessages.badSignature, "bad_signature");
+    throw outcomeError(OUTCOMES.badSignature, { authFailure: "bad_signature" });
   }
 
   if (session.status !== "active") {
-    throw authFailure(OUTCOMES.sessionRevoked.code, AuthMessages.revoked, "revoked");
+    throw outcomeError(OUTCOMES.sessionRevoked, { authFailure: "revoked" });
   }
 
   const reserved = await withUnavailable(
     () => deps.replay.reserve(request.deviceSessionId, request.requestId),
-    AuthMessages.replayStoreUnavailable,
+    OUTCOMES.replayStoreUnavailable,
   );
   if (!reserved) {
-    throw authFailure("already_exists", AuthMessages.replayed, "replayed");
+    throw outcomeError(OUTCOMES.requestReplayed, { authFailure: "replayed" });
   }
   return session;
 }
 
 /** Store failures fail closed as `unavailable`, labelled `redis_unavailable`. */
-async function withUnavailable<T>(call: () => Promise<T>, message: string): Promise<T> {
+async function withUnavailable<T>(call: () => Promise<T>, outcome: Outcome): Promise<T> {
   try {
     return await call();
   } catch {
-    throw authFailure("unavailable", message, "redis_unavailable");
+    throw outcomeError(outcome, { authFailure: "redis_unavailable" });
   }
 }

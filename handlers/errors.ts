@@ -101,11 +101,21 @@ export interface Outcome {
 
 /**
  * The outcomes with a fixed message that several parts of the gateway answer
- * with: the push streams' terminal statuses and caps (contract §7, runbook
- * §10) and shutdown (§10).
+ * with: authentication (contract §5), the push streams' terminal statuses and
+ * caps (§7) and shutdown (§10). Clients may match these messages: they never
+ * change.
  */
 export const OUTCOMES = {
+  staleTimestamp: {
+    code: "unauthenticated",
+    message: "request timestamp outside allowed clock skew",
+  },
+  unknownSession: { code: "unauthenticated", message: "device session not found" },
+  badSignature: { code: "unauthenticated", message: "invalid request signature" },
   sessionRevoked: { code: "failed_precondition", message: "device session is revoked" },
+  requestReplayed: { code: "already_exists", message: "request_id already used" },
+  sessionStoreUnavailable: { code: "unavailable", message: "session store unavailable" },
+  replayStoreUnavailable: { code: "unavailable", message: "replay store unavailable" },
   streamOverflowed: { code: "resource_exhausted", message: "push stream overflowed" },
   shuttingDown: { code: "unavailable", message: "gateway is shutting down" },
   sessionChanged: { code: "unavailable", message: "device session changed; reconnect" },

@@ -24,8 +24,7 @@ import {
   type ServerInterceptor,
 } from "@grpc/grpc-js";
 import type { CallContext } from "nice-grpc";
-import { AuthMessages } from "../../handlers/authenticate.js";
-import { GatewayError, toGatewayError } from "../../handlers/errors.js";
+import { OUTCOMES, outcomeError, toGatewayError } from "../../handlers/errors.js";
 import type {
   Clock,
   DeviceSession,
@@ -284,7 +283,7 @@ async function recheckSession(deps: SubscribeEventsMethodDeps, stream: PushStrea
   try {
     current = await deps.sessions.get(stream.deviceSessionId);
   } catch {
-    const error = new GatewayError("unavailable", AuthMessages.sessionStoreUnavailable, {
+    const error = outcomeError(OUTCOMES.sessionStoreUnavailable, {
       authFailure: "redis_unavailable",
     });
     stream.fail(error);
