@@ -5,11 +5,11 @@
  * duration histogram, which works with or without tracing.
  */
 import { register } from "node:module";
-import { performance } from "node:perf_hooks";
 import { context, metrics, propagation, type Tracer, trace } from "@opentelemetry/api";
 import { IORedisInstrumentation } from "@opentelemetry/instrumentation-ioredis";
 import { core, NodeSDK, type NodeSDKConfiguration } from "@opentelemetry/sdk-node";
-import type { Command, Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { timeIoredisCommands } from "./ioredis-command-timing.js";
 
 /** A span processor, as the NodeSDK takes them. */
 export type SpanProcessor = NonNullable<NodeSDKConfiguration["spanProcessors"]>[number];
@@ -127,8 +127,6 @@ export interface RedisCommandHistogram {
   observe(labels: { command: string }, seconds: number): void;
 }
 
-const observed = Symbol.for("edge-gateway.redis-command-histogram");
-
 /**
  * Records the duration of every command sent on `redis` — and on every
  * connection later made with its `duplicate()` — in `histogram`, labelled by
@@ -140,26 +138,5 @@ export function observeRedisCommands<Client extends Redis>(
   redis: Client,
   histogram: RedisCommandHistogram,
 ): Client {
-  const client = redis as Client & { [observed]?: RedisCommandHistogram };
-  if (client[observed] !== undefined) return redis;
-  client[observed] = histogram;
-
-  const timed = new WeakSet<Command>();
-  const sendCommand = client.sendCommand;
-  client.sendCommand = function (this: Client, command: Command, ...rest: unknown[]) {
-    if (!timed.has(command)) {
-      timed.add(command);
-      const startedAt = performance.now();
-      const done = () =>
-        histogram.observe({ command: command.name }, (performance.now() - startedAt) / 1000);
-      command.promise.then(done, done);
-    }
-    return (sendCommand as (...args: unknown[]) => unknown).call(this, command, ...rest);
-  };
-
-  const duplicate = client.duplicate;
-  client.duplicate = function (this: Client, ...args: Parameters<Redis["duplicate"]>) {
-    return observeRedisCommands(duplicate.apply(this, args), histogram);
-  } as Client["duplicate"];
-  return redis;
+  return timeIoredisCommands(redis, (command, seconds) => histogram.observe({ command }, seconds));
 }
