@@ -6,7 +6,7 @@
  */
 import type { KeyObject } from "node:crypto";
 import {
-  GatewayError,
+  type GatewayError,
   OUTCOMES,
   outcomeError,
   STREAM_END_OUTCOMES,
@@ -15,9 +15,15 @@ import {
 import type { Logger } from "../../handlers/ports.js";
 import type { SignedEvent } from "../../handlers/subscribe-events.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import {
+  HubStream,
+  type PushStream,
+  type PushStreamCloseReason,
+  type PushStreamOwner,
+  type StreamRegistry,
+} from "./push-stream.js";
 
-/** Why a stream closed; the `reason` label of `gateway_push_stream_closes_total`. */
-export type PushStreamCloseReason = StreamEndReason | "client";
+export type { PushStream, PushStreamCloseReason, PushStreamOwner } from "./push-stream.js";
 
 /** Why the hub ends a session's streams. */
 export type SessionEndReason = "revoked" | "session_changed" | "recheck_failed";
@@ -42,46 +48,11 @@ function isSameOwner(owner: PushStreamOwner, session: CurrentSession): boolean {
   );
 }
 
-/** Whose events a stream receives. */
-export interface PushStreamOwner {
-  readonly userId: string;
-  readonly deviceSessionId: string;
-  /** The session key the stream authenticated with, to notice a key change. */
-  readonly publicKey?: KeyObject;
-}
-
 /** Which streams an event goes to: every stream of the user, or only one session's. */
 export interface PushTarget {
   readonly userId: string;
   /** When set, only streams of this session (and of `userId`) receive the event. */
   readonly deviceSessionId?: string;
-}
-
-/** One registered stream, as its SubscribeEvents call sees it. */
-export interface PushStream extends PushStreamOwner {
-  /** Aborts once the stream no longer receives events; `reason` is its terminal GatewayError. */
-  readonly ended: AbortSignal;
-  /** Events queued that the transport has not taken yet. */
-  readonly queued: number;
-  /**
-   * The oldest queued event, waiting for one. Rejects with the terminal
-   * GatewayError once the hub ended the stream (queued events are dropped);
-   * resolves `undefined` once `signal` aborts.
-   */
-  next(signal: AbortSignal): Promise<SignedEvent | undefined>;
-  /**
-   * Registers how to reset the stream's transport. The hub calls it when a
-   * stream it ended is not released within the terminal timeout.
-   */
-  onReset(reset: () => void): void;
-  /** Ends the stream with the caller's error; counted under no close reason. */
-  fail(error: GatewayError): void;
-  /**
-   * The call is over (status delivered, transport reset or client gone): frees
-   * the stream. A stream the hub had not ended counts as closed by the client.
-   * Idempotent.
-   */
-  release(): void;
 }
 
 /** The in-memory registry of open push streams. */
@@ -142,67 +113,9 @@ export interface PushHubOptions {
   readonly logger: Logger;
 }
 
-/** A bounded FIFO of events. */
-class EventQueue {
-  /** Grows by doubling up to `capacity`, so idle streams hold little memory. */
-  private slots: (SignedEvent | undefined)[];
-  private head = 0;
-  private count = 0;
-
-  constructor(readonly capacity: number) {
-    this.slots = new Array(Math.min(capacity, 8));
-  }
-
-  get size(): number {
-    return this.count;
-  }
-
-  get full(): boolean {
-    return this.count >= this.capacity;
-  }
-
-  push(event: SignedEvent): void {
-    if (this.count === this.slots.length) this.grow();
-    this.slots[(this.head + this.count) % this.slots.length] = event;
-    this.count++;
-  }
-
-  private grow(): void {
-    const larger: (SignedEvent | undefined)[] = new Array(
-      Math.min(this.capacity, this.slots.length * 2),
-    );
-    for (let index = 0; index < this.count; index++) {
-      larger[index] = this.slots[(this.head + index) % this.slots.length];
-    }
-    this.slots = larger;
-    this.head = 0;
-  }
-
-  shift(): SignedEvent | undefined {
-    if (this.count === 0) return undefined;
-    const event = this.slots[this.head];
-    this.slots[this.head] = undefined;
-    this.head = (this.head + 1) % this.slots.length;
-    this.count--;
-    return event;
-  }
-
-  clear(): void {
-    this.slots = new Array(Math.min(this.capacity, 8));
-    this.head = 0;
-    this.count = 0;
-  }
-}
-
-function ownerLabel(owner: PushStreamOwner): string {
-  return `user ${owner.userId} session ${owner.deviceSessionId}`;
-}
-
-/** Not client-visible: the reason `ended` carries once the client went away. */
-const CLIENT_GONE = "push stream closed by the client";
-
 /**
- * Creates the PushHub.
+ * Creates the PushHub. Its methods keep working when taken off the hub
+ * (`const { publish } = hub`).
  *
  * @example
  * const hub = createPushHub({ queueSize: 256, maxStreamsPerSession: 4, maxStreams: 100_000,
@@ -210,233 +123,203 @@ const CLIENT_GONE = "push stream closed by the client";
  * hub.publish(() => signEvent(signer, fields), { userId });
  */
 export function createPushHub(options: PushHubOptions): PushHub {
-  const { logger, metrics } = options;
-  if (!(options.queueSize >= 1)) throw new RangeError("queueSize must be at least 1");
+  const hub = new StreamHub(options);
+  return {
+    open: (owner) => hub.open(owner),
+    publish: (event, target) => hub.publish(event, target),
+    endSession: (deviceSessionId, reason) => hub.endSession(deviceSessionId, reason),
+    reconcile: (deviceSessionId, session) => hub.reconcile(deviceSessionId, session),
+    openSessionIds: () => hub.openSessionIds(),
+    get size() {
+      return hub.size;
+    },
+    close: () => hub.close(),
+  };
+}
 
-  const byUser = new Map<string, Set<Entry>>();
-  const bySession = new Map<string, Set<Entry>>();
-  /** Streams not yet released, ended or not: what close() waits for. */
-  const live = new Set<Entry>();
-  /** Unreleased streams per session: what the per-session cap counts. */
-  const liveBySession = new Map<string, number>();
-  let registered = 0;
-  let closing = false;
-  let closed: Promise<void> | undefined;
-  let allReleased: (() => void) | undefined;
+/** Streams by a key (user or device session), each key kept only while it has streams. */
+class StreamIndex {
+  private readonly streams = new Map<string, Set<HubStream>>();
 
-  class Entry implements PushStream {
-    readonly queue = new EventQueue(options.queueSize);
-    readonly controller = new AbortController();
-    readonly ended = this.controller.signal;
-    isRegistered = true;
-    isReleased = false;
-    wake: (() => void) | undefined;
-    reset: (() => void) | undefined;
-    terminalTimer: NodeJS.Timeout | undefined;
-
-    constructor(
-      readonly userId: string,
-      readonly deviceSessionId: string,
-      readonly publicKey: KeyObject | undefined,
-    ) {}
-
-    get queued(): number {
-      return this.queue.size;
-    }
-
-    next(signal: AbortSignal): Promise<SignedEvent | undefined> {
-      return new Promise((resolve, reject) => {
-        const settle = () => {
-          this.wake = undefined;
-          signal.removeEventListener("abort", settle);
-          if (this.ended.aborted) reject(this.ended.reason);
-          else if (signal.aborted) resolve(undefined);
-          else {
-            const event = this.queue.shift();
-            if (event !== undefined) resolve(event);
-            else this.wait(settle, signal);
-          }
-        };
-        settle();
-      });
-    }
-
-    private wait(settle: () => void, signal: AbortSignal): void {
-      this.wake = settle;
-      signal.addEventListener("abort", settle, { once: true });
-    }
-
-    onReset(reset: () => void): void {
-      this.reset = reset;
-    }
-
-    fail(error: GatewayError): void {
-      end(this, error, undefined);
-    }
-
-    release(): void {
-      if (this.isReleased) return;
-      if (this.isRegistered) end(this, new GatewayError("unavailable", CLIENT_GONE), "client");
-      this.isReleased = true;
-      clearTimeout(this.terminalTimer);
-      this.reset = undefined;
-      live.delete(this);
-      const siblings = (liveBySession.get(this.deviceSessionId) ?? 1) - 1;
-      if (siblings > 0) liveBySession.set(this.deviceSessionId, siblings);
-      else liveBySession.delete(this.deviceSessionId);
-      logger.debug(`push stream released (${ownerLabel(this)})`);
-      if (live.size === 0) allReleased?.();
-    }
+  /** The streams under `key`, if any. */
+  get(key: string): ReadonlySet<HubStream> | undefined {
+    return this.streams.get(key);
   }
 
-  function index(map: Map<string, Set<Entry>>, key: string, entry: Entry): void {
-    let set = map.get(key);
+  /** Every key with streams. */
+  keys(): string[] {
+    return [...this.streams.keys()];
+  }
+
+  add(key: string, stream: HubStream): void {
+    let set = this.streams.get(key);
     if (set === undefined) {
       set = new Set();
-      map.set(key, set);
+      this.streams.set(key, set);
     }
-    set.add(entry);
+    set.add(stream);
   }
 
-  function unindex(map: Map<string, Set<Entry>>, key: string, entry: Entry): void {
-    const set = map.get(key);
+  delete(key: string, stream: HubStream): void {
+    const set = this.streams.get(key);
     if (set === undefined) return;
-    set.delete(entry);
-    if (set.size === 0) map.delete(key);
+    set.delete(stream);
+    if (set.size === 0) this.streams.delete(key);
+  }
+}
+
+/** The hub's state and rules; {@link createPushHub} hands out its {@link PushHub} side. */
+class StreamHub implements StreamRegistry {
+  private readonly byUser = new StreamIndex();
+  private readonly bySession = new StreamIndex();
+  /** Streams not yet released, ended or not: what close() waits for. */
+  private readonly live = new Set<HubStream>();
+  /** Unreleased streams per session: what the per-session cap counts. */
+  private readonly liveBySession = new Map<string, number>();
+  private registered = 0;
+  private closing = false;
+  private closed: Promise<void> | undefined;
+  private allReleased: (() => void) | undefined;
+  private readonly logger: Logger;
+  private readonly metrics: PushHubOptions["metrics"];
+
+  constructor(private readonly options: PushHubOptions) {
+    if (!(options.queueSize >= 1)) throw new RangeError("queueSize must be at least 1");
+    this.logger = options.logger;
+    this.metrics = options.metrics;
+  }
+
+  get size(): number {
+    return this.registered;
+  }
+
+  open(owner: PushStreamOwner): PushStream {
+    if (this.closing) throw outcomeError(OUTCOMES.shuttingDown);
+    // Streams the hub ended but whose call is not over yet still hold a
+    // transport: they count until released.
+    const siblings = this.liveBySession.get(owner.deviceSessionId) ?? 0;
+    if (siblings >= this.options.maxStreamsPerSession) {
+      throw outcomeError(OUTCOMES.tooManyStreamsForSession);
+    }
+    if (this.live.size >= this.options.maxStreams) {
+      throw outcomeError(OUTCOMES.streamCapacityReached);
+    }
+    const stream = new HubStream(owner, this.options.queueSize, this);
+    this.byUser.add(stream.userId, stream);
+    this.bySession.add(stream.deviceSessionId, stream);
+    this.live.add(stream);
+    this.liveBySession.set(stream.deviceSessionId, siblings + 1);
+    this.registered++;
+    this.metrics?.pushStreamsActive.inc();
+    this.logger.debug(`push stream opened (${stream.label})`);
+    return stream;
+  }
+
+  publish(event: SignedEvent | (() => SignedEvent), target: PushTarget): number {
+    const candidates =
+      target.deviceSessionId === undefined
+        ? this.byUser.get(target.userId)
+        : this.bySession.get(target.deviceSessionId);
+    if (candidates === undefined) return 0;
+    const recipients = [...candidates].filter((stream) => stream.userId === target.userId);
+    if (recipients.length === 0) return 0;
+
+    const signed = typeof event === "function" ? event() : event;
+    let delivered = 0;
+    for (const stream of recipients) {
+      if (stream.isFull) {
+        this.end(stream, terminalError("overflow"), "overflow");
+        continue;
+      }
+      stream.deliver(signed);
+      delivered++;
+    }
+    if (delivered > 0) this.metrics?.pushEventsDelivered.inc(delivered);
+    return delivered;
+  }
+
+  endSession(
+    deviceSessionId: string,
+    reason: Exclude<SessionEndReason, "session_changed"> = "revoked",
+  ): number {
+    return this.endWhere(deviceSessionId, reason, () => true);
+  }
+
+  reconcile(deviceSessionId: string, session: CurrentSession | undefined): number {
+    if (session === undefined || session.status !== "active") {
+      return this.endWhere(deviceSessionId, "revoked", () => true);
+    }
+    return this.endWhere(
+      deviceSessionId,
+      "session_changed",
+      (stream) => !isSameOwner(stream, session),
+    );
+  }
+
+  openSessionIds(): string[] {
+    return this.bySession.keys();
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.closeAll();
+    return this.closed;
   }
 
   /** Takes a stream out of the indexes, wakes its reader with `error`, arms the reset timer. */
-  function end(entry: Entry, error: GatewayError, reason: PushStreamCloseReason | undefined): void {
-    if (!entry.isRegistered) return;
-    entry.isRegistered = false;
-    registered--;
-    unindex(byUser, entry.userId, entry);
-    unindex(bySession, entry.deviceSessionId, entry);
-    entry.queue.clear();
-    metrics?.pushStreamsActive.dec();
-    if (reason !== undefined) metrics?.pushStreamCloses.inc({ reason });
-    entry.controller.abort(error);
-    entry.wake?.();
+  end(stream: HubStream, error: GatewayError, reason: PushStreamCloseReason | undefined): void {
+    if (!stream.isRegistered) return;
+    stream.unregister();
+    this.registered--;
+    this.byUser.delete(stream.userId, stream);
+    this.bySession.delete(stream.deviceSessionId, stream);
+    this.metrics?.pushStreamsActive.dec();
+    if (reason !== undefined) this.metrics?.pushStreamCloses.inc({ reason });
+    stream.abort(error);
 
     if (reason === "client") return;
-    const details = `${ownerLabel(entry)}, ${reason ?? error.code}`;
-    if (reason === "overflow") logger.warn(`push stream overflowed (${details})`);
-    else logger.debug(`push stream ended (${details})`);
-
-    // A client that stopped reading never takes its terminal status: reset it
-    // once the budget is spent, so its transport and slot are freed.
-    entry.terminalTimer = setTimeout(() => {
-      if (entry.isReleased) return;
-      logger.info(`push stream reset: terminal status not taken in time (${details})`);
-      forceRelease(entry);
-    }, options.terminalTimeoutMs);
-    entry.terminalTimer.unref();
+    const details = `${stream.label}, ${reason ?? error.code}`;
+    if (reason === "overflow") this.logger.warn(`push stream overflowed (${details})`);
+    else this.logger.debug(`push stream ended (${details})`);
+    stream.releaseWithin(this.options.terminalTimeoutMs, () => {
+      this.logger.info(`push stream reset: terminal status not taken in time (${details})`);
+    });
   }
 
-  function endWhere(
+  released(stream: HubStream): void {
+    this.live.delete(stream);
+    const siblings = (this.liveBySession.get(stream.deviceSessionId) ?? 1) - 1;
+    if (siblings > 0) this.liveBySession.set(stream.deviceSessionId, siblings);
+    else this.liveBySession.delete(stream.deviceSessionId);
+    this.logger.debug(`push stream released (${stream.label})`);
+    if (this.live.size === 0) this.allReleased?.();
+  }
+
+  private endWhere(
     deviceSessionId: string,
     reason: SessionEndReason,
-    matches: (entry: Entry) => boolean,
+    matches: (stream: HubStream) => boolean,
   ): number {
-    const entries = [...(bySession.get(deviceSessionId) ?? [])].filter(matches);
-    for (const entry of entries) end(entry, terminalError(reason), reason);
-    return entries.length;
+    const streams = [...(this.bySession.get(deviceSessionId) ?? [])].filter(matches);
+    for (const stream of streams) this.end(stream, terminalError(reason), reason);
+    return streams.length;
   }
 
-  async function closeAll(): Promise<void> {
-    closing = true;
-    for (const entry of [...live]) end(entry, terminalError("shutdown"), "shutdown");
-    if (live.size === 0) return;
-    logger.info(`push hub closing: waiting for ${live.size} stream(s) to take their status`);
+  private async closeAll(): Promise<void> {
+    this.closing = true;
+    for (const stream of [...this.live]) this.end(stream, terminalError("shutdown"), "shutdown");
+    if (this.live.size === 0) return;
+    this.logger.info(
+      `push hub closing: waiting for ${this.live.size} stream(s) to take their status`,
+    );
     let budget: NodeJS.Timeout | undefined;
     await new Promise<void>((resolve) => {
-      allReleased = resolve;
-      budget = setTimeout(resolve, options.terminalTimeoutMs);
+      this.allReleased = resolve;
+      budget = setTimeout(resolve, this.options.terminalTimeoutMs);
     });
     clearTimeout(budget);
-    allReleased = undefined;
+    this.allReleased = undefined;
     // Whatever is left has had its whole budget: reset it now rather than
     // leave it to its own timer.
-    for (const entry of [...live]) forceRelease(entry);
+    for (const stream of [...this.live]) stream.forceRelease();
   }
-
-  function forceRelease(entry: Entry): void {
-    try {
-      entry.reset?.();
-    } finally {
-      entry.release();
-    }
-  }
-
-  return {
-    open(owner) {
-      if (closing) throw outcomeError(OUTCOMES.shuttingDown);
-      // Streams the hub ended but whose call is not over yet still hold a
-      // transport: they count until released.
-      const siblings = liveBySession.get(owner.deviceSessionId) ?? 0;
-      if (siblings >= options.maxStreamsPerSession) {
-        throw outcomeError(OUTCOMES.tooManyStreamsForSession);
-      }
-      if (live.size >= options.maxStreams) {
-        throw outcomeError(OUTCOMES.streamCapacityReached);
-      }
-      const entry = new Entry(owner.userId, owner.deviceSessionId, owner.publicKey);
-      index(byUser, entry.userId, entry);
-      index(bySession, entry.deviceSessionId, entry);
-      live.add(entry);
-      liveBySession.set(entry.deviceSessionId, siblings + 1);
-      registered++;
-      metrics?.pushStreamsActive.inc();
-      logger.debug(`push stream opened (${ownerLabel(entry)})`);
-      return entry;
-    },
-
-    publish(event, target) {
-      const candidates =
-        target.deviceSessionId === undefined
-          ? byUser.get(target.userId)
-          : bySession.get(target.deviceSessionId);
-      if (candidates === undefined) return 0;
-      const recipients = [...candidates].filter((entry) => entry.userId === target.userId);
-      if (recipients.length === 0) return 0;
-
-      const signed = typeof event === "function" ? event() : event;
-      let delivered = 0;
-      for (const entry of recipients) {
-        if (entry.queue.full) {
-          end(entry, terminalError("overflow"), "overflow");
-          continue;
-        }
-        entry.queue.push(signed);
-        delivered++;
-        entry.wake?.();
-      }
-      if (delivered > 0) metrics?.pushEventsDelivered.inc(delivered);
-      return delivered;
-    },
-
-    endSession(deviceSessionId, reason = "revoked") {
-      return endWhere(deviceSessionId, reason, () => true);
-    },
-
-    reconcile(deviceSessionId, session) {
-      if (session === undefined || session.status !== "active") {
-        return endWhere(deviceSessionId, "revoked", () => true);
-      }
-      return endWhere(deviceSessionId, "session_changed", (entry) => !isSameOwner(entry, session));
-    },
-
-    openSessionIds() {
-      return [...bySession.keys()];
-    },
-
-    get size() {
-      return registered;
-    },
-
-    close() {
-      closed ??= closeAll();
-      return closed;
-    },
-  };
 }

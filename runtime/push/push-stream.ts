@@ -1,0 +1,190 @@
+/**
+ * One push stream registered in the PushHub, as its SubscribeEvents call and
+ * the hub see it: its bounded queue, the signal that ends it and the release
+ * that frees its slot.
+ */
+import type { KeyObject } from "node:crypto";
+import { GatewayError, type StreamEndReason } from "../../handlers/errors.js";
+import type { SignedEvent } from "../../handlers/subscribe-events.js";
+import { BoundedQueue } from "./bounded-queue.js";
+
+/** Why a stream closed; the `reason` label of `gateway_push_stream_closes_total`. */
+export type PushStreamCloseReason = StreamEndReason | "client";
+
+/** Whose events a stream receives. */
+export interface PushStreamOwner {
+  readonly userId: string;
+  readonly deviceSessionId: string;
+  /** The session key the stream authenticated with, to notice a key change. */
+  readonly publicKey?: KeyObject;
+}
+
+/** One registered stream, as its SubscribeEvents call sees it. */
+export interface PushStream extends PushStreamOwner {
+  /** Aborts once the stream no longer receives events; `reason` is its terminal GatewayError. */
+  readonly ended: AbortSignal;
+  /** Events queued that the transport has not taken yet. */
+  readonly queued: number;
+  /**
+   * The oldest queued event, waiting for one. Rejects with the terminal
+   * GatewayError once the hub ended the stream (queued events are dropped);
+   * resolves `undefined` once `signal` aborts.
+   */
+  next(signal: AbortSignal): Promise<SignedEvent | undefined>;
+  /**
+   * Registers how to reset the stream's transport. The hub calls it when a
+   * stream it ended is not released within the terminal timeout.
+   */
+  onReset(reset: () => void): void;
+  /** Ends the stream with the caller's error; counted under no close reason. */
+  fail(error: GatewayError): void;
+  /**
+   * The call is over (status delivered, transport reset or client gone): frees
+   * the stream. A stream the hub had not ended counts as closed by the client.
+   * Idempotent.
+   */
+  release(): void;
+}
+
+/** What a stream needs from the hub it is registered in. */
+export interface StreamRegistry {
+  /** Takes `stream` out of the hub and ends it with `error`, counted under `reason` if any. */
+  end(stream: HubStream, error: GatewayError, reason: PushStreamCloseReason | undefined): void;
+  /** `stream` was released: its slot is free. */
+  released(stream: HubStream): void;
+}
+
+/** Not client-visible: the reason `ended` carries once the client went away. */
+const CLIENT_GONE = "push stream closed by the client";
+
+/** A stream of the hub: a {@link PushStream} plus what the hub does to it. */
+export class HubStream implements PushStream {
+  readonly userId: string;
+  readonly deviceSessionId: string;
+  readonly publicKey: KeyObject | undefined;
+  private readonly queue: BoundedQueue<SignedEvent>;
+  private readonly controller = new AbortController();
+  readonly ended: AbortSignal = this.controller.signal;
+  private registered = true;
+  private isReleased = false;
+  private wake: (() => void) | undefined;
+  private reset: (() => void) | undefined;
+  private terminalTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * @param owner whose events the stream receives
+   * @param queueSize events queued at most before the stream overflows
+   * @param registry the hub that registered it
+   */
+  constructor(
+    owner: PushStreamOwner,
+    queueSize: number,
+    private readonly registry: StreamRegistry,
+  ) {
+    this.userId = owner.userId;
+    this.deviceSessionId = owner.deviceSessionId;
+    this.publicKey = owner.publicKey;
+    this.queue = new BoundedQueue(queueSize);
+  }
+
+  /** `user … session …`, for log lines. */
+  get label(): string {
+    return `user ${this.userId} session ${this.deviceSessionId}`;
+  }
+
+  get queued(): number {
+    return this.queue.size;
+  }
+
+  /** True until the hub ended the stream: it still receives events. */
+  get isRegistered(): boolean {
+    return this.registered;
+  }
+
+  /** True once the queue holds as many events as it may. */
+  get isFull(): boolean {
+    return this.queue.full;
+  }
+
+  next(signal: AbortSignal): Promise<SignedEvent | undefined> {
+    return new Promise((resolve, reject) => {
+      const settle = () => {
+        this.wake = undefined;
+        signal.removeEventListener("abort", settle);
+        if (this.ended.aborted) reject(this.ended.reason);
+        else if (signal.aborted) resolve(undefined);
+        else {
+          const event = this.queue.shift();
+          if (event !== undefined) resolve(event);
+          else this.wait(settle, signal);
+        }
+      };
+      settle();
+    });
+  }
+
+  private wait(settle: () => void, signal: AbortSignal): void {
+    this.wake = settle;
+    signal.addEventListener("abort", settle, { once: true });
+  }
+
+  onReset(reset: () => void): void {
+    this.reset = reset;
+  }
+
+  fail(error: GatewayError): void {
+    this.registry.end(this, error, undefined);
+  }
+
+  release(): void {
+    if (this.isReleased) return;
+    if (this.registered) {
+      this.registry.end(this, new GatewayError("unavailable", CLIENT_GONE), "client");
+    }
+    this.isReleased = true;
+    clearTimeout(this.terminalTimer);
+    this.reset = undefined;
+    this.registry.released(this);
+  }
+
+  /** Queues `event` for the stream's reader and wakes it; the hub checks {@link isFull} first. */
+  deliver(event: SignedEvent): void {
+    this.queue.push(event);
+    this.wake?.();
+  }
+
+  /** The hub took the stream out: it receives nothing more and drops what it had queued. */
+  unregister(): void {
+    this.registered = false;
+    this.queue.clear();
+  }
+
+  /** Ends the stream: `ended` aborts with `error` and a waiting reader rejects with it. */
+  abort(error: GatewayError): void {
+    this.controller.abort(error);
+    this.wake?.();
+  }
+
+  /**
+   * A client that stopped reading never takes its terminal status: unless the
+   * stream is released within `timeoutMs`, `onExpired` runs and the stream is
+   * reset and released, freeing its transport and slot.
+   */
+  releaseWithin(timeoutMs: number, onExpired: () => void): void {
+    this.terminalTimer = setTimeout(() => {
+      if (this.isReleased) return;
+      onExpired();
+      this.forceRelease();
+    }, timeoutMs);
+    this.terminalTimer.unref();
+  }
+
+  /** Resets the stream's transport, then releases it. */
+  forceRelease(): void {
+    try {
+      this.reset?.();
+    } finally {
+      this.release();
+    }
+  }
+}
