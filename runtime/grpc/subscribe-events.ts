@@ -173,7 +173,7 @@ function claimTransport(ctx: CallContext): PushTransport | "none" | "over" {
  * middleware does with `context`): the method finds its transport through it.
  *
  * @example
- * const server = createServer({ ...channelOptions, interceptors: [pushStreamInterceptor] });
+ * const server = createGrpcServer({ maxCommandPayloadBytes, interceptors: [pushStreamInterceptor] });
  */
 export const pushStreamInterceptor: ServerInterceptor = (method, call) =>
   method.path === SUBSCRIBE_EVENTS_PATH
@@ -204,12 +204,19 @@ export interface SubscribeEventsMethodDeps {
  * does not read.
  *
  * @example
- * const server = createServer({ interceptors: [pushStreamInterceptor] });
- * server.add(EdgeGatewayServiceDefinition, {
- *   executeCommand,
- *   subscribeEvents: createSubscribeEventsMethod({ authenticate, sessions, hub, signer, clock,
- *     cursor: () => clientEventsReader.cursor(), logger }),
+ * // As runtime/host/assemble.ts wires it: `clientEvents` is the client-events
+ * // StreamReader, whose cursor is read as each stream registers.
+ * const subscribeEvents = createSubscribeEventsMethod({
+ *   authenticate: createSubscribeEventsAuthenticator({ sessions, replay, clock, maxClockSkewMs }),
+ *   sessions, hub, signer, clock, logger,
+ *   cursor: () => clientEvents.cursor(),
  * });
+ * // Mounted from the manifest (runtime/grpc/methods.ts), as runtime/host/components.ts does.
+ * const server = createGrpcServer({ maxCommandPayloadBytes, interceptors: [pushStreamInterceptor] });
+ * const gated = server.with(createGatewayMiddleware({ logger, metrics, isShuttingDown }));
+ * for (const service of gatewayServices({ executeCommand, subscribeEvents, health, logger })) {
+ *   (service.gated ? gated : server).add(service.definition, service.implementation);
+ * }
  */
 export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
   const { hub, logger } = deps;
