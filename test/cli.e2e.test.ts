@@ -214,6 +214,31 @@ describe("a device round trip through the CLI", () => {
     ]);
   });
 
+  it("session put takes a public key that starts with '-' as the flag's value", async () => {
+    let key = newDeviceKey().publicKeyText;
+    while (!key.startsWith("-")) key = newDeviceKey().publicKeyText;
+    const { code, stdout, stderr } = await cli([
+      "session",
+      "put",
+      "--session",
+      "ds-dash",
+      "--user",
+      "u-dash",
+      "--public-key",
+      key,
+    ]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^session ds-dash active \(entry \d+-\d+\)$/);
+    expect(await admin.hget("gateway:session:ds-dash", "client_public_key")).toBe(key);
+  });
+
+  it("a string flag followed by another flag is still a usage error", async () => {
+    const { code, stderr } = await cli(["session", "put", "--session", "--user", "u-x"]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/^error: .*--session/);
+  });
+
   it("exec sends a signed command and prints the verified response", async () => {
     const { code, stdout, stderr } = await execEchoHello();
     expect(stderr).toBe("");

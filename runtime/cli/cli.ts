@@ -107,12 +107,45 @@ function options<T extends Record<string, { type: "string" | "boolean" }>>(
   spec: T,
 ) {
   try {
-    return parseArgs({ args, options: spec, strict: true, allowPositionals: false }).values as {
+    return parseArgs({
+      args: joinOptionValues(args, spec),
+      options: spec,
+      strict: true,
+      allowPositionals: false,
+    }).values as {
       [K in keyof T]?: T[K]["type"] extends "string" ? string : boolean;
     };
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+}
+
+/**
+ * Writes `--name value` as `--name=value` for string options. Keys and ids are
+ * base64url or free text and may start with `-` (one base64url key in 64 does);
+ * `parseArgs` would refuse such a value as ambiguous. Only a known flag after a
+ * string option is read as a flag.
+ */
+function joinOptionValues(args: readonly string[], spec: Record<string, { type: string }>) {
+  const isFlag = (arg: string) => arg.startsWith("--") && arg.slice(2).split("=")[0]! in spec;
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : undefined;
+    if (
+      name !== undefined &&
+      spec[name]?.type === "string" &&
+      next !== undefined &&
+      !isFlag(next)
+    ) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
+  return joined;
 }
 
 function required(value: string | undefined, flag: string): string {
