@@ -32,12 +32,12 @@ import type { Component } from "./lifecycle.js";
 
 /** What the host injects besides configuration. */
 export interface AssembleOptions extends ComponentContext {
-  readonly routes: Routes | undefined;
-  readonly authUpstream: AuthUpstream | undefined;
+  readonly routes?: Routes;
+  readonly authUpstream?: AuthUpstream;
   readonly clock: Clock;
   readonly health: GrpcHealth;
-  readonly servePublicHttp: ServePublicHttp | undefined;
-  readonly telemetry: { shutdown(): Promise<void> } | undefined;
+  readonly servePublicHttp?: ServePublicHttp;
+  readonly telemetry?: { shutdown(): Promise<void> };
   /** Host state the listeners read. */
   readonly isReady: () => boolean;
   readonly isShuttingDown: () => boolean;

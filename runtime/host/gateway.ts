@@ -5,12 +5,12 @@
  */
 import type { AuthUpstream, Clock, Logger, ResponseSigner, Routes } from "../../handlers/ports.js";
 import { type GatewayConfig, loadConfig } from "../config/config.js";
-import { createGrpcHealth } from "../grpc/health.js";
+import { createGrpcHealth, type GrpcHealth } from "../grpc/health.js";
 import { createLogger } from "../telemetry/logger.js";
 import { createMetrics, type Metrics } from "../telemetry/metrics.js";
 import { type AssembledGateway, assembleGateway } from "./assemble.js";
 import type { ServePublicHttp } from "./components.js";
-import { createLifecycle, type Lifecycle } from "./lifecycle.js";
+import { type Component, createLifecycle, type Lifecycle } from "./lifecycle.js";
 
 /** Options of {@link createGateway}. */
 export interface GatewayOptions {
@@ -96,29 +96,18 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
       logger,
       metrics,
       health,
-      routes: options.routes,
-      authUpstream: options.authUpstream,
       clock: options.clock ?? { now: () => Date.now() },
-      servePublicHttp: options.servePublicHttp,
-      telemetry: options.telemetry,
       isReady: () => ready,
       isShuttingDown: () => shuttingDown,
-      readiness: {
-        stopped: "readiness set to not ready",
-        shutdownStep: 1,
-        async start() {
-          if (shuttingDown) return;
+      readiness: readinessComponent({
+        health,
+        logger,
+        isShuttingDown: () => shuttingDown,
+        setReady: () => {
           ready = true;
-          health.setServing(true);
-          logger.info("gateway ready");
         },
-        // A stop() during startup lets startup finish (or fail) first; a
-        // failed start stopping what it started does not wait for itself.
-        async stop() {
-          health.setServing(false);
-          if (shuttingDown) await started?.catch(() => {});
-        },
-      },
+        started: () => started,
+      }),
     });
     lifecycle = createLifecycle(assembled.components, {
       logger,
@@ -150,5 +139,35 @@ export function createGateway(options: GatewayOptions = {}): Gateway {
       return assembled.core.signer();
     },
     metrics,
+  };
+}
+
+/**
+ * Step 1 of shutdown and the last of startup: readiness. Starting marks the
+ * gateway ready (unless a stop() came first); stopping marks it not ready.
+ */
+function readinessComponent(state: {
+  readonly health: GrpcHealth;
+  readonly logger: Logger;
+  readonly isShuttingDown: () => boolean;
+  readonly setReady: () => void;
+  readonly started: () => Promise<void> | undefined;
+}): Component {
+  const { health, logger } = state;
+  return {
+    stopped: "readiness set to not ready",
+    shutdownStep: 1,
+    async start() {
+      if (state.isShuttingDown()) return;
+      state.setReady();
+      health.setServing(true);
+      logger.info("gateway ready");
+    },
+    // A stop() during startup lets startup finish (or fail) first; a failed
+    // start stopping what it started does not wait for itself.
+    async stop() {
+      health.setServing(false);
+      if (state.isShuttingDown()) await state.started()?.catch(() => {});
+    },
   };
 }
