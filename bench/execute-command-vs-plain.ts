@@ -1,0 +1,556 @@
+/**
+ * ExecuteCommand: the gateway's real bin against a plain implementation of
+ * the same contract on bare grpc-js + ioredis (`bench/plain/server.ts`), each
+ * in its own process pinned to the same core, driven by a lean HTTP/2 client.
+ *
+ *   npx tsx bench/execute-command-vs-plain.ts [--rounds N] [--seconds S] [--concurrency C]
+ *
+ * It builds the bin (`npm run -s build`) and compiles the plain server, starts
+ * one redis-server on a free loopback port with a password, seeds device
+ * sessions, starts both servers and alternates them round by round (A B A B).
+ * Each round measures calls/s with C calls in flight (after a 1 s warm-up),
+ * then p50/p99 latency open-loop at half of that round's rate, and the
+ * server's RSS at rest (after start) and at its peak under load. Every
+ * request is signed before its phase starts, with its own request_id; every
+ * response's grpc-status is checked and failures are counted, not hidden.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type KeyObject, randomUUID, sign } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
+import { executeCommandSignedBytes } from "../handlers/signing.js";
+import {
+  ExecuteCommandRequest,
+  ExecuteCommandResponse,
+} from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { importGatewayKey, verifyExecuteCommandResponse } from "../runtime/kit/device-client.js";
+import { gatewayEnv, putSession } from "../test/support/gateway.js";
+import { newDeviceKey, vectors } from "../test/support/keys.js";
+import { startRedis } from "../test/support/redis-server.js";
+import { removeTempDirs } from "../test/support/temp-dir.js";
+import { fmt, machineFacts, median, percentile, ratio, settle, table, watchdog } from "./report.js";
+
+const { values: options } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "3" },
+    seconds: { type: "string", default: "5" },
+    concurrency: { type: "string", default: "64" },
+  },
+});
+const ROUNDS = Number(options.rounds);
+const SECONDS = Number(options.seconds);
+const CONCURRENCY = Number(options.concurrency);
+if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1))
+  throw new Error("--rounds must be a whole number ≥ 1");
+// Requests are signed before each phase and must still be fresh (30 s skew) at its end.
+if (!(SECONDS > 0 && SECONDS <= 20)) throw new Error("--seconds must be in (0, 20]");
+if (!(Number.isInteger(CONCURRENCY) && CONCURRENCY >= 1)) {
+  throw new Error("--concurrency must be a whole number ≥ 1");
+}
+
+const WARM_MS = 1000;
+const MEASURE_MS = SECONDS * 1000;
+/** Client connections per server; calls in flight are spread over them. */
+const CONNECTIONS = 8;
+/** Device sessions the requests are spread over (all cached after the first calls). */
+const SESSIONS = 64;
+const PAYLOAD = Buffer.alloc(256, "x");
+const MESSAGE_TYPE = "demo.echo";
+const PATH = "/edgegateway.v1.EdgeGatewayService/ExecuteCommand";
+/** Pool size for a variant's first round, in calls/s (well above either server here). */
+const FIRST_POOL_RATE = 5000;
+const SERVER_CORE = "0";
+const CLIENT_CORE = availableParallelism() >= 2 ? "1" : "0";
+const ROOT = new URL("..", import.meta.url).pathname;
+// Taken before this process pins itself to one core, which would hide the others.
+const MACHINE = machineFacts();
+
+/** A server process under test. */
+interface ServerProcess {
+  readonly pid: number;
+  readonly address: string;
+  readonly restRssKiB: number;
+  stop(): Promise<void>;
+}
+
+/** What one round of one variant measured. */
+interface RoundResult {
+  readonly callsPerSecond: number;
+  readonly maxErrors: number;
+  /** True when the pre-signed pool ran out before the measuring window ended. */
+  readonly poolExhausted: boolean;
+  readonly halfRate: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly halfErrors: number;
+  readonly peakRssKiB: number;
+}
+
+interface Device {
+  readonly deviceSessionId: string;
+  readonly privateKey: KeyObject;
+}
+
+const cleanups: (() => unknown)[] = [];
+async function cleanUp(): Promise<void> {
+  for (const cleanup of cleanups.splice(0).reverse()) {
+    try {
+      await cleanup();
+    } catch {
+      // Best effort: everything else still gets stopped.
+    }
+  }
+}
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
+}
+watchdog(
+  "execute-command-vs-plain",
+  120_000 + ROUNDS * 2 * (3 * SECONDS * 1000 + WARM_MS + 20_000),
+  cleanUp,
+);
+
+/** VmRSS of `pid` in KiB, from /proc. */
+function rssKiB(pid: number): number {
+  const match = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+) kB/m);
+  return match ? Number(match[1]) : Number.NaN;
+}
+
+/** Spawns `script` under Node, pinned to the server core, and waits for its ready lines. */
+async function launch(
+  name: string,
+  script: string,
+  env: Record<string, string>,
+  address: RegExp,
+  ready: RegExp,
+): Promise<ServerProcess> {
+  const child: ChildProcess = spawn("taskset", ["-c", SERVER_CORE, process.execPath, script], {
+    env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+    await exited;
+    clearTimeout(timer);
+  };
+  cleanups.push(stop);
+  let output = "";
+  const found = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${output}`)), 30_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString("utf8");
+      const match = output.match(address);
+      if (match && ready.test(output)) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    void exited.then(() => reject(new Error(`${name} exited:\n${output}`)));
+  });
+  if (child.pid === undefined) throw new Error(`${name} has no pid`);
+  // At rest: started, connected, no calls yet.
+  await settle(1000);
+  return { pid: child.pid, address: found, restRssKiB: rssKiB(child.pid), stop };
+}
+
+/** One gRPC frame: the 5-byte length prefix, then the encoded request. */
+function frame(message: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + message.length);
+  out[0] = 0;
+  out.writeUInt32BE(message.length, 1);
+  out.set(message, 5);
+  return out;
+}
+
+const runId = randomUUID().slice(0, 8);
+/** `count` framed, signed requests with unique request_ids, fresh as of now. */
+function signFrames(devices: readonly Device[], label: string, count: number): Buffer[] {
+  const timestampMs = Date.now();
+  const frames = new Array<Buffer>(count);
+  for (let i = 0; i < count; i++) {
+    const device = devices[i % devices.length]!;
+    const fields = {
+      deviceSessionId: device.deviceSessionId,
+      messageType: MESSAGE_TYPE,
+      requestId: `${runId}-${label}-${i}`,
+      timestampMs,
+      payload: PAYLOAD,
+    };
+    const signature = sign(null, executeCommandSignedBytes(fields), device.privateKey);
+    frames[i] = frame(
+      ExecuteCommandRequest.encode({ protocolVersion: 1, ...fields, signature }).finish(),
+    );
+  }
+  return frames;
+}
+
+const HEADERS = {
+  ":method": "POST",
+  ":path": PATH,
+  "content-type": "application/grpc",
+  te: "trailers",
+};
+
+/**
+ * Raw HTTP/2 gRPC client over a few connections: sends pre-built frames and
+ * reports whether each call ended with grpc-status 0.
+ */
+class LeanClient {
+  private readonly sessions: http2.ClientHttp2Session[];
+  private next = 0;
+
+  constructor(address: string) {
+    this.sessions = Array.from({ length: CONNECTIONS }, () => {
+      const session = http2.connect(`http://${address}`);
+      session.on("error", () => {});
+      return session;
+    });
+  }
+
+  /** Sends one call; `done` gets true for grpc-status 0 and the response body if asked for. */
+  call(body: Buffer, done: (ok: boolean, data?: Buffer) => void, keepData = false): void {
+    const session = this.sessions[this.next++ % this.sessions.length]!;
+    const stream = session.request(HEADERS, { endStream: false });
+    let ok = false;
+    const chunks: Buffer[] = [];
+    stream.on("response", (headers) => {
+      // A trailers-only response (an error) carries the status here.
+      const status = headers["grpc-status"];
+      if (status !== undefined) ok = status === "0";
+    });
+    stream.on("trailers", (trailers) => {
+      ok = trailers["grpc-status"] === "0";
+    });
+    stream.on("data", keepData ? (chunk: Buffer) => chunks.push(chunk) : () => {});
+    stream.on("error", () => {
+      ok = false;
+    });
+    stream.on("close", () =>
+      done(ok && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR, Buffer.concat(chunks)),
+    );
+    stream.end(body);
+  }
+
+  close(): void {
+    for (const session of this.sessions) session.close();
+  }
+}
+
+/** Calls at a fixed number in flight: completions per second within the measuring window. */
+function closedLoop(
+  client: LeanClient,
+  frames: readonly Buffer[],
+): Promise<{ callsPerSecond: number; errors: number; exhausted: boolean }> {
+  return new Promise((resolve) => {
+    const start = performance.now();
+    const measureFrom = start + WARM_MS;
+    const end = measureFrom + MEASURE_MS;
+    let sent = 0;
+    let inFlight = 0;
+    let completed = 0;
+    let errors = 0;
+    let lastCompletion = measureFrom;
+    const send = () => {
+      const body = frames[sent++]!;
+      inFlight++;
+      client.call(body, onDone);
+    };
+    const onDone = (ok: boolean) => {
+      inFlight--;
+      const now = performance.now();
+      if (!ok) errors++;
+      if (now >= measureFrom && now <= end) {
+        completed++;
+        lastCompletion = now;
+      }
+      if (now < end && sent < frames.length) send();
+      else if (inFlight === 0) {
+        const exhausted = sent >= frames.length && now < end;
+        resolve({
+          callsPerSecond: completed / (((exhausted ? lastCompletion : end) - measureFrom) / 1000),
+          errors,
+          exhausted,
+        });
+      }
+    };
+    for (let i = 0; i < CONCURRENCY && sent < frames.length; i++) send();
+  });
+}
+
+/** Open loop at `rate` calls/s: latency of every call, from when it was sent. */
+function openLoop(
+  client: LeanClient,
+  frames: readonly Buffer[],
+  rate: number,
+): Promise<{ latenciesMs: Float64Array; errors: number }> {
+  return new Promise((resolve) => {
+    const latencies = new Float64Array(frames.length);
+    const intervalMs = 1000 / rate;
+    const start = performance.now();
+    let sent = 0;
+    let finished = 0;
+    let errors = 0;
+    const tick = () => {
+      const now = performance.now();
+      while (sent < frames.length && start + sent * intervalMs <= now) {
+        const index = sent++;
+        const sentAt = performance.now();
+        client.call(frames[index]!, (ok) => {
+          latencies[index] = performance.now() - sentAt;
+          if (!ok) errors++;
+          if (++finished === frames.length) resolve({ latenciesMs: latencies, errors });
+        });
+      }
+      if (sent < frames.length) setTimeout(tick, 1);
+    };
+    tick();
+  });
+}
+
+/** One call outside the timed part, its response decoded and its signature checked. */
+async function probe(client: LeanClient, devices: readonly Device[], label: string) {
+  const [body] = signFrames(devices, `${label}-probe`, 1);
+  const data = await new Promise<Buffer>((resolve, reject) =>
+    client.call(
+      body!,
+      (ok, bytes) => (ok && bytes ? resolve(bytes) : reject(new Error(`${label}: probe failed`))),
+      true,
+    ),
+  );
+  const response = ExecuteCommandResponse.decode(data.subarray(5));
+  if (response.resultCode !== "ok" || !response.payload.equals(PAYLOAD)) {
+    throw new Error(`${label}: unexpected probe response`);
+  }
+  await verifyExecuteCommandResponse(
+    response,
+    devices[0]!.deviceSessionId,
+    importGatewayKey(vectors.gateway_key.public_key_base64url),
+  );
+}
+
+try {
+  // The client, redis-server and the build run on the other core from the servers.
+  execFileSync("taskset", ["-a", "-pc", CLIENT_CORE, String(process.pid)], { stdio: "ignore" });
+  console.error("building the bin and the plain server…");
+  execFileSync("npm", ["run", "-s", "build"], { cwd: ROOT, stdio: "inherit" });
+  const plainOut = join(ROOT, "dist", "bench-plain");
+  execFileSync(
+    join(ROOT, "node_modules", ".bin", "tsc"),
+    [
+      "--ignoreConfig",
+      join(ROOT, "bench", "plain", "server.ts"),
+      ...["--outDir", plainOut, "--rootDir", ROOT],
+      ...["--module", "nodenext", "--moduleResolution", "nodenext", "--target", "es2023"],
+      ...["--types", "node", "--skipLibCheck", "--strict"],
+    ],
+    { cwd: ROOT, stdio: "inherit" },
+  );
+
+  const redis = await startRedis();
+  cleanups.push(() => redis.stop());
+  cleanups.push(removeTempDirs);
+  const dir = mkdtempSync(join(tmpdir(), "edge-gateway-bench-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const routesPath = join(dir, "routes.mjs");
+  writeFileSync(
+    routesPath,
+    'export const routes = { "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }) };\n',
+  );
+
+  const seed = redis.client();
+  cleanups.push(() => seed.quit());
+  const devices: Device[] = await Promise.all(
+    Array.from({ length: SESSIONS }, async (_, i) => {
+      const key = newDeviceKey();
+      const deviceSessionId = `ds-bench-${i}`;
+      await putSession(seed, {
+        deviceSessionId,
+        userId: `user-${i}`,
+        publicKeyText: key.publicKeyText,
+      });
+      return { deviceSessionId, privateKey: key.privateKey };
+    }),
+  );
+
+  const env = gatewayEnv(redis, { GATEWAY_ROUTES_MODULE: routesPath });
+  const gateway = await launch(
+    "gateway",
+    join(ROOT, "dist", "runtime", "bin.js"),
+    env,
+    /authenticated gRPC listening on (\S+)/,
+    /gateway ready/,
+  );
+  const plain = await launch(
+    "plain",
+    join(plainOut, "bench", "plain", "server.js"),
+    {
+      PLAIN_REDIS_ADDR: redis.addr,
+      PLAIN_REDIS_PASSWORD: redis.password,
+      PLAIN_SIGNER_KEY_PATH: env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH!,
+    },
+    /plain gRPC listening on (\S+)/,
+    /listening/,
+  );
+
+  const variants = [
+    { name: "gateway", server: gateway, client: new LeanClient(gateway.address) },
+    { name: "plain", server: plain, client: new LeanClient(plain.address) },
+  ];
+  for (const variant of variants) cleanups.push(() => variant.client.close());
+
+  const results = new Map<string, RoundResult[]>(variants.map((v) => [v.name, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const variant of variants) {
+      const label = `${variant.name[0]}${round}`;
+      await probe(variant.client, devices, label);
+      const previous = results.get(variant.name)!.at(-1)?.callsPerSecond ?? FIRST_POOL_RATE / 1.5;
+      const poolSize = Math.ceil(previous * 1.5 * ((WARM_MS + MEASURE_MS) / 1000)) + CONCURRENCY;
+
+      let peak = 0;
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, rssKiB(variant.server.pid));
+      }, 100);
+      try {
+        const max = await closedLoop(variant.client, signFrames(devices, `${label}-max`, poolSize));
+        await settle(200);
+        const halfRate = max.callsPerSecond / 2;
+        if (!(halfRate > 0)) throw new Error(`${label}: no call completed`);
+        const half = await openLoop(
+          variant.client,
+          signFrames(devices, `${label}-half`, Math.ceil(halfRate * SECONDS)),
+          halfRate,
+        );
+        peak = Math.max(peak, rssKiB(variant.server.pid));
+        const result: RoundResult = {
+          callsPerSecond: max.callsPerSecond,
+          maxErrors: max.errors,
+          poolExhausted: max.exhausted,
+          halfRate,
+          p50Ms: percentile(half.latenciesMs, 50),
+          p99Ms: percentile(half.latenciesMs, 99),
+          halfErrors: half.errors,
+          peakRssKiB: peak,
+        };
+        results.get(variant.name)!.push(result);
+        console.error(
+          `round ${round + 1}/${ROUNDS} ${variant.name}: ${fmt(result.callsPerSecond)} calls/s` +
+            ` (${result.maxErrors} errors${result.poolExhausted ? ", pool ran out" : ""}),` +
+            ` at ${fmt(halfRate)}/s p50 ${fmt(result.p50Ms, 2)} ms p99 ${fmt(result.p99Ms, 2)} ms` +
+            ` (${result.halfErrors} errors), peak RSS ${fmt(peak / 1024, 1)} MiB`,
+        );
+      } finally {
+        clearInterval(sampler);
+      }
+      await settle(500);
+    }
+  }
+
+  const mib = (kib: number) => fmt(kib / 1024, 1);
+  const perRound: string[][] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const variant of variants) {
+      const r = results.get(variant.name)![round]!;
+      const errors = r.maxErrors + r.halfErrors;
+      perRound.push([
+        String(round + 1),
+        variant.name,
+        fmt(r.callsPerSecond),
+        fmt(r.halfRate),
+        fmt(r.p50Ms, 2),
+        fmt(r.p99Ms, 2),
+        mib(r.peakRssKiB),
+        errors === 0 && !r.poolExhausted
+          ? "ok"
+          : `${errors} errors${r.poolExhausted ? ", pool ran out" : ""}`,
+      ]);
+    }
+    const g = results.get("gateway")![round]!;
+    const p = results.get("plain")![round]!;
+    perRound.push([
+      String(round + 1),
+      "gateway / plain",
+      ratio(g.callsPerSecond / p.callsPerSecond),
+      "",
+      ratio(g.p50Ms / p.p50Ms),
+      ratio(g.p99Ms / p.p99Ms),
+      ratio(g.peakRssKiB / p.peakRssKiB),
+      "",
+    ]);
+  }
+
+  const summary = (name: string, server: ServerProcess) => {
+    const rounds = results.get(name)!;
+    return {
+      rps: median(rounds.map((r) => r.callsPerSecond)),
+      p50: median(rounds.map((r) => r.p50Ms)),
+      p99: median(rounds.map((r) => r.p99Ms)),
+      rest: server.restRssKiB,
+      peak: median(rounds.map((r) => r.peakRssKiB)),
+      errors: rounds.reduce((sum, r) => sum + r.maxErrors + r.halfErrors, 0),
+    };
+  };
+  const g = summary("gateway", gateway);
+  const p = summary("plain", plain);
+  const row = (name: string, s: typeof g) => [
+    name,
+    fmt(s.rps),
+    fmt(s.p50, 2),
+    fmt(s.p99, 2),
+    mib(s.rest),
+    mib(s.peak),
+    String(s.errors),
+  ];
+  const medians = table(
+    [
+      "server",
+      "calls/s",
+      "half-rate p50 ms",
+      "half-rate p99 ms",
+      "RSS at rest MiB",
+      "RSS peak MiB",
+      "errors",
+    ],
+    [
+      row("gateway (dist/runtime/bin.js)", g),
+      row("plain (bare grpc-js + ioredis)", p),
+      [
+        "gateway / plain",
+        ratio(g.rps / p.rps),
+        ratio(g.p50 / p.p50),
+        ratio(g.p99 / p.p99),
+        ratio(g.rest / p.rest),
+        ratio(g.peak / p.peak),
+        "",
+      ],
+    ],
+  );
+  const rounds = table(
+    ["round", "server", "calls/s", "half rate/s", "p50 ms", "p99 ms", "peak RSS MiB", "status"],
+    perRound,
+  );
+  console.log("\n## ExecuteCommand: gateway vs a plain grpc-js + ioredis implementation\n");
+  console.log(MACHINE);
+  for (const note of [
+    `each server its own process pinned to core ${SERVER_CORE}; client and redis-server on core ${CLIENT_CORE}.`,
+    `${ROUNDS} rounds A B A B; per round: ${CONCURRENCY} calls in flight over ${CONNECTIONS} HTTP/2 connections,` +
+      ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured; then ${SECONDS} s open loop at half that rate.`,
+    `${SESSIONS} device sessions, ${PAYLOAD.length}-byte payloads, unique request_ids, signed and framed before each phase.`,
+    "Medians over rounds; RSS at rest is after start, before any call; ratios are gateway / plain.",
+  ]) {
+    console.log(note);
+  }
+  console.log(`\n${medians}\n\n${rounds}\n`);
+  const failed = [...results.values()].flat().some((r) => r.maxErrors + r.halfErrors > 0);
+  if (failed) process.exitCode = 1;
+} finally {
+  await cleanUp();
+}
