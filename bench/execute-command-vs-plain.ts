@@ -149,6 +149,9 @@ async function launch(
       const match = output.match(address);
       if (match && ready.test(output)) {
         clearTimeout(timer);
+        // Keep draining its output so it never blocks on a full pipe, without keeping it.
+        child.stdout?.off("data", onData).on("data", () => {});
+        child.stderr?.off("data", onData).on("data", () => {});
         resolve(match[1]!);
       }
     };
@@ -342,7 +345,10 @@ try {
   execFileSync("taskset", ["-a", "-pc", CLIENT_CORE, String(process.pid)], { stdio: "ignore" });
   console.error("building the bin and the plain server…");
   execFileSync("npm", ["run", "-s", "build"], { cwd: ROOT, stdio: "inherit" });
-  const plainOut = join(ROOT, "dist", "bench-plain");
+  // Compiled into dist/ so its packages resolve from the project's node_modules;
+  // removed again on exit so it never ends up in the package.
+  const plainOut = join(ROOT, "dist", ".bench-plain");
+  cleanups.push(() => rmSync(plainOut, { recursive: true, force: true }));
   execFileSync(
     join(ROOT, "node_modules", ".bin", "tsc"),
     [
