@@ -61,8 +61,8 @@ const SESSIONS = 64;
 const PAYLOAD = Buffer.alloc(256, "x");
 const MESSAGE_TYPE = "demo.echo";
 const PATH = "/edgegateway.v1.EdgeGatewayService/ExecuteCommand";
-/** Pool size for a variant's first round, in calls/s (well above either server here). */
-const FIRST_POOL_RATE = 5000;
+/** Smallest pool of pre-signed requests, in calls/s (well above either server here). */
+const MIN_POOL_RATE = 5000;
 const SERVER_CORE = "0";
 const CLIENT_CORE = availableParallelism() >= 2 ? "1" : "0";
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -88,6 +88,10 @@ interface RoundResult {
   readonly p99Ms: number;
   readonly halfErrors: number;
   readonly peakRssKiB: number;
+  /** CPU time of the server process per call at full rate (warm-up included). */
+  readonly serverCpuMicros: number;
+  /** CPU time of this client process per call at full rate (warm-up included). */
+  readonly clientCpuMicros: number;
 }
 
 interface Device {
@@ -118,6 +122,16 @@ watchdog(
 function rssKiB(pid: number): number {
   const match = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+) kB/m);
   return match ? Number(match[1]) : Number.NaN;
+}
+
+const CLOCK_TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
+
+/** CPU time (user + system, all threads) `pid` has used so far, in µs, from /proc. */
+function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND) * 1e6;
 }
 
 /** Spawns `script` under Node, pinned to the server core, and waits for its ready lines. */
@@ -252,7 +266,7 @@ class LeanClient {
 function closedLoop(
   client: LeanClient,
   frames: readonly Buffer[],
-): Promise<{ callsPerSecond: number; errors: number; exhausted: boolean }> {
+): Promise<{ callsPerSecond: number; calls: number; errors: number; exhausted: boolean }> {
   return new Promise((resolve) => {
     const start = performance.now();
     const measureFrom = start + WARM_MS;
@@ -260,6 +274,7 @@ function closedLoop(
     let sent = 0;
     let inFlight = 0;
     let completed = 0;
+    let calls = 0;
     let errors = 0;
     let lastCompletion = measureFrom;
     const send = () => {
@@ -269,6 +284,7 @@ function closedLoop(
     };
     const onDone = (ok: boolean) => {
       inFlight--;
+      calls++;
       const now = performance.now();
       if (!ok) errors++;
       if (now >= measureFrom && now <= end) {
@@ -280,6 +296,7 @@ function closedLoop(
         const exhausted = sent >= frames.length && now < end;
         resolve({
           callsPerSecond: completed / (((exhausted ? lastCompletion : end) - measureFrom) / 1000),
+          calls,
           errors,
           exhausted,
         });
@@ -418,15 +435,23 @@ try {
     for (const variant of variants) {
       const label = `${variant.name[0]}${round}`;
       await probe(variant.client, devices, label);
-      const previous = results.get(variant.name)!.at(-1)?.callsPerSecond ?? FIRST_POOL_RATE / 1.5;
-      const poolSize = Math.ceil(previous * 1.5 * ((WARM_MS + MEASURE_MS) / 1000)) + CONCURRENCY;
+      // Twice the variant's last rate, so a quieter round does not run out.
+      const previous = results.get(variant.name)!.at(-1)?.callsPerSecond ?? 0;
+      const poolRate = Math.max(MIN_POOL_RATE, 2 * previous);
+      const poolSize = Math.ceil(poolRate * ((WARM_MS + MEASURE_MS) / 1000)) + CONCURRENCY;
 
       let peak = 0;
       const sampler = setInterval(() => {
         peak = Math.max(peak, rssKiB(variant.server.pid));
       }, 100);
       try {
-        const max = await closedLoop(variant.client, signFrames(devices, `${label}-max`, poolSize));
+        const frames = signFrames(devices, `${label}-max`, poolSize);
+        const serverCpuBefore = cpuMicros(variant.server.pid);
+        const clientCpuBefore = process.cpuUsage();
+        const max = await closedLoop(variant.client, frames);
+        const clientCpu = process.cpuUsage(clientCpuBefore);
+        const serverCpuMicros = (cpuMicros(variant.server.pid) - serverCpuBefore) / max.calls;
+        const clientCpuMicros = (clientCpu.user + clientCpu.system) / max.calls;
         await settle(200);
         const halfRate = max.callsPerSecond / 2;
         if (!(halfRate > 0)) throw new Error(`${label}: no call completed`);
@@ -445,13 +470,16 @@ try {
           p99Ms: percentile(half.latenciesMs, 99),
           halfErrors: half.errors,
           peakRssKiB: peak,
+          serverCpuMicros,
+          clientCpuMicros,
         };
         results.get(variant.name)!.push(result);
         console.error(
           `round ${round + 1}/${ROUNDS} ${variant.name}: ${fmt(result.callsPerSecond)} calls/s` +
             ` (${result.maxErrors} errors${result.poolExhausted ? ", pool ran out" : ""}),` +
             ` at ${fmt(halfRate)}/s p50 ${fmt(result.p50Ms, 2)} ms p99 ${fmt(result.p99Ms, 2)} ms` +
-            ` (${result.halfErrors} errors), peak RSS ${fmt(peak / 1024, 1)} MiB`,
+            ` (${result.halfErrors} errors), peak RSS ${fmt(peak / 1024, 1)} MiB,` +
+            ` CPU/call server ${fmt(serverCpuMicros)} µs, client ${fmt(clientCpuMicros)} µs`,
         );
       } finally {
         clearInterval(sampler);
@@ -474,9 +502,10 @@ try {
         fmt(r.p50Ms, 2),
         fmt(r.p99Ms, 2),
         mib(r.peakRssKiB),
-        errors === 0 && !r.poolExhausted
-          ? "ok"
-          : `${errors} errors${r.poolExhausted ? ", pool ran out" : ""}`,
+        [
+          ...(errors === 0 ? [] : [`${errors} errors`]),
+          ...(r.poolExhausted ? ["pool ran out"] : []),
+        ].join(", ") || "ok",
       ]);
     }
     const g = results.get("gateway")![round]!;
@@ -501,6 +530,8 @@ try {
       p99: median(rounds.map((r) => r.p99Ms)),
       rest: server.restRssKiB,
       peak: median(rounds.map((r) => r.peakRssKiB)),
+      serverCpu: median(rounds.map((r) => r.serverCpuMicros)),
+      clientCpu: median(rounds.map((r) => r.clientCpuMicros)),
       errors: rounds.reduce((sum, r) => sum + r.maxErrors + r.halfErrors, 0),
     };
   };
@@ -513,6 +544,8 @@ try {
     fmt(s.p99, 2),
     mib(s.rest),
     mib(s.peak),
+    fmt(s.serverCpu),
+    fmt(s.clientCpu),
     String(s.errors),
   ];
   const medians = table(
@@ -523,6 +556,8 @@ try {
       "half-rate p99 ms",
       "RSS at rest MiB",
       "RSS peak MiB",
+      "server CPU µs/call",
+      "client CPU µs/call",
       "errors",
     ],
     [
@@ -535,6 +570,8 @@ try {
         ratio(g.p99 / p.p99),
         ratio(g.rest / p.rest),
         ratio(g.peak / p.peak),
+        ratio(g.serverCpu / p.serverCpu),
+        "",
         "",
       ],
     ],
@@ -550,7 +587,8 @@ try {
     `${ROUNDS} rounds A B A B; per round: ${CONCURRENCY} calls in flight over ${CONNECTIONS} HTTP/2 connections,` +
       ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured; then ${SECONDS} s open loop at half that rate.`,
     `${SESSIONS} device sessions, ${PAYLOAD.length}-byte payloads, unique request_ids, signed and framed before each phase.`,
-    "Medians over rounds; RSS at rest is after start, before any call; ratios are gateway / plain.",
+    "Medians over rounds; RSS at rest is after start, before any call; CPU per call at full rate, warm-up included;",
+    "ratios are gateway / plain.",
   ]) {
     console.log(note);
   }
