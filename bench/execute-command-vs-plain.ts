@@ -100,6 +100,20 @@ interface Device {
 }
 
 const cleanups: (() => unknown)[] = [];
+/**
+ * Synchronous steps run when this process exits however it ends (a crash
+ * included): kill what is still running by its PID, remove temporary files.
+ */
+const atExit: (() => void)[] = [];
+process.once("exit", () => {
+  for (const step of atExit) {
+    try {
+      step();
+    } catch {
+      // Best effort: everything else still gets removed.
+    }
+  }
+});
 async function cleanUp(): Promise<void> {
   for (const cleanup of cleanups.splice(0).reverse()) {
     try {
@@ -155,6 +169,9 @@ async function launch(
     clearTimeout(timer);
   };
   cleanups.push(stop);
+  atExit.push(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
   let output = "";
   const found = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${output}`)), 30_000);
@@ -236,7 +253,14 @@ class LeanClient {
   /** Sends one call; `done` gets true for grpc-status 0 and the response body if asked for. */
   call(body: Buffer, done: (ok: boolean, data?: Buffer) => void, keepData = false): void {
     const session = this.sessions[this.next++ % this.sessions.length]!;
-    const stream = session.request(HEADERS, { endStream: false });
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = session.request(HEADERS, { endStream: false });
+    } catch {
+      // The connection is closing or gone: the call fails like any other.
+      setImmediate(() => done(false));
+      return;
+    }
     let ok = false;
     const chunks: Buffer[] = [];
     stream.on("response", (headers) => {
@@ -366,6 +390,7 @@ try {
   // removed again on exit so it never ends up in the package.
   const plainOut = join(ROOT, "dist", ".bench-plain");
   cleanups.push(() => rmSync(plainOut, { recursive: true, force: true }));
+  atExit.push(() => rmSync(plainOut, { recursive: true, force: true }));
   execFileSync(
     join(ROOT, "node_modules", ".bin", "tsc"),
     [
@@ -380,9 +405,13 @@ try {
 
   const redis = await startRedis();
   cleanups.push(() => redis.stop());
+  // kill() sends SIGKILL synchronously; its promise is not needed at exit.
+  atExit.push(() => void redis.kill());
   cleanups.push(removeTempDirs);
+  atExit.push(removeTempDirs);
   const dir = mkdtempSync(join(tmpdir(), "edge-gateway-bench-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  atExit.push(() => rmSync(dir, { recursive: true, force: true }));
   const routesPath = join(dir, "routes.mjs");
   writeFileSync(
     routesPath,
