@@ -53,6 +53,8 @@ if (!(Number.isInteger(CONCURRENCY) && CONCURRENCY >= 1)) {
 }
 
 const WARM_MS = 1000;
+/** An untimed full-rate run per server before the first round: JIT, connections, session cache. */
+const FIRST_WARM_MS = 3000;
 const MEASURE_MS = SECONDS * 1000;
 /** Client connections per server; calls in flight are spread over them. */
 const CONNECTIONS = 8;
@@ -128,7 +130,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 watchdog(
   "execute-command-vs-plain",
-  120_000 + ROUNDS * 2 * (3 * SECONDS * 1000 + WARM_MS + 20_000),
+  120_000 + 2 * FIRST_WARM_MS + ROUNDS * 2 * (3 * SECONDS * 1000 + WARM_MS + 20_000),
   cleanUp,
 );
 
@@ -290,11 +292,13 @@ class LeanClient {
 function closedLoop(
   client: LeanClient,
   frames: readonly Buffer[],
+  warmMs = WARM_MS,
+  measureMs = MEASURE_MS,
 ): Promise<{ callsPerSecond: number; calls: number; errors: number; exhausted: boolean }> {
   return new Promise((resolve) => {
     const start = performance.now();
-    const measureFrom = start + WARM_MS;
-    const end = measureFrom + MEASURE_MS;
+    const measureFrom = start + warmMs;
+    const end = measureFrom + measureMs;
     let sent = 0;
     let inFlight = 0;
     let completed = 0;
@@ -459,6 +463,17 @@ try {
   ];
   for (const variant of variants) cleanups.push(() => variant.client.close());
 
+  for (const variant of variants) {
+    const frames = signFrames(
+      devices,
+      `${variant.name}-warm`,
+      (MIN_POOL_RATE * FIRST_WARM_MS) / 1000,
+    );
+    const warm = await closedLoop(variant.client, frames, 0, FIRST_WARM_MS);
+    if (warm.errors > 0) throw new Error(`${variant.name}: ${warm.errors} calls failed in warm-up`);
+    await settle(500);
+  }
+
   const results = new Map<string, RoundResult[]>(variants.map((v) => [v.name, []]));
   for (let round = 0; round < ROUNDS; round++) {
     for (const variant of variants) {
@@ -612,7 +627,8 @@ try {
   console.log("\n## ExecuteCommand: gateway vs a plain grpc-js + ioredis implementation\n");
   console.log(MACHINE);
   for (const note of [
-    `each server its own process pinned to core ${SERVER_CORE}; client and redis-server on core ${CLIENT_CORE}.`,
+    `each server its own process pinned to core ${SERVER_CORE}; client and redis-server on core ${CLIENT_CORE};` +
+      ` ${FIRST_WARM_MS / 1000} s untimed warm-up per server first.`,
     `${ROUNDS} rounds A B A B; per round: ${CONCURRENCY} calls in flight over ${CONNECTIONS} HTTP/2 connections,` +
       ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured; then ${SECONDS} s open loop at half that rate.`,
     `${SESSIONS} device sessions, ${PAYLOAD.length}-byte payloads, unique request_ids, signed and framed before each phase.`,
