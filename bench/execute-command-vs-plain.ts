@@ -44,8 +44,9 @@ const { values: options } = parseArgs({
 const ROUNDS = Number(options.rounds);
 const SECONDS = Number(options.seconds);
 const CONCURRENCY = Number(options.concurrency);
-if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1))
+if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1)) {
   throw new Error("--rounds must be a whole number ≥ 1");
+}
 // Requests are signed before each phase and must still be fresh (30 s skew) at its end.
 if (!(SECONDS > 0 && SECONDS <= 20)) throw new Error("--seconds must be in (0, 20]");
 if (!(Number.isInteger(CONCURRENCY) && CONCURRENCY >= 1)) {
