@@ -3,7 +3,7 @@
  * the same contract on bare grpc-js + ioredis (`bench/plain/server.ts`), each
  * in its own process pinned to the same core, driven by a lean HTTP/2 client.
  *
- *   npx tsx bench/execute-command-vs-plain.ts [--rounds N] [--seconds S] [--concurrency C]
+ *   npx tsx bench/execute-command-vs-plain.ts [--rounds N] [--seconds S] [--concurrency C] [--cpu-prof DIR]
  *
  * It builds the bin (`npm run -s build`) and compiles the plain server, starts
  * one redis-server on a free loopback port with a password, seeds device
@@ -13,6 +13,9 @@
  * server's RSS at rest (after start) and at its peak under load. Every
  * request is signed before its phase starts, with its own request_id; every
  * response's grpc-status is checked and failures are counted, not hidden.
+ * With `--cpu-prof DIR` both servers run under `node --cpu-prof` and write
+ * their profiles to DIR when they stop (profiling slows them: read the
+ * profiles, not that run's figures).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { type KeyObject, randomUUID, sign } from "node:crypto";
@@ -39,8 +42,11 @@ const { values: options } = parseArgs({
     rounds: { type: "string", default: "3" },
     seconds: { type: "string", default: "5" },
     concurrency: { type: "string", default: "64" },
+    "cpu-prof": { type: "string" },
   },
 });
+const PROFILE_ARGS =
+  options["cpu-prof"] === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options["cpu-prof"]];
 const ROUNDS = Number(options.rounds);
 const SECONDS = Number(options.seconds);
 const CONCURRENCY = Number(options.concurrency);
@@ -159,10 +165,14 @@ async function launch(
   address: RegExp,
   ready: RegExp,
 ): Promise<ServerProcess> {
-  const child: ChildProcess = spawn("taskset", ["-c", SERVER_CORE, process.execPath, script], {
-    env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child: ChildProcess = spawn(
+    "taskset",
+    ["-c", SERVER_CORE, process.execPath, ...PROFILE_ARGS, script],
+    {
+      env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
