@@ -18,7 +18,7 @@
  * profiles, not that run's figures).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { type KeyObject, randomUUID, sign } from "node:crypto";
+import { randomUUID, sign } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import { availableParallelism, tmpdir } from "node:os";
@@ -31,8 +31,8 @@ import {
   ExecuteCommandResponse,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { importGatewayKey, verifyExecuteCommandResponse } from "../runtime/kit/device-client.js";
-import { gatewayEnv, putSession } from "../test/support/gateway.js";
-import { newDeviceKey, vectors } from "../test/support/keys.js";
+import { gatewayEnv, type SeededDevice, seedDevices } from "../test/support/gateway.js";
+import { vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
 import { removeTempDirs } from "../test/support/temp-dir.js";
 import { fmt, machineFacts, median, percentile, ratio, settle, table, watchdog } from "./report.js";
@@ -101,11 +101,6 @@ interface RoundResult {
   readonly serverCpuMicros: number;
   /** CPU time of this client process per call at full rate (warm-up included). */
   readonly clientCpuMicros: number;
-}
-
-interface Device {
-  readonly deviceSessionId: string;
-  readonly privateKey: KeyObject;
 }
 
 const cleanups: (() => unknown)[] = [];
@@ -220,7 +215,7 @@ function frame(message: Uint8Array): Buffer {
 
 const runId = randomUUID().slice(0, 8);
 /** `count` framed, signed requests with unique request_ids, fresh as of now. */
-function signFrames(devices: readonly Device[], label: string, count: number): Buffer[] {
+function signFrames(devices: readonly SeededDevice[], label: string, count: number): Buffer[] {
   const timestampMs = Date.now();
   const frames = new Array<Buffer>(count);
   for (let i = 0; i < count; i++) {
@@ -376,7 +371,7 @@ function openLoop(
 }
 
 /** One call outside the timed part, its response decoded and its signature checked. */
-async function probe(client: LeanClient, devices: readonly Device[], label: string) {
+async function probe(client: LeanClient, devices: readonly SeededDevice[], label: string) {
   const [body] = signFrames(devices, `${label}-probe`, 1);
   const data = await new Promise<Buffer>((resolve, reject) =>
     client.call(
@@ -435,18 +430,7 @@ try {
 
   const seed = redis.client();
   cleanups.push(() => seed.quit());
-  const devices: Device[] = await Promise.all(
-    Array.from({ length: SESSIONS }, async (_, i) => {
-      const key = newDeviceKey();
-      const deviceSessionId = `ds-bench-${i}`;
-      await putSession(seed, {
-        deviceSessionId,
-        userId: `user-${i}`,
-        publicKeyText: key.publicKeyText,
-      });
-      return { deviceSessionId, privateKey: key.privateKey };
-    }),
-  );
+  const devices = await seedDevices(seed, SESSIONS);
 
   const env = gatewayEnv(redis, { GATEWAY_ROUTES_MODULE: routesPath });
   const gateway = await launch(

@@ -31,8 +31,8 @@ import {
   signExecuteCommandRequest,
   verifyExecuteCommandResponse,
 } from "../runtime/kit/device-client.js";
-import { putSession, startGateway } from "../test/support/gateway.js";
-import { newDeviceKey, vectors } from "../test/support/keys.js";
+import { seedDevices, startGateway } from "../test/support/gateway.js";
+import { vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
 import {
   fmt,
@@ -81,18 +81,7 @@ try {
 
   const seed = testRedis.client();
   cleanups.push(() => seed.quit());
-  const devices = await Promise.all(
-    Array.from({ length: SESSIONS }, async (_, i) => {
-      const key = newDeviceKey();
-      const deviceSessionId = `ds-bench-${i}`;
-      await putSession(seed, {
-        deviceSessionId,
-        userId: `user-${i}`,
-        publicKeyText: key.publicKeyText,
-      });
-      return { deviceSessionId, privateKey: key.privateKey };
-    }),
-  );
+  const devices = await seedDevices(seed, SESSIONS);
 
   // The baseline: the same service definition, answering with a response of
   // the same shape and size (a constant 64-byte "signature"), doing nothing else.

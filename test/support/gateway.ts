@@ -2,13 +2,14 @@
  * Runs a gateway for a test: in-process through the kit, or as the real bin in
  * a child process. Everything started here is stopped by the returned handle.
  */
+import type { KeyObject } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Routes } from "../../handlers/ports.js";
 import { loadConfig } from "../../runtime/config/config.js";
 import { createGateway, type Gateway } from "../../runtime/host/gateway.js";
 import { createKeyspace } from "../../runtime/redis/keyspace.js";
 import type { Cleanup } from "./cleanup.js";
-import { writeGatewayKeyFile } from "./keys.js";
+import { newDeviceKey, writeGatewayKeyFile } from "./keys.js";
 import { createMemoryLogger } from "./logger.js";
 import { BIN, type NodeProcess, spawnNode } from "./node-process.js";
 import type { TestRedis } from "./redis-server.js";
@@ -72,6 +73,31 @@ export async function putSession(
     status: session.status ?? "active",
     updated_at_ms: String(Date.now()),
   });
+}
+
+/** A device with an active session: its session id and Ed25519 private key. */
+export interface SeededDevice {
+  readonly deviceSessionId: string;
+  readonly privateKey: KeyObject;
+}
+
+/**
+ * Writes `count` active sessions `ds-bench-{i}` of users `user-{i}`, each with
+ * a new device key, and returns the devices.
+ */
+export function seedDevices(client: Redis, count: number): Promise<SeededDevice[]> {
+  return Promise.all(
+    Array.from({ length: count }, async (_, i) => {
+      const key = newDeviceKey();
+      const deviceSessionId = `ds-bench-${i}`;
+      await putSession(client, {
+        deviceSessionId,
+        userId: `user-${i}`,
+        publicKeyText: key.publicKeyText,
+      });
+      return { deviceSessionId, privateKey: key.privateKey };
+    }),
+  );
 }
 
 /** Writes a session hash under the default key prefix through a client of its own. */
