@@ -34,6 +34,7 @@ import {
 import { seedDevices, startGateway } from "../test/support/gateway.js";
 import { vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
+import { removeTempDirs } from "../test/support/temp-dir.js";
 import {
   fmt,
   interleave,
@@ -69,7 +70,8 @@ interface RoundResult {
 
 const testRedis = await startRedis();
 watchdog("execute-command", 180_000, () => testRedis.stop());
-const cleanups: (() => unknown)[] = [() => testRedis.stop()];
+// Run last to first: the temporary directories (the signer key) go last.
+const cleanups: (() => unknown)[] = [removeTempDirs, () => testRedis.stop()];
 
 try {
   const gateway = await startGateway(testRedis, {

@@ -28,6 +28,7 @@ import { publishClientEvent } from "../runtime/kit/publishers.js";
 import { putSession, startGateway } from "../test/support/gateway.js";
 import { newDeviceKey, vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
+import { removeTempDirs } from "../test/support/temp-dir.js";
 import {
   fmt,
   interleave,
@@ -93,7 +94,8 @@ async function measure(body: () => Promise<number>): Promise<RoundResult> {
 }
 
 const testRedis = await startRedis();
-const cleanups: (() => unknown)[] = [() => testRedis.stop()];
+// Run last to first: the temporary directories (the signer key) go last.
+const cleanups: (() => unknown)[] = [removeTempDirs, () => testRedis.stop()];
 watchdog("push-fanout", WATCHDOG_MS, () => testRedis.stop());
 
 try {
