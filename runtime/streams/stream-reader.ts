@@ -8,6 +8,7 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "../../handlers/ports.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import { compareIds, idMs, successor } from "./stream-ids.js";
 
 /** One stream entry: its id and its fields as raw bytes. */
 export interface StreamEntry {
@@ -70,6 +71,11 @@ export interface StreamReaderOptions {
   readonly metrics?: Pick<Metrics, "readerLag">;
   /** Wall clock in Unix ms, for the lag. Defaults to `Date.now`. */
   readonly now?: () => number;
+  /**
+   * Where to start: after this id (checking first whether entries after it are
+   * gone, as after a reconnect) instead of after the stream's last id.
+   */
+  readonly startAfter?: string;
 }
 
 /** A running stream reader. */
@@ -168,14 +174,23 @@ class RedisStreamReader implements StreamReader {
     this.started = true;
     try {
       await this.connection.connect();
-      this.position = await this.bounded(
-        lastEntryId(this.connection, this.options.stream),
-        this.replyTimeoutMs,
-      );
+      if (this.options.startAfter === undefined) {
+        this.position = await this.bounded(
+          lastEntryId(this.connection, this.options.stream),
+          this.replyTimeoutMs,
+        );
+      } else {
+        this.position = this.options.startAfter;
+        await this.resume();
+      }
     } catch (error) {
       this.connection.disconnect();
       const reason = this.lastConnectionError ?? (error as Error).message;
-      throw new Error(`${this.label}: cannot resolve the stream's last id: ${reason}`);
+      throw new Error(
+        this.options.startAfter === undefined
+          ? `${this.label}: cannot resolve the stream's last id: ${reason}`
+          : `${this.label}: cannot start reading after ${this.options.startAfter}: ${reason}`,
+      );
     }
     if (this.stopped) return;
     this.options.logger.debug(`${this.label}: reading after ${this.position}`);
@@ -242,7 +257,10 @@ class RedisStreamReader implements StreamReader {
     const last = entries[entries.length - 1];
     if (last === undefined) return;
     try {
-      await this.options.onEntries(entries);
+      // A synchronous handler moves the cursor in the same turn as it delivers:
+      // whoever reads the cursor afterwards has seen the whole batch delivered.
+      const pending = this.options.onEntries(entries);
+      if (pending !== undefined) await pending;
     } catch (error) {
       this.options.logger.error(
         `${this.label}: handler failed for entries ${entries[0]?.id}…${last.id}`,
@@ -439,29 +457,6 @@ function entriesOf(reply: unknown): StreamEntry[] {
     }
   }
   return entries;
-}
-
-function parseId(id: string): [bigint, bigint] {
-  const dash = id.indexOf("-");
-  return dash === -1 ? [BigInt(id), 0n] : [BigInt(id.slice(0, dash)), BigInt(id.slice(dash + 1))];
-}
-
-function compareIds(a: string, b: string): number {
-  const [aMs, aSeq] = parseId(a);
-  const [bMs, bSeq] = parseId(b);
-  if (aMs !== bMs) return aMs < bMs ? -1 : 1;
-  return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
-}
-
-/** The smallest id after `id`. */
-function successor(id: string): string {
-  const [ms, seq] = parseId(id);
-  return seq === 0xffff_ffff_ffff_ffffn ? `${ms + 1n}-0` : `${ms}-${seq + 1n}`;
-}
-
-/** The millisecond part of an entry id. */
-function idMs(id: string): number {
-  return Number(parseId(id)[0]);
 }
 
 /** Reconnect delay: 100 ms doubling to 5 s, each drawn from the upper half of its step. */
