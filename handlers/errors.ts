@@ -123,6 +123,10 @@ export const OUTCOMES = {
     code: "unavailable",
     message: "device session could not be re-checked; reconnect",
   },
+  streamInterrupted: {
+    code: "unavailable",
+    message: "push stream interrupted: events may have been lost; reconnect to resume",
+  },
   tooManyStreamsForSession: {
     code: "resource_exhausted",
     message: "too many streams for this device session",
@@ -140,6 +144,7 @@ export const STREAM_END_OUTCOMES = {
   shutdown: OUTCOMES.shuttingDown,
   session_changed: OUTCOMES.sessionChanged,
   recheck_failed: OUTCOMES.recheckFailed,
+  interrupted: OUTCOMES.streamInterrupted,
 } as const satisfies Record<string, Outcome>;
 
 /** Why the gateway ended a push stream; a `reason` of `gateway_push_stream_closes_total`. */

@@ -52,6 +52,10 @@ describe("OUTCOMES", () => {
         code: GrpcCode.UNAVAILABLE,
         message: "device session could not be re-checked; reconnect",
       },
+      interrupted: {
+        code: GrpcCode.UNAVAILABLE,
+        message: "push stream interrupted: events may have been lost; reconnect to resume",
+      },
     });
   });
 });

@@ -123,6 +123,8 @@ async function startGateway(options: GatewayOptions = {}) {
     publish: hub.publish,
     endSession: hub.endSession,
     reconcile: hub.reconcile,
+    openUserIds: hub.openUserIds,
+    interruptAll: hub.interruptAll,
     openSessionIds: hub.openSessionIds,
     get size() {
       return hub.size;

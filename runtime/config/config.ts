@@ -38,6 +38,8 @@ export interface GatewayConfig {
   readonly maxCommandPayloadBytes: number;
   readonly maxEventPayloadBytes: number;
   readonly pushStreamQueueSize: number;
+  /** Per-user event history for resume (§12); `undefined` when either variable is 0. */
+  readonly pushHistory: { readonly size: number; readonly ttlMs: number } | undefined;
   readonly maxStreamsPerSession: number;
   readonly maxPushStreams: number;
   /** Base URL of the HTTP auth upstream; `undefined` = no adapter. */
@@ -235,6 +237,11 @@ const VARIABLES = {
     default: String(DEFAULTS.pushStreamQueueSize),
     schema: integer(1, 1_000_000),
   },
+  GATEWAY_PUSH_HISTORY_SIZE: {
+    default: String(DEFAULTS.pushHistorySize),
+    schema: integer(0, 100_000),
+  },
+  GATEWAY_PUSH_HISTORY_TTL: { default: ms(DEFAULTS.pushHistoryTtlMs), schema: duration(false) },
   GATEWAY_MAX_STREAMS_PER_SESSION: {
     default: String(DEFAULTS.maxStreamsPerSession),
     schema: integer(1, 1_000),
@@ -375,6 +382,10 @@ export function loadConfig(
     maxCommandPayloadBytes: v.GATEWAY_MAX_COMMAND_PAYLOAD_BYTES!,
     maxEventPayloadBytes: v.GATEWAY_MAX_EVENT_PAYLOAD_BYTES!,
     pushStreamQueueSize: v.GATEWAY_PUSH_STREAM_QUEUE_SIZE!,
+    pushHistory:
+      v.GATEWAY_PUSH_HISTORY_SIZE === 0 || v.GATEWAY_PUSH_HISTORY_TTL === 0
+        ? undefined
+        : { size: v.GATEWAY_PUSH_HISTORY_SIZE!, ttlMs: v.GATEWAY_PUSH_HISTORY_TTL! },
     maxStreamsPerSession: v.GATEWAY_MAX_STREAMS_PER_SESSION!,
     maxPushStreams: v.GATEWAY_MAX_PUSH_STREAMS!,
     authUpstreamUrl: v.GATEWAY_AUTH_UPSTREAM_URL,

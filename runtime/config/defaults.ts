@@ -40,6 +40,10 @@ export const DEFAULTS = {
   maxEventPayloadBytes: 65_536,
   /** `GATEWAY_PUSH_STREAM_QUEUE_SIZE`. */
   pushStreamQueueSize: 256,
+  /** `GATEWAY_PUSH_HISTORY_SIZE`: events kept per user for resume; 0 = off. */
+  pushHistorySize: 1000,
+  /** `GATEWAY_PUSH_HISTORY_TTL`: how long a user's history outlives its last event; 0 = off. */
+  pushHistoryTtlMs: 600_000,
   /** `GATEWAY_MAX_STREAMS_PER_SESSION`. */
   maxStreamsPerSession: 4,
   /** `GATEWAY_MAX_PUSH_STREAMS`. */

@@ -24,21 +24,9 @@ import {
   type ServerInterceptor,
 } from "@grpc/grpc-js";
 import type { CallContext } from "nice-grpc";
-import { OUTCOMES, outcomeError, toGatewayError } from "../../handlers/errors.js";
-import type {
-  Clock,
-  DeviceSession,
-  Logger,
-  ResponseSigner,
-  SessionStore,
-} from "../../handlers/ports.js";
-import {
-  bootstrapEvent,
-  type SignedEvent,
-  type SubscribeEventsInput,
-} from "../../handlers/subscribe-events.js";
+import type { SignedEvent, SubscribeEventsInput } from "../../handlers/subscribe-events.js";
 import { EdgeGatewayServiceDefinition } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
-import type { PushHub, PushStream } from "../push/push-hub.js";
+import { type PushSessionDeps, type PushTransport, runPushSession } from "../push/push-session.js";
 import { http2StreamOf, type ResettableHttp2Stream } from "./grpc-js-http2-stream.js";
 import { toServerError } from "./server.js";
 
@@ -46,7 +34,7 @@ import { toServerError } from "./server.js";
 export const SUBSCRIBE_EVENTS_PATH = `/${EdgeGatewayServiceDefinition.fullName}/${EdgeGatewayServiceDefinition.methods.subscribeEvents.name}`;
 
 /** The transport side of one SubscribeEvents call. */
-class PushTransport {
+class GrpcPushTransport implements PushTransport {
   private unaccepted = 0;
   private wake: (() => void) | undefined;
   private isClosed = false;
@@ -114,15 +102,15 @@ class PushTransport {
 const TRANSPORT_METADATA_KEY = "x-edge-gateway-push-transport";
 
 /** Transports of calls whose method has not claimed them yet, by the id in their metadata. */
-const unclaimed = new Map<string, PushTransport>();
+const unclaimed = new Map<string, GrpcPushTransport>();
 let lastTransportId = 0;
 
 /** A SubscribeEvents call seen from the transport: counts unaccepted writes, notices the end. */
 class PushStreamCall extends ServerInterceptingCall {
-  private readonly transport: PushTransport;
+  private readonly transport: GrpcPushTransport;
 
   constructor(next: ServerInterceptingCallInterface) {
-    const transport = new PushTransport(http2StreamOf(next));
+    const transport = new GrpcPushTransport(http2StreamOf(next));
     const id = String(++lastTransportId);
     super(next, {
       start: (startNext) =>
@@ -158,7 +146,7 @@ class PushStreamCall extends ServerInterceptingCall {
  * interceptor is not installed, `"over"` when the call ended before the method
  * claimed it.
  */
-function claimTransport(ctx: CallContext): PushTransport | "none" | "over" {
+function claimTransport(ctx: CallContext): GrpcPushTransport | "none" | "over" {
   const id = ctx.metadata.get(TRANSPORT_METADATA_KEY);
   if (id === undefined) return "none";
   const transport = unclaimed.get(id);
@@ -180,35 +168,23 @@ export const pushStreamInterceptor: ServerInterceptor = (method, call) =>
     ? new PushStreamCall(call)
     : new ServerInterceptingCall(call);
 
-/** What the SubscribeEvents method needs. */
-export interface SubscribeEventsMethodDeps {
-  /** Shape checks and §5 authentication (`createSubscribeEventsAuthenticator`). */
-  readonly authenticate: (request: SubscribeEventsInput) => Promise<DeviceSession>;
-  /** Re-read after registering, so a revoke applied meanwhile still closes the stream. */
-  readonly sessions: SessionStore;
-  readonly hub: PushHub;
-  readonly signer: ResponseSigner;
-  readonly clock: Clock;
-  /** The node's client-events cursor: the bootstrap event's `event_id`. */
-  readonly cursor: () => string;
-  readonly logger: Logger;
-}
+/** What the SubscribeEvents method needs: a push session's dependencies. */
+export type SubscribeEventsMethodDeps = PushSessionDeps;
 
 /**
  * Creates the SubscribeEvents implementation for nice-grpc
- * (`EdgeGatewayServiceImplementation.subscribeEvents`): authenticate, register
- * in the hub, re-check the session, send the signed `gateway.server_time`
- * event, then the hub's events until the hub ends the stream (its terminal
- * status) or the client cancels. Errors leave as nice-grpc `ServerError`s.
- * Needs `pushStreamInterceptor` on the server to stay abortable while a client
- * does not read.
+ * (`EdgeGatewayServiceImplementation.subscribeEvents`): one push session
+ * (`runPushSession`: authenticate, register, re-check, bootstrap, replay, live)
+ * over this call's transport. Errors leave as nice-grpc `ServerError`s. Needs
+ * `pushStreamInterceptor` on the server to stay abortable while a client does
+ * not read.
  *
  * @example
  * // As runtime/host/assemble.ts wires it: `clientEvents` is the client-events
  * // StreamReader, whose cursor is read as each stream registers.
  * const subscribeEvents = createSubscribeEventsMethod({
  *   authenticate: createSubscribeEventsAuthenticator({ sessions, replay, clock, maxClockSkewMs }),
- *   sessions, hub, signer, clock, logger,
+ *   sessions, hub, signer, clock, logger, resume,
  *   cursor: () => clientEvents.cursor(),
  * });
  * // Mounted from the manifest (runtime/grpc/methods.ts), as runtime/host/components.ts does.
@@ -219,7 +195,7 @@ export interface SubscribeEventsMethodDeps {
  * }
  */
 export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
-  const { hub, logger } = deps;
+  const { logger } = deps;
   let warnedNoInterceptor = false;
 
   return async function* subscribeEvents(
@@ -227,75 +203,18 @@ export function createSubscribeEventsMethod(deps: SubscribeEventsMethodDeps) {
     ctx: CallContext,
   ): AsyncGenerator<SignedEvent, void, undefined> {
     const claimed = claimTransport(ctx);
-    let session: DeviceSession;
-    let stream: PushStream;
-    let cursor: string;
-    try {
-      session = await deps.authenticate(request);
-      stream = hub.open(session);
-      // Read at registration: events queued from here on have later ids.
-      cursor = deps.cursor();
-    } catch (error) {
-      throw toServerError(error, logger);
-    }
-
-    // A call already over has its signal aborted: it ends below without a transport.
-    const transport = typeof claimed === "object" ? claimed : undefined;
     if (claimed === "none" && !warnedNoInterceptor) {
       warnedNoInterceptor = true;
       logger.warn(
         "pushStreamInterceptor is not installed: a stream whose client stopped reading ends only when it drains or cancels",
       );
     }
-    if (transport !== undefined) stream.onReset(() => transport.reset());
-    const endSignals = [ctx.signal, stream.ended];
-    const unwatch = transport?.watch(endSignals);
-
+    // A call already over has its signal aborted: it ends without a transport.
+    const transport = typeof claimed === "object" ? claimed : undefined;
     try {
-      if (ctx.signal.aborted) return;
-      await recheckSession(deps, stream);
-      yield bootstrapEvent(deps.signer, {
-        cursor,
-        requestId: request.requestId,
-        timestampMs: deps.clock.now(),
-      });
-      while (!ctx.signal.aborted) {
-        // Take the next event only once the transport accepted the last one:
-        // what it has not accepted stays in the hub's bounded queue.
-        if (transport !== undefined) await transport.whenAccepted(endSignals);
-        const event = await stream.next(ctx.signal);
-        if (event === undefined) return;
-        yield event;
-      }
+      yield* runPushSession(deps, request, ctx.signal, transport);
     } catch (error) {
-      // Whatever ended the call, the stream must stop receiving events now.
-      if (!stream.ended.aborted) {
-        stream.fail(toGatewayError(error));
-      }
       throw toServerError(error, logger);
-    } finally {
-      unwatch?.();
-      if (transport === undefined) stream.release();
-      else void transport.closed.then(() => stream.release());
     }
   };
-}
-
-/**
- * §6: the stream is registered first and its session read again after, so a
- * revoke applied between authentication and registration still closes it.
- */
-async function recheckSession(deps: SubscribeEventsMethodDeps, stream: PushStream): Promise<void> {
-  let current: DeviceSession | undefined;
-  try {
-    current = await deps.sessions.get(stream.deviceSessionId);
-  } catch {
-    const error = outcomeError(OUTCOMES.sessionStoreUnavailable, {
-      authFailure: "redis_unavailable",
-    });
-    stream.fail(error);
-    throw error;
-  }
-  deps.hub.reconcile(stream.deviceSessionId, current);
-  if (stream.ended.aborted) throw stream.ended.reason;
 }

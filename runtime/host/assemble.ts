@@ -9,10 +9,14 @@ import { createSubscribeEventsAuthenticator, signEvent } from "../../handlers/su
 import type { GrpcHealth } from "../grpc/health.js";
 import { type GrpcService, gatewayServices } from "../grpc/methods.js";
 import { createSubscribeEventsMethod } from "../grpc/subscribe-events.js";
+import { createHistoryStore, type HistoryStore } from "../history/history-store.js";
+import { createHistoryTask } from "../history/history-task.js";
 import { createHttpAuthUpstream } from "../http/auth-upstream.js";
 import { createPublicHttpApp, toNodeListener } from "../http/public.js";
 import { createPushHub, type PushHub } from "../push/push-hub.js";
+import type { PushResume } from "../push/push-session.js";
 import { recheckOpenStreams } from "../push/session-recheck.js";
+import { createKeyspace } from "../redis/keyspace.js";
 import { createRedisReplayStore } from "../redis/replay-store.js";
 import { type CachedSessionStore, createRedisSessionStore } from "../redis/session-store.js";
 import { createClientEventsHandler } from "../streams/client-events.js";
@@ -76,13 +80,49 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
     });
     return sessions;
   };
-  const readers = createReadersComponent(options, () => [
-    createSessionEventsReader(options, core, hub, sessionStore()),
-    createClientEventsReader(options, core, hub),
-  ]);
+  let history: HistoryStore | undefined;
+  const historyStore = () => {
+    history ??= createHistoryStore({
+      redis: core.redis(),
+      keyspace: createKeyspace(config.redis.keyPrefix),
+      clientEventsStream: config.clientEventsStream,
+      ttlMs: config.pushHistory?.ttlMs ?? 0,
+    });
+    return history;
+  };
+  const readers = createReadersComponent(options, () => {
+    const clientEvents = createClientEventsReader(options, core, hub);
+    return [
+      createSessionEventsReader(options, core, hub, sessionStore()),
+      clientEvents,
+      config.pushHistory === undefined
+        ? undefined
+        : createHistoryTask({
+            redis: core.redis(),
+            store: historyStore(),
+            keyspace: createKeyspace(config.redis.keyPrefix),
+            clientEventsStream: config.clientEventsStream,
+            history: config.pushHistory,
+            maxPayloadBytes: config.maxEventPayloadBytes,
+            count: readerBatch(config.pushStreamQueueSize),
+            users: () => hub.openUserIds(),
+            position: () => clientEvents.cursor(),
+            logger,
+            metrics,
+          }),
+    ];
+  });
   const grpc = createGrpcComponent(
     options,
-    () => createServices(options, core, hub, sessionStore(), readers.clientEvents()),
+    () =>
+      createServices(
+        options,
+        core,
+        hub,
+        sessionStore(),
+        readers.clientEvents(),
+        pushResume(options, historyStore()),
+      ),
     options.isShuttingDown,
   );
   const authUpstream =
@@ -126,8 +166,9 @@ function createServices(
   hub: PushHub,
   sessions: CachedSessionStore,
   clientEvents: StreamReader,
+  resume: PushResume,
 ): readonly GrpcService[] {
-  const { config, clock, logger } = options;
+  const { config, clock, logger, metrics } = options;
   const replay = createRedisReplayStore({
     redis: core.redis(),
     keyPrefix: config.redis.keyPrefix,
@@ -148,13 +189,37 @@ function createServices(
         maxClockSkewMs: config.maxClockSkewMs,
       }),
       hub,
-      // Read at registration: the bootstrap's event_id.
+      // Read at registration: where live delivery continues from.
       cursor: () => clientEvents.cursor(),
+      resume,
+      metrics,
       logger,
     }),
     health: options.health,
     logger,
   });
+}
+
+/** How a SubscribeEvents call with `last_event_id` resumes (§12). */
+function pushResume({ config, logger }: ComponentContext, store: HistoryStore): PushResume {
+  return {
+    sources: store,
+    limits: {
+      historyOn: config.pushHistory !== undefined,
+      maxPayloadBytes: config.maxEventPayloadBytes,
+      maxIngressScan: 10_000,
+      pageSize: readerBatch(config.pushStreamQueueSize),
+    },
+    ...(config.pushHistory === undefined
+      ? {}
+      : {
+          touch: (userId: string, position: string) => {
+            store.touch([userId], position).catch((error: Error) => {
+              logger.debug(`history keep-alive for user ${userId} failed: ${error.message}`);
+            });
+          },
+        }),
+  };
 }
 
 /** The session-events reader: snapshots update the cache and end affected streams. */
@@ -222,8 +287,13 @@ function createClientEventsReader(
       maxPayloadBytes: config.maxEventPayloadBytes,
     }),
     onGap: (gap) => {
+      // Entries trimmed before this node read them were never delivered: end
+      // the streams open now, so their devices resume and learn whether
+      // history fills the gap. (A Redis that lost its data had nothing
+      // published while it was down; open streams go on.)
+      const ended = gap.kind === "trimmed" ? hub.interruptAll() : 0;
       logger.warn(
-        `client events ${gap.kind}: ${gap.reason}; events in the gap are not delivered, reading on after ${gap.cursor}`,
+        `client events ${gap.kind}: ${gap.reason}; events in the gap are not delivered live, reading on after ${gap.cursor}${ended > 0 ? `; ${ended} open stream(s) ended to resume` : ""}`,
       );
     },
   });

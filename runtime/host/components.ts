@@ -99,26 +99,43 @@ export function createCoreComponent(
   };
 }
 
-/** Both stream readers; built when they start, since they need the Redis client. */
+/** Background work a node runs beside its readers (the history router, keep-alives). */
+export interface BackgroundTask {
+  /** Starts it; may reject when a startup check fails. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Both stream readers, and the history tasks when history is on; built when
+ * they start, since they need the Redis client.
+ */
 export function createReadersComponent(
   context: ComponentContext,
-  build: () => readonly [sessionEvents: StreamReader, clientEvents: StreamReader],
+  build: () => readonly [
+    sessionEvents: StreamReader,
+    clientEvents: StreamReader,
+    history?: BackgroundTask,
+  ],
 ): Component & { readonly clientEvents: () => StreamReader } {
   let readers: readonly StreamReader[] = [];
+  let history: BackgroundTask | undefined;
   return {
     stopped: "stream readers stopped",
     shutdownStep: 2,
     async start() {
-      const [sessionEvents, clientEvents] = build();
+      const [sessionEvents, clientEvents, background] = build();
       readers = [sessionEvents, clientEvents];
       await sessionEvents.start();
       await clientEvents.start();
       context.logger.info(
         `stream readers started: ${context.config.sessionEventsStream} from ${sessionEvents.cursor()}, ${context.config.clientEventsStream} from ${clientEvents.cursor()}`,
       );
+      history = background;
+      await history?.start();
     },
     async stop() {
-      await Promise.all(readers.map((reader) => reader.stop()));
+      await Promise.all([...readers.map((reader) => reader.stop()), history?.stop()]);
     },
     clientEvents: () => defined(readers[1], "client events reader"),
   };

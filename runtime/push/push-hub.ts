@@ -87,6 +87,14 @@ export interface PushHub {
   reconcile(deviceSessionId: string, session: CurrentSession | undefined): number;
   /** Sessions that have open streams (to re-check them after a stream-reader gap). */
   openSessionIds(): string[];
+  /** Users that have open streams (to keep their history alive). */
+  openUserIds(): string[];
+  /**
+   * Ends every open stream with `UNAVAILABLE` (`interrupted`): events meant for
+   * them were lost before delivery, and their clients must resume to learn
+   * whether they can be recovered. Returns how many ended.
+   */
+  interruptAll(): number;
   /** Open streams right now. */
   readonly size: number;
   /**
@@ -130,6 +138,8 @@ export function createPushHub(options: PushHubOptions): PushHub {
     endSession: (deviceSessionId, reason) => hub.endSession(deviceSessionId, reason),
     reconcile: (deviceSessionId, session) => hub.reconcile(deviceSessionId, session),
     openSessionIds: () => hub.openSessionIds(),
+    openUserIds: () => hub.openUserIds(),
+    interruptAll: () => hub.interruptAll(),
     get size() {
       return hub.size;
     },
@@ -258,6 +268,16 @@ class StreamHub implements StreamRegistry {
 
   openSessionIds(): string[] {
     return this.bySession.keys();
+  }
+
+  openUserIds(): string[] {
+    return this.byUser.keys();
+  }
+
+  interruptAll(): number {
+    const streams = [...this.live].filter((stream) => stream.isRegistered);
+    for (const stream of streams) this.end(stream, terminalError("interrupted"), "interrupted");
+    return streams.length;
   }
 
   close(): Promise<void> {

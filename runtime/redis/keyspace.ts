@@ -17,6 +17,19 @@ export interface Keyspace {
    * `/` cannot occur in identifiers, so the key is unambiguous.
    */
   replayKey(deviceSessionId: string, requestId: string): string;
+  /**
+   * A user's event history (§12), a stream: `{prefix}history:{<user_id>}`. The
+   * braces are a Redis Cluster hash tag: everything kept per user lives in the
+   * user's slot.
+   */
+  historyKey(userId: string): string;
+  /**
+   * The state of the router that copies `stream` into the histories, a hash
+   * (`position`, `floor`): `{prefix}history-router:{stream}`.
+   */
+  historyRouterKey(stream: string): string;
+  /** That router's lease, held by one node at a time: `{prefix}history-lease:{stream}`. */
+  historyLeaseKey(stream: string): string;
 }
 
 /**
@@ -30,5 +43,8 @@ export function createKeyspace(prefix: string = DEFAULTS.keyPrefix): Keyspace {
     prefix,
     sessionKey: (deviceSessionId) => `${prefix}session:${deviceSessionId}`,
     replayKey: (deviceSessionId, requestId) => `${prefix}replay:${deviceSessionId}/${requestId}`,
+    historyKey: (userId) => `${prefix}history:{${userId}}`,
+    historyRouterKey: (stream) => `${prefix}history-router:${stream}`,
+    historyLeaseKey: (stream) => `${prefix}history-lease:${stream}`,
   };
 }

@@ -61,6 +61,17 @@ export function createMetrics() {
       labelNames: ["reason"] as const,
       registers,
     }),
+    pushResumes: new client.Counter({
+      name: "gateway_push_resumes_total",
+      help: "SubscribeEvents calls with a last_event_id, by whether continuity was recovered.",
+      labelNames: ["result"] as const,
+      registers,
+    }),
+    historyEntriesRouted: new client.Counter({
+      name: "gateway_history_entries_routed_total",
+      help: "Client events this node wrote into users' histories (as the history router).",
+      registers,
+    }),
     clientEvents: new client.Counter({
       name: "gateway_client_events_total",
       help: "Client-events stream entries consumed, by result.",

@@ -1,0 +1,243 @@
+/**
+ * The history router (contract §12): copies each client event from the
+ * ingress stream into its user's history stream, once per event however many
+ * nodes run. One node at a time holds the router lease and reads the ingress
+ * in order from the router's stored position; the others stand by and take
+ * over within a lease period when it stops renewing (dies, loses Redis).
+ *
+ * A write is idempotent (the history entry keeps the ingress id; the same id
+ * again is a no-op), so a new leader simply re-routes from the stored
+ * position whatever its predecessor wrote but had not recorded. The position
+ * moves only after a batch is written, and only forward.
+ */
+import { hostname } from "node:os";
+import type { Redis } from "ioredis";
+import type { Logger } from "../../handlers/ports.js";
+import type { Keyspace } from "../redis/keyspace.js";
+import { parseClientEvent } from "../streams/client-events.js";
+import {
+  createStreamReader,
+  type StreamEntry,
+  type StreamReader,
+} from "../streams/stream-reader.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { withHistoryScripts } from "./history-scripts.js";
+
+/** What the router needs. */
+export interface HistoryRouterOptions {
+  /** The shared client; the router reads the ingress on its own duplicate. */
+  readonly redis: Redis;
+  readonly keyspace: Keyspace;
+  /** The ingress stream (`GATEWAY_CLIENT_EVENTS_REDIS_STREAM`). */
+  readonly clientEventsStream: string;
+  /** `GATEWAY_PUSH_HISTORY_SIZE` and `_TTL`. */
+  readonly history: { readonly size: number; readonly ttlMs: number };
+  /** Events larger than this are not routed (as live delivery drops them). */
+  readonly maxPayloadBytes: number;
+  /** Entries per read. */
+  readonly count: number;
+  readonly logger: Logger;
+  readonly metrics?: Pick<Metrics, "historyEntriesRouted">;
+  /** How long the lease lasts unrenewed, in ms (default 3000). */
+  readonly leaseMs?: number;
+  /** How often the lease is renewed or tried, in ms (default 1000). */
+  readonly renewMs?: number;
+}
+
+/** A running history router. */
+export interface HistoryRouter {
+  /** Starts trying for the lease; never waits for it. */
+  start(): void;
+  /** Whether this node routes right now. */
+  readonly leading: boolean;
+  /** Stops routing and gives the lease up. */
+  stop(): Promise<void>;
+}
+
+/** The fields of a client event the history keeps (the ones §6 defines). */
+const KEPT_FIELDS = [
+  "user_id",
+  "device_session_id",
+  "event_type",
+  "payload",
+  "request_id",
+] as const;
+
+/** Creates the router; nothing happens until `start()`. */
+export function createHistoryRouter(options: HistoryRouterOptions): HistoryRouter {
+  return new LeasedRouter(options);
+}
+
+class LeasedRouter implements HistoryRouter {
+  private readonly redis: Redis & ReturnType<typeof withHistoryScripts<Redis>>;
+  private readonly holder =
+    `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`;
+  private readonly leaseMs: number;
+  private readonly stateKey: string;
+  private readonly leaseKey: string;
+  private readonly renewMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private reader: StreamReader | undefined;
+  private routed = "0-0";
+  private isLeading = false;
+  private ticking = false;
+  private stopped = false;
+
+  constructor(private readonly options: HistoryRouterOptions) {
+    this.redis = withHistoryScripts(options.redis);
+    this.leaseMs = options.leaseMs ?? 3000;
+    this.stateKey = options.keyspace.historyRouterKey(options.clientEventsStream);
+    this.leaseKey = options.keyspace.historyLeaseKey(options.clientEventsStream);
+    this.renewMs = options.renewMs ?? 1000;
+  }
+
+  get leading(): boolean {
+    return this.isLeading;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.renewMs);
+    this.timer.unref();
+    void this.tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.resign("stopping");
+  }
+
+  /** Renews or tries for the lease; starts or stops routing to match. */
+  private async tick(): Promise<void> {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    try {
+      const held = await this.redis.historyLease(this.leaseKey, this.holder, this.leaseMs);
+      if (this.stopped) return;
+      if (held === 1 && !this.isLeading) await this.lead();
+      else if (held !== 1 && this.isLeading) await this.resign("lease lost");
+    } catch (error) {
+      const reason = (error as Error).message;
+      if (this.isLeading) await this.resign(`cannot renew the lease: ${reason}`);
+      else this.options.logger.debug(`history router: cannot take the lease or start: ${reason}`);
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  /** Took the lease: reads the router state (creating it if missing) and starts routing. */
+  private async lead(): Promise<void> {
+    const { clientEventsStream, logger } = this.options;
+    const [stored, storedFloor] = await this.redis.hmget(this.stateKey, "position", "floor");
+    let position = stored ?? undefined;
+    let floor = storedFloor ?? undefined;
+    if (position === undefined || floor === undefined) {
+      // No router state (first start, or Redis lost it): history is complete
+      // only from now on, whatever survives in the history streams.
+      const [last] = await this.redis.xrevrange(clientEventsStream, "+", "-", "COUNT", 1);
+      const [seconds, micros] = await this.redis.time();
+      position = last?.[0] ?? "0-0";
+      floor = `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`;
+      await this.redis.hset(this.stateKey, "position", position, "floor", floor);
+      logger.info(
+        `history router state created: routing after ${position}, history complete from ${floor}`,
+      );
+    }
+    this.routed = position;
+    this.isLeading = true;
+    this.reader = createStreamReader({
+      redis: this.options.redis,
+      stream: clientEventsStream,
+      count: this.options.count,
+      startAfter: position,
+      logger,
+      onEntries: (entries) => this.route(entries),
+      onGap: (gap) => this.raiseFloor(gap.reason),
+    });
+    try {
+      await this.reader.start();
+    } catch (error) {
+      this.isLeading = false;
+      this.reader = undefined;
+      throw error;
+    }
+    logger.info(`history router: this node routes ${clientEventsStream} after ${position}`);
+  }
+
+  private async resign(why: string): Promise<void> {
+    const reader = this.reader;
+    const wasLeading = this.isLeading;
+    this.isLeading = false;
+    this.reader = undefined;
+    await reader?.stop();
+    if (!wasLeading) return;
+    this.options.logger.info(`history router: this node stopped routing (${why})`);
+    await this.redis.historyRelease(this.leaseKey, this.holder).catch(() => undefined);
+  }
+
+  /** Writes one batch into the users' histories, retrying until written or no longer leading. */
+  private async route(entries: readonly StreamEntry[]): Promise<void> {
+    const last = entries[entries.length - 1];
+    if (last === undefined) return;
+    for (let attempt = 1; ; attempt++) {
+      if (!this.isLeading)
+        throw new Error("history router: lease lost; batch left to the next router");
+      try {
+        await this.write(entries);
+        await this.redis.historyAdvance(this.stateKey, last.id);
+        this.routed = last.id;
+        return;
+      } catch (error) {
+        this.options.logger.warn(
+          `history router: writing ${entries[0]?.id}…${last.id} failed (${(error as Error).message}); retrying`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2000, 50 * 2 ** attempt)));
+      }
+    }
+  }
+
+  private async write(entries: readonly StreamEntry[]): Promise<void> {
+    const { keyspace, history, maxPayloadBytes, metrics } = this.options;
+    let previous = this.routed;
+    const writes: Promise<number>[] = [];
+    for (const entry of entries) {
+      const parsed = parseClientEvent(entry, { maxPayloadBytes });
+      if (parsed.ok) {
+        const fields: (string | Buffer)[] = [];
+        for (const name of KEPT_FIELDS) {
+          const value = entry.fields.get(name);
+          if (value !== undefined && value.length > 0) fields.push(name, value);
+        }
+        writes.push(
+          this.redis.historyAppend(
+            keyspace.historyKey(parsed.event.userId),
+            entry.id,
+            history.size,
+            history.ttlMs,
+            previous,
+            ...fields,
+          ),
+        );
+      }
+      previous = entry.id;
+    }
+    const results = await Promise.all(writes);
+    const outOfOrder = results.filter((result) => result === -1).length;
+    if (outOfOrder > 0) {
+      this.options.logger.warn(
+        `history router: ${outOfOrder} event(s) arrived below their history's top (two routers at once?); those histories now start after them`,
+      );
+    }
+    metrics?.historyEntriesRouted.inc(writes.length);
+  }
+
+  /** Entries vanished before they were routed: history is complete only from now. */
+  private async raiseFloor(reason: string): Promise<void> {
+    const [seconds, micros] = await this.redis.time();
+    const floor = `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`;
+    await this.redis.hset(this.stateKey, "floor", floor);
+    this.options.logger.warn(
+      `history router: ${reason}; events in the gap are not in history, resumes from before ${floor} are not recovered`,
+    );
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The Lua scripts that keep each user's history stream (contract §12). Each
+ * touches one key, so it runs where that key's slot lives, and each is atomic:
+ * what a script reads about a history stream (does it exist, how far back is it
+ * complete) always matches the entries it returns or writes.
+ *
+ * A history stream is complete back to its floor: it holds every event of its
+ * user with an id above the floor (up to the router's position). The floor is
+ * the stream's own `max-deleted-entry-id` (Redis ≥ 7.0), so it lives and dies
+ * with the entries it describes — an expired, evicted or lost stream takes its
+ * floor with it, and a missing stream proves nothing. Three things set it:
+ *
+ * - creation: the router creates a stream with the id of the ingress entry it
+ *   routed just before (no event of this user lies in between); a subscribing
+ *   node creates an empty one with the position its live delivery starts from;
+ * - trimming: entries are removed oldest first with `XDEL`, which raises
+ *   `max-deleted-entry-id` to the newest removed id;
+ * - an out-of-order write (two routers for a moment): the write cannot go in
+ *   below the top, so the floor is raised to its id — history before it is no
+ *   longer complete, and resumes from there are told so.
+ */
+import type { Cluster, Redis } from "ioredis";
+
+/**
+ * `KEYS[1]` history stream; `ARGV`: id, size, ttl ms, floor when created,
+ * then field/value pairs. Returns 1 when written, 0 when the id was already
+ * there (a retried write), -1 when it came out of order.
+ */
+const APPEND = `
+local key = KEYS[1]
+local id = ARGV[1]
+local size = tonumber(ARGV[2])
+local created = redis.call('EXISTS', key) == 0
+local added = redis.pcall('XADD', key, id, unpack(ARGV, 5))
+if type(added) == 'table' and added.err then
+  if #redis.call('XRANGE', key, id, id) > 0 then
+    redis.call('PEXPIRE', key, ARGV[3])
+    return 0
+  end
+  local info = redis.call('XINFO', 'STREAM', key)
+  local last
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  redis.call('XSETID', key, last, 'MAXDELETEDID', id)
+  redis.call('PEXPIRE', key, ARGV[3])
+  return -1
+end
+if created and ARGV[4] ~= '0-0' then
+  redis.call('XSETID', key, id, 'MAXDELETEDID', ARGV[4])
+end
+local length = redis.call('XLEN', key)
+if length > size then
+  local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - size)
+  for _, entry in ipairs(oldest) do redis.call('XDEL', key, entry[1]) end
+end
+redis.call('PEXPIRE', key, ARGV[3])
+return 1
+`;
+
+/**
+ * `KEYS[1]` history stream; `ARGV`: floor, ttl ms. Keeps an existing stream
+ * alive; creates a missing one empty, complete back to the floor. Returns 1
+ * when it created the stream.
+ */
+const TOUCH = `
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 1 then
+  redis.call('PEXPIRE', key, ARGV[2])
+  return 0
+end
+redis.call('XGROUP', 'CREATE', key, 'touch', '$', 'MKSTREAM')
+redis.call('XGROUP', 'DESTROY', key, 'touch')
+if ARGV[1] ~= '0-0' then
+  redis.call('XSETID', key, ARGV[1], 'MAXDELETEDID', ARGV[1])
+end
+redis.call('PEXPIRE', key, ARGV[2])
+return 1
+`;
+
+/**
+ * `KEYS[1]` history stream; `ARGV`: first id, last id (both inclusive), count.
+ * Returns `{0}` when the stream does not exist, else `{1, floor, entries}`.
+ */
+const READ = `
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {0} end
+local info = redis.call('XINFO', 'STREAM', key)
+local floor = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then floor = info[i + 1] end
+end
+return {1, floor, redis.call('XRANGE', key, ARGV[1], ARGV[2], 'COUNT', ARGV[3])}
+`;
+
+/**
+ * `KEYS[1]` router state hash; `ARGV`: position. Moves `position` forward
+ * only (a router that lost its lease cannot move it back).
+ */
+const ADVANCE = `
+local current = redis.call('HGET', KEYS[1], 'position')
+local function parts(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+if current then
+  local cms, cseq = parts(current)
+  local nms, nseq = parts(ARGV[1])
+  if nms < cms or (nms == cms and nseq <= cseq) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'position', ARGV[1])
+return 1
+`;
+
+/**
+ * `KEYS[1]` lease key; `ARGV`: holder, ttl ms. Takes the lease when free,
+ * renews it when held by `holder`; returns 1 when `holder` holds it now.
+ */
+const LEASE = `
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`;
+
+/** `KEYS[1]` lease key; `ARGV`: holder. Gives the lease up when held by `holder`. */
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+/** The history commands, as methods on a client that {@link withHistoryScripts} prepared. */
+export interface HistoryCommands {
+  historyAppend(key: string, ...args: (string | number | Buffer)[]): Promise<number>;
+  historyTouch(key: string, floor: string, ttlMs: number): Promise<number>;
+  historyReadBuffer(
+    key: string,
+    first: string,
+    last: string,
+    count: number,
+  ): Promise<[0] | [1, Buffer, [Buffer, Buffer[]][]]>;
+  historyAdvance(key: string, position: string): Promise<number>;
+  historyLease(key: string, holder: string, ttlMs: number): Promise<number>;
+  historyRelease(key: string, holder: string): Promise<number>;
+}
+
+const SCRIPTS: Readonly<Record<string, string>> = {
+  historyAppend: APPEND,
+  historyTouch: TOUCH,
+  historyRead: READ,
+  historyAdvance: ADVANCE,
+  historyLease: LEASE,
+  historyRelease: RELEASE,
+};
+
+/**
+ * Defines the history scripts on `redis` (once per client; `EVALSHA` with an
+ * `EVAL` fallback) and returns it typed with them.
+ */
+export function withHistoryScripts<T extends Redis | Cluster>(redis: T): T & HistoryCommands {
+  const target = redis as T & Partial<HistoryCommands>;
+  if (typeof target.historyAppend !== "function") {
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      redis.defineCommand(name, { numberOfKeys: 1, lua });
+    }
+  }
+  return target as T & HistoryCommands;
+}

@@ -1,0 +1,202 @@
+/**
+ * One SubscribeEvents call, whatever the transport (contract §7, §12):
+ * authenticate, register in the hub, re-check the session, send the signed
+ * bootstrap, replay what a resume must, then the hub's events until the hub
+ * ends the stream or the client goes away. Transports (gRPC, Connect) adapt
+ * their write side to {@link PushTransport} and map the errors thrown here.
+ */
+import { OUTCOMES, outcomeError, toGatewayError } from "../../handlers/errors.js";
+import type {
+  Clock,
+  DeviceSession,
+  Logger,
+  ResponseSigner,
+  SessionStore,
+} from "../../handlers/ports.js";
+import {
+  bootstrapEvent,
+  type SignedEvent,
+  type SubscribeEventsInput,
+  signEvent,
+} from "../../handlers/subscribe-events.js";
+import {
+  HistoryTrimmedError,
+  planResume,
+  type ResumeLimits,
+  type ResumePlan,
+  type ResumeSources,
+} from "../history/resume.js";
+import { compareIds } from "../streams/stream-ids.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import type { PushHub, PushStream } from "./push-hub.js";
+
+/** The write side of a transport, as the push loop needs it. */
+export interface PushTransport {
+  /**
+   * Resolves once every event written so far was accepted by the transport
+   * (flow control), the call is over, or one of `signals` aborted.
+   */
+  whenAccepted(signals: readonly AbortSignal[]): Promise<void>;
+  /** Wakes a pending `whenAccepted` when any of `signals` aborts; returns the unwatch. */
+  watch(signals: readonly AbortSignal[]): () => void;
+  /** Resets the transport (the client never took its terminal status). */
+  reset(): void;
+  /** Settles once the transport is done with the call. */
+  readonly closed: Promise<void>;
+}
+
+/** Resume with history (§12); absent = resumes recover only at the live position. */
+export interface PushResume {
+  readonly sources: ResumeSources;
+  readonly limits: ResumeLimits;
+  /** Keeps the user's history alive from `position` on (fire and forget). */
+  readonly touch?: (userId: string, position: string) => void;
+}
+
+/** What a push session needs. */
+export interface PushSessionDeps {
+  /** Shape checks and §5 authentication (`createSubscribeEventsAuthenticator`). */
+  readonly authenticate: (request: SubscribeEventsInput) => Promise<DeviceSession>;
+  /** Re-read after registering, so a revoke applied meanwhile still closes the stream. */
+  readonly sessions: SessionStore;
+  readonly hub: PushHub;
+  readonly signer: ResponseSigner;
+  readonly clock: Clock;
+  /** The node's client-events cursor: where live delivery continues from. */
+  readonly cursor: () => string;
+  /** Absent: a resume recovers only at the live position itself. */
+  readonly resume?: PushResume;
+  readonly metrics?: Pick<Metrics, "pushResumes">;
+  readonly logger: Logger;
+}
+
+/**
+ * Runs one push session and yields the events to write, in order. `transport`
+ * is `undefined` when the transport cannot report acceptance (writes then
+ * wait only on the client). Throws GatewayErrors (and whatever else failed);
+ * the stream is released when the transport closes.
+ */
+export async function* runPushSession(
+  deps: PushSessionDeps,
+  request: SubscribeEventsInput,
+  signal: AbortSignal,
+  transport: PushTransport | undefined,
+): AsyncGenerator<SignedEvent, void, undefined> {
+  const { hub } = deps;
+  const session = await deps.authenticate(request);
+  const stream = hub.open(session);
+  // Read in the same turn as registering: the queue holds exactly the events after it.
+  const position = deps.cursor();
+
+  if (transport !== undefined) stream.onReset(() => transport.reset());
+  const endSignals = [signal, stream.ended];
+  const unwatch = transport?.watch(endSignals);
+  const accepted = async () => {
+    if (transport !== undefined) await transport.whenAccepted(endSignals);
+    if (stream.ended.aborted) throw stream.ended.reason;
+  };
+
+  try {
+    if (signal.aborted) return;
+    await recheckSession(deps, stream);
+    const { bootstrapId, replay, skipThrough } = await resumeOf(deps, request, stream, position);
+    deps.resume?.touch?.(stream.userId, position);
+    yield bootstrapEvent(deps.signer, {
+      cursor: bootstrapId,
+      requestId: request.requestId,
+      timestampMs: deps.clock.now(),
+    });
+    if (replay !== undefined) {
+      for await (const event of replay) {
+        await accepted();
+        if (signal.aborted) return;
+        yield signEvent(deps.signer, { ...event, timestampMs: deps.clock.now() });
+      }
+    }
+    while (!signal.aborted) {
+      // Take the next event only once the transport accepted the last one:
+      // what it has not accepted stays in the hub's bounded queue.
+      if (transport !== undefined) await transport.whenAccepted(endSignals);
+      const event = await stream.next(signal);
+      if (event === undefined) return;
+      if (skipThrough !== undefined && compareIds(event.eventId, skipThrough) <= 0) continue;
+      yield event;
+    }
+  } catch (error) {
+    const failure =
+      error instanceof HistoryTrimmedError ? outcomeError(OUTCOMES.streamOverflowed) : error;
+    // Whatever ended the call, the stream must stop receiving events now.
+    if (!stream.ended.aborted) stream.fail(toGatewayError(failure));
+    throw failure;
+  } finally {
+    unwatch?.();
+    if (transport === undefined) stream.release();
+    else void transport.closed.then(() => stream.release());
+  }
+}
+
+/** The bootstrap's event_id and what to replay, as §12 decides it. */
+async function resumeOf(
+  deps: PushSessionDeps,
+  request: SubscribeEventsInput,
+  stream: PushStream,
+  position: string,
+): Promise<{
+  bootstrapId: string;
+  replay?: AsyncIterable<{
+    eventId: string;
+    eventType: string;
+    requestId: string;
+    payload: Uint8Array;
+  }>;
+  skipThrough?: string;
+}> {
+  const lastEventId = request.lastEventId;
+  if (lastEventId === "") return { bootstrapId: position };
+  const target = { userId: stream.userId, deviceSessionId: stream.deviceSessionId };
+  let plan: ResumePlan;
+  try {
+    plan =
+      deps.resume === undefined
+        ? lastEventId === position
+          ? {
+              recovered: true,
+              replay: undefined,
+              skipThrough: position,
+              detail: "at the live position",
+            }
+          : { recovered: false, reason: "resume is not configured" }
+        : await planResume(lastEventId, position, target, deps.resume.sources, deps.resume.limits);
+  } catch (error) {
+    plan = { recovered: false, reason: `history unavailable (${(error as Error).message})` };
+  }
+  const label = `user ${stream.userId} session ${stream.deviceSessionId} from ${lastEventId}`;
+  deps.metrics?.pushResumes.inc({ result: plan.recovered ? "recovered" : "not_recovered" });
+  if (!plan.recovered) {
+    deps.logger.debug(
+      `push resume not recovered (${label}): ${plan.reason}; live from ${position}`,
+    );
+    return { bootstrapId: position };
+  }
+  deps.logger.debug(`push resume recovered (${label}): ${plan.detail}`);
+  return { bootstrapId: lastEventId, replay: plan.replay, skipThrough: plan.skipThrough };
+}
+
+/**
+ * §6: the stream is registered first and its session read again after, so a
+ * revoke applied between authentication and registration still closes it.
+ */
+async function recheckSession(deps: PushSessionDeps, stream: PushStream): Promise<void> {
+  let current: DeviceSession | undefined;
+  try {
+    current = await deps.sessions.get(stream.deviceSessionId);
+  } catch {
+    const error = outcomeError(OUTCOMES.sessionStoreUnavailable, {
+      authFailure: "redis_unavailable",
+    });
+    stream.fail(error);
+    throw error;
+  }
+  deps.hub.reconcile(stream.deviceSessionId, current);
+  if (stream.ended.aborted) throw stream.ended.reason;
+}
