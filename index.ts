@@ -40,3 +40,4 @@ export {
 export { createHttpRoute, HttpRouteHeaders, type HttpRouteOptions } from "./runtime/http/route.js";
 export * from "./runtime/kit/device-client.js";
 export * from "./runtime/kit/publishers.js";
+export * from "./runtime/kit/resumable-subscription.js";

@@ -19,6 +19,11 @@ import {
   type SubscribeEventsRequest,
   type SubscribeEventsResponse,
 } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
+import {
+  type ReconnectInfo,
+  type ResumableItem,
+  resumableSubscription,
+} from "./resumable-subscription.js";
 
 /** A response or event whose gateway signature did not verify. */
 export class GatewaySignatureError extends Error {
@@ -121,6 +126,29 @@ export interface DeviceClientOptions {
   readonly now?: () => number;
 }
 
+/** The options of a device client's `subscribe`. */
+export interface SubscribeCall {
+  /** The subscribe request's request_id (the first one's, when following); random by default. */
+  readonly requestId?: string;
+  /** Resume after this `event_id` (contract §12); empty or absent: live events only. */
+  readonly lastEventId?: string;
+  /** Ends the stream; a following subscription then ends without an error. */
+  readonly signal?: AbortSignal;
+}
+
+/** How a following subscription reconnects. */
+export interface FollowOptions {
+  /** The first reconnect delay, before jitter; 100 ms by default. */
+  readonly minDelayMs?: number;
+  /** The longest reconnect delay; 10 s by default. */
+  readonly maxDelayMs?: number;
+  /** Told before each reconnect delay: what ended the stream and where it resumes. */
+  readonly onReconnect?: (info: ReconnectInfo) => void;
+}
+
+/** One item of a following subscription: a verified event, or continuity lost. */
+export type FollowedItem = ResumableItem<SubscribeEventsResponse>;
+
 /**
  * Creates a device client.
  *
@@ -129,6 +157,10 @@ export interface DeviceClientOptions {
  *   devicePrivateKey: pem, gatewayPublicKey: "PUAXw-hDiVqStwqnTRt-vJyYLM8uxJaMwM1V8Sr0Zgw" });
  * const { resultCode, payload } = await device.execute("demo.echo", Buffer.from("hi"));
  * for await (const event of device.subscribe()) console.log(event.eventType);
+ * for await (const item of device.subscribe({ follow: true })) {
+ *   if (item.kind === "continuity_lost") console.log("resync from the backend");
+ *   else console.log(item.event.eventType);
+ * }
  * device.close();
  */
 export function createDeviceClient(options: DeviceClientOptions) {
@@ -139,6 +171,67 @@ export function createDeviceClient(options: DeviceClientOptions) {
   const privateKey = toPrivateKey(options.devicePrivateKey);
   const gateway = importGatewayKey(options.gatewayPublicKey);
   const now = options.now ?? (() => Date.now());
+
+  /** One push stream: yields verified events, the bootstrap event first. */
+  async function* openStream(
+    requestId: string,
+    lastEventId: string,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<SubscribeEventsResponse> {
+    const request = signSubscribeEventsRequest(
+      { deviceSessionId: options.deviceSessionId, requestId, timestampMs: now(), lastEventId },
+      privateKey,
+    );
+    for await (const event of client.subscribeEvents(request, signal ? { signal } : {})) {
+      await verifyEvent(event, gateway);
+      yield event;
+    }
+  }
+
+  /**
+   * Opens a push stream; yields verified events, the bootstrap event first,
+   * and ends with the stream's status.
+   */
+  function subscribe(
+    call?: SubscribeCall & { follow?: false },
+  ): AsyncGenerator<SubscribeEventsResponse>;
+  /**
+   * Follows the device's events across streams (contract §12): reconnects
+   * after `UNAVAILABLE`, `RESOURCE_EXHAUSTED` or a dropped connection, each
+   * time with a freshly signed request resuming after the last `event_id`
+   * received, and yields a `continuity_lost` item, before the new stream's
+   * bootstrap event, when the gateway could not resume without a gap. Throws
+   * the status that ends it otherwise (a revoke: `FAILED_PRECONDITION`); ends
+   * without an error when `signal` aborts.
+   */
+  function subscribe(
+    call: SubscribeCall & { follow: true | FollowOptions },
+  ): AsyncGenerator<FollowedItem>;
+  /** Either of the above, as `follow` says. */
+  function subscribe(
+    call: SubscribeCall & { follow?: boolean | FollowOptions },
+  ): AsyncGenerator<SubscribeEventsResponse> | AsyncGenerator<FollowedItem>;
+  function subscribe(
+    call: SubscribeCall & { follow?: boolean | FollowOptions } = {},
+  ): AsyncGenerator<SubscribeEventsResponse> | AsyncGenerator<FollowedItem> {
+    const { follow = false, requestId, lastEventId = "", signal } = call;
+    if (follow === false) return openStream(requestId ?? randomUUID(), lastEventId, signal);
+    // A request_id is single-use (replay protection): only the first stream takes the caller's.
+    let firstRequestId = requestId;
+    const open = (resumeAfter: string, streamSignal: AbortSignal) => {
+      const id = firstRequestId ?? randomUUID();
+      firstRequestId = undefined;
+      return openStream(id, resumeAfter, streamSignal);
+    };
+    const { minDelayMs, maxDelayMs, onReconnect } = follow === true ? {} : follow;
+    return resumableSubscription(open, {
+      lastEventId,
+      signal,
+      minDelayMs,
+      maxDelayMs,
+      onReconnect,
+    });
+  }
 
   return {
     /** Signs and sends a command; resolves the verified response. */
@@ -164,27 +257,7 @@ export function createDeviceClient(options: DeviceClientOptions) {
       await verifyExecuteCommandResponse(response, options.deviceSessionId, gateway);
       return response;
     },
-    /** Opens a push stream; yields verified events, the bootstrap event first. */
-    async *subscribe(
-      call: { requestId?: string; lastEventId?: string; signal?: AbortSignal } = {},
-    ): AsyncGenerator<SubscribeEventsResponse> {
-      const request = signSubscribeEventsRequest(
-        {
-          deviceSessionId: options.deviceSessionId,
-          requestId: call.requestId ?? randomUUID(),
-          timestampMs: now(),
-          lastEventId: call.lastEventId ?? "",
-        },
-        privateKey,
-      );
-      for await (const event of client.subscribeEvents(
-        request,
-        call.signal ? { signal: call.signal } : {},
-      )) {
-        await verifyEvent(event, gateway);
-        yield event;
-      }
-    },
+    subscribe,
     /** Closes the channel. */
     close(): void {
       channel.close();
