@@ -6,11 +6,11 @@
  */
 import { spawn } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import { type CliIo, runCli } from "../runtime/cli/cli.js";
 import { gatewayEnv, startGateway } from "./support/gateway.js";
@@ -334,6 +334,162 @@ describe("a device round trip through the CLI", () => {
     expect(stderr).toBe("error: session ds-nobody not found");
     expect(await admin.xlen("gateway:session_events")).toBe(before);
     expect(await admin.exists("gateway:session:ds-nobody")).toBe(0);
+  });
+});
+
+describe("subscribe --from and --follow", () => {
+  // Streams of their own, so restarting this gateway touches no other test.
+  const streams = {
+    GATEWAY_CLIENT_EVENTS_REDIS_STREAM: "cli-follow:client_events",
+    GATEWAY_SESSION_EVENTS_REDIS_STREAM: "cli-follow:session_events",
+  };
+  const keyFile = join(tmp, "follow.pem");
+  const started: Awaited<ReturnType<typeof startGateway>>[] = [];
+
+  afterEach(async () => {
+    for (const node of started.splice(0)) await node.stop();
+  });
+
+  it("refuses a --from that is not an event id as a usage error naming the flag", async () => {
+    const { code, stdout, stderr } = await cli([
+      "subscribe",
+      "--session",
+      "ds-follow",
+      "--key",
+      keyFile,
+      "--from",
+      "latest",
+    ]);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(/^error: --from expects an event id such as 1764028801000-0\n/);
+    expect(stderr).toContain("Usage: edge-gateway");
+  });
+
+  // One device through a gateway restart and a revoke, as an operator
+  // watching `subscribe --follow` would see it.
+  it("--follow resumes after --from, reconnects across a gateway restart and exits 1 on a revoke", async () => {
+    const followEnv = { ...env, ...streams };
+    const first = await startGateway(redis, { env: streams, routes });
+    started.push(first);
+    const address = first.addresses.grpc;
+    const { privateKey, publicKeyText } = newDeviceKey();
+    writeFileSync(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }) as string, {
+      mode: 0o600,
+    });
+    const put = await cli(
+      [
+        "session",
+        "put",
+        "--session",
+        "ds-follow",
+        "--user",
+        "u-follow",
+        "--public-key",
+        publicKeyText,
+      ],
+      followEnv,
+    );
+    expect(put.code).toBe(0);
+    const device = [
+      "--session",
+      "ds-follow",
+      "--key",
+      keyFile,
+      "--addr",
+      address,
+      "--gateway-key",
+      vectors.gateway_key.public_key_base64url,
+    ];
+    const publish = async () => {
+      const published = await cli(
+        ["event", "publish", "--user", "u-follow", "--type", "demo.note"],
+        followEnv,
+      );
+      expect(published.code).toBe(0);
+      return /^event (\d+-\d+) published$/.exec(published.stdout)![1]!;
+    };
+    const shown = (line: string) => {
+      const event = JSON.parse(line) as { event_type: string; event_id: string };
+      return `${event.event_type} ${event.event_id}`;
+    };
+
+    // An event the device receives live, so the gateway has read it.
+    const live = createIo();
+    const listening = runCli(["subscribe", ...device, "--count", "2"], followEnv, live.io);
+    await live.untilStdoutLines(1, listening);
+    const received = await publish();
+    expect(await listening).toBe(0);
+    expect(shown(live.stdout[1]!)).toBe(`demo.note ${received}`);
+
+    // Nothing was published after it: the stream resumes without a gap under
+    // any rule, so the bootstrap carries exactly the id given to --from.
+    const out = createIo();
+    const following = runCli(
+      ["subscribe", ...device, "--from", received, "--follow"],
+      followEnv,
+      out.io,
+    );
+    await out.untilStdoutLines(1, following);
+    expect(shown(out.stdout[0]!)).toBe(`gateway.server_time ${received}`);
+    expect(out.stderr).toEqual([]);
+
+    // An event published while the gateway is away is either replayed after
+    // a bootstrap equal to the id the device sent, or reported as lost.
+    await first.stop();
+    const missed = await publish();
+    started.push(
+      await startGateway(redis, {
+        env: { ...streams, GATEWAY_AUTHENTICATED_GRPC_ADDR: address },
+        routes,
+      }),
+    );
+    await out.untilStdoutLines(2, following);
+    // Recovered: the missed event follows the bootstrap; wait for it too.
+    if (shown(out.stdout[1]!) === `gateway.server_time ${received}`) {
+      await out.untilStdoutLines(3, following);
+    }
+
+    const revoked = await cli(["session", "revoke", "--session", "ds-follow"], followEnv);
+    expect(revoked.code).toBe(0);
+    expect(await following).toBe(1);
+
+    const continuity = out.stderr.filter((line) => line.startsWith("continuity"));
+    expect([
+      {
+        stdout: [
+          `gateway.server_time ${received}`,
+          `gateway.server_time ${received}`,
+          `demo.note ${missed}`,
+        ],
+        continuity: [],
+      },
+      {
+        stdout: [`gateway.server_time ${received}`, `gateway.server_time ${missed}`],
+        continuity: [
+          `continuity lost after ${received}: resync (the stream continues from ${missed})`,
+        ],
+      },
+    ]).toContainEqual({ stdout: out.stdout.map(shown), continuity });
+    // Each reconnect resumed after the last event printed; none followed the revoke.
+    const reconnects = out.stderr.filter((line) => line.startsWith("stream ended"));
+    expect(reconnects[0]).toMatch(
+      new RegExp(
+        `^stream ended with UNAVAILABLE: gateway is shutting down; reconnecting in \\d+ ms after ${received}$`,
+      ),
+    );
+    for (const line of reconnects) {
+      expect(line).toMatch(
+        new RegExp(
+          `^stream ended with UNAVAILABLE: .*; reconnecting in \\d+ ms after ${received}$`,
+        ),
+      );
+    }
+    expect(out.stderr).toEqual([
+      ...reconnects,
+      ...continuity,
+      "error: FAILED_PRECONDITION: device session is revoked",
+    ]);
   });
 });
 

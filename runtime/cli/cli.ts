@@ -8,6 +8,8 @@ import { parseArgs } from "node:util";
 import type { Redis } from "ioredis";
 import { ClientError, Status } from "nice-grpc";
 import { keyIdOf, rawPublicKeyOf } from "../../handlers/ed25519.js";
+import { isStreamId } from "../../handlers/identifiers.js";
+import type { SubscribeEventsResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import { type CliIo, PROCESS_IO } from "./io.js";
 import { runProvisionCli } from "./provision-command.js";
 
@@ -39,7 +41,7 @@ export const USAGE = `Usage: edge-gateway [command]
   event publish --user ID --type TYPE [--session ID] [--payload TEXT | --payload-hex HEX]
                 [--request-id ID]
   exec --session ID --key FILE --type TYPE [--payload TEXT | --payload-hex HEX]
-  subscribe --session ID --key FILE [--count N]
+  subscribe --session ID --key FILE [--count N] [--from EVENT_ID] [--follow]
   config check                validate the environment exactly as startup does
   infra provision [--check] [--trim] [--max-len N]
 
@@ -48,7 +50,14 @@ act as a device: --addr (default 127.0.0.1:9090 or GATEWAY_AUTHENTICATED_GRPC_AD
 --key is the device session's PKCS#8 PEM private key, and the gateway's public key
 comes from --gateway-key (base64url raw key) or --gateway-key-file (PEM, private or
 public; default GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH). Responses and events
-are verified against it.`;
+are verified against it.
+
+subscribe prints each event as a JSON line, the bootstrap event first. --from resumes
+after that event_id (such as 1764028801000-0); --follow reconnects, with jitter, after
+UNAVAILABLE, RESOURCE_EXHAUSTED or a dropped connection, resuming after the last event
+it printed. When the gateway cannot resume without a gap, stderr says
+"continuity lost after <event_id>: resync". A revoke (FAILED_PRECONDITION) or any other
+status ends it with exit code 1.`;
 
 /**
  * Runs one CLI command and resolves its exit code (0 success, 1 failure,
@@ -375,15 +384,49 @@ async function exec(
   }
 }
 
+/** Prints one verified event as a JSON line. */
+function printEvent(io: CliIo, pushed: SubscribeEventsResponse): void {
+  io.stdout(
+    JSON.stringify({
+      event_id: pushed.eventId,
+      event_type: pushed.eventType,
+      request_id: pushed.requestId,
+      timestamp_ms: pushed.timestampMs,
+      payload: Buffer.from(pushed.payload).toString("utf8"),
+      payload_hex: Buffer.from(pushed.payload).toString("hex"),
+      signature: "verified",
+    }),
+  );
+}
+
+function printContinuityLost(io: CliIo, lastEventId: string, position: string): void {
+  io.stderr(`continuity lost after ${lastEventId}: resync (the stream continues from ${position})`);
+}
+
+function describeStreamEnd(error: unknown): string {
+  if (error === undefined) return "without a status";
+  if (error instanceof ClientError) return `with ${Status[error.code]}: ${error.details}`;
+  return `with ${(error as Error).message}`;
+}
+
 async function subscribe(
   args: string[],
   env: Readonly<Record<string, string | undefined>>,
   io: CliIo,
 ): Promise<number> {
-  const values = options(args, { ...DEVICE_OPTIONS, count: { type: "string" } });
+  const values = options(args, {
+    ...DEVICE_OPTIONS,
+    count: { type: "string" },
+    from: { type: "string" },
+    follow: { type: "boolean" },
+  });
   if (values.count !== undefined && !/^[1-9]\d{0,8}$/.test(values.count)) {
     throw new UsageError("--count expects a positive integer");
   }
+  if (values.from !== undefined && !isStreamId(values.from)) {
+    throw new UsageError("--from expects an event id such as 1764028801000-0");
+  }
+  const from = values.from;
   const count = values.count === undefined ? Number.POSITIVE_INFINITY : Number(values.count);
   const { client } = deviceClient(values, env);
   const abort = new AbortController();
@@ -391,18 +434,36 @@ async function subscribe(
   process.once("SIGINT", onSignal);
   let seen = 0;
   try {
-    for await (const pushed of client.subscribe({ signal: abort.signal })) {
-      io.stdout(
-        JSON.stringify({
-          event_id: pushed.eventId,
-          event_type: pushed.eventType,
-          request_id: pushed.requestId,
-          timestamp_ms: pushed.timestampMs,
-          payload: Buffer.from(pushed.payload).toString("utf8"),
-          payload_hex: Buffer.from(pushed.payload).toString("hex"),
-          signature: "verified",
-        }),
-      );
+    if (values.follow === true) {
+      const items = client.subscribe({
+        lastEventId: from,
+        signal: abort.signal,
+        follow: {
+          onReconnect: ({ error, delayMs, lastEventId }) =>
+            io.stderr(
+              `stream ended ${describeStreamEnd(error)}; reconnecting in ${Math.round(delayMs)} ms${
+                lastEventId === "" ? "" : ` after ${lastEventId}`
+              }`,
+            ),
+        },
+      });
+      for await (const item of items) {
+        if (item.kind === "continuity_lost") {
+          printContinuityLost(io, item.lastEventId, item.position);
+          continue;
+        }
+        printEvent(io, item.event);
+        seen += 1;
+        if (seen >= count) break;
+      }
+      return 0;
+    }
+    for await (const pushed of client.subscribe({ lastEventId: from, signal: abort.signal })) {
+      // The bootstrap tells whether the gateway resumed after --from (contract §12).
+      if (seen === 0 && from !== undefined && pushed.eventId !== from) {
+        printContinuityLost(io, from, pushed.eventId);
+      }
+      printEvent(io, pushed);
       seen += 1;
       if (seen >= count) break;
     }
