@@ -38,6 +38,8 @@ describe("the kit through the package entry", () => {
       "publishSessionSnapshot",
       "publishClientEvent",
       "createDeviceClient",
+      "resumableSubscription",
+      "isRecoverableStreamEnd",
       "GatewayError",
       "ERROR_TABLE",
     ]) {
