@@ -137,53 +137,60 @@ describe("a device client with follow", () => {
     expect(following.ended).toBeUndefined();
   });
 
-  it("never leaves a silent gap after events published while its gateway was away", async () => {
-    const name = "missed";
-    const first = await startPushGateway(redis, publisher, cleanup, { name });
-    const device = newDevice("u-missed");
-    await first.snapshot(device, "active");
-    const following = follow(first.grpc, device);
-    await following.bootstrap();
-    const received = await first.publish({ userId: device.userId, eventType: "demo.note" });
-    await following.event(received);
+  it.each<{ history: string; env: Record<string, string> }>([
+    { history: "on", env: {} },
+    { history: "off", env: { GATEWAY_PUSH_HISTORY_SIZE: "0" } },
+  ])(
+    "never leaves a silent gap after events published while its gateway was away (history $history)",
+    async ({ history, env }) => {
+      const name = `missed-${history}`;
+      const first = await startPushGateway(redis, publisher, cleanup, { name, env });
+      const device = newDevice(`u-missed-${history}`);
+      await first.snapshot(device, "active");
+      const following = follow(first.grpc, device);
+      await following.bootstrap();
+      const received = await first.publish({ userId: device.userId, eventType: "demo.note" });
+      await following.event(received);
 
-    await first.gateway.stop();
-    await waitFor("a reconnect", () => following.reconnects.length > 0);
-    const missed = [
-      await first.publish({ userId: device.userId, eventType: "demo.note" }),
-      await first.publish({ userId: device.userId, eventType: "demo.note" }),
-    ];
-    const afterStop = following.items.length;
-    const second = await startPushGateway(redis, publisher, cleanup, {
-      name,
-      env: { GATEWAY_AUTHENTICATED_GRPC_ADDR: first.grpc },
-    });
-    await following.bootstrap(afterStop);
-    const live = await second.publish({ userId: device.userId, eventType: "demo.live" });
-    await following.event(live, afterStop);
+      await first.gateway.stop();
+      await waitFor("a reconnect", () => following.reconnects.length > 0);
+      const missed = [
+        await first.publish({ userId: device.userId, eventType: "demo.note" }),
+        await first.publish({ userId: device.userId, eventType: "demo.note" }),
+      ];
+      const afterStop = following.items.length;
+      const second = await startPushGateway(redis, publisher, cleanup, {
+        name,
+        env: { ...env, GATEWAY_AUTHENTICATED_GRPC_ADDR: first.grpc },
+      });
+      await following.bootstrap(afterStop);
+      const live = await second.publish({ userId: device.userId, eventType: "demo.live" });
+      await following.event(live, afterStop);
 
-    // The new stream either replays the missed events after a bootstrap
-    // equal to the id the device sent (recovered, contract §12), or its
-    // bootstrap carries another position and the device is told, before
-    // that bootstrap, that continuity was lost. Never a silent gap.
-    expect([
-      [
-        `gateway.server_time ${received}`,
-        `demo.note ${missed[0]}`,
-        `demo.note ${missed[1]}`,
-        `demo.live ${live}`,
-      ],
-      [
-        `lost after ${received}, at ${missed[1]}`,
-        `gateway.server_time ${missed[1]}`,
-        `demo.live ${live}`,
-      ],
-    ]).toContainEqual(seen(following.items.slice(afterStop)));
-    expect(following.reconnects.map((info) => info.lastEventId)).toEqual(
-      following.reconnects.map(() => received),
-    );
-    expect(following.ended).toBeUndefined();
-  });
+      // With history the new stream replays the missed events after a
+      // bootstrap equal to the id the device sent (recovered, contract §12);
+      // without it the bootstrap carries the live position and the device is
+      // told, before that bootstrap, that continuity was lost.
+      expect(seen(following.items.slice(afterStop))).toEqual(
+        history === "on"
+          ? [
+              `gateway.server_time ${received}`,
+              `demo.note ${missed[0]}`,
+              `demo.note ${missed[1]}`,
+              `demo.live ${live}`,
+            ]
+          : [
+              `lost after ${received}, at ${missed[1]}`,
+              `gateway.server_time ${missed[1]}`,
+              `demo.live ${live}`,
+            ],
+      );
+      expect(following.reconnects.map((info) => info.lastEventId)).toEqual(
+        following.reconnects.map(() => received),
+      );
+      expect(following.ended).toBeUndefined();
+    },
+  );
 
   it("ends with FAILED_PRECONDITION when its session is revoked, and does not reconnect", async () => {
     const gateway = await startPushGateway(redis, publisher, cleanup);
