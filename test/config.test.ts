@@ -78,6 +78,7 @@ const DEFAULTS: GatewayConfig = {
   authUpstreamUrl: undefined,
   routesModule: undefined,
   grpcTls: undefined,
+  corsAllowedOrigins: [],
   logLevel: "info",
 };
 
@@ -125,6 +126,7 @@ describe("loadConfig", () => {
           "GATEWAY_ROUTES_MODULE",
           "GATEWAY_GRPC_TLS_CERT_PATH",
           "GATEWAY_GRPC_TLS_KEY_PATH",
+          "GATEWAY_CORS_ALLOWED_ORIGINS",
           "GATEWAY_LOG_LEVEL",
         ].sort(),
       );
@@ -155,6 +157,7 @@ describe("loadConfig", () => {
         GATEWAY_ROUTES_MODULE: "/srv/routes.js",
         GATEWAY_GRPC_TLS_CERT_PATH: "/tls/cert.pem",
         GATEWAY_GRPC_TLS_KEY_PATH: "/tls/key.pem",
+        GATEWAY_CORS_ALLOWED_ORIGINS: "https://app.example.com",
         GATEWAY_LOG_LEVEL: "debug",
       });
       expect(config).toEqual({
@@ -187,6 +190,7 @@ describe("loadConfig", () => {
         authUpstreamUrl: "http://auth.internal:8081",
         routesModule: "/srv/routes.js",
         grpcTls: { certPath: "/tls/cert.pem", keyPath: "/tls/key.pem" },
+        corsAllowedOrigins: ["https://app.example.com"],
         logLevel: "debug",
       });
     });
@@ -339,6 +343,33 @@ describe("loadConfig", () => {
         );
       },
     );
+  });
+
+  describe("GATEWAY_CORS_ALLOWED_ORIGINS", () => {
+    it("reads comma-separated origins in the form browsers send them", () => {
+      expect(
+        load({
+          GATEWAY_CORS_ALLOWED_ORIGINS:
+            "https://app.example.com, http://localhost:5173,HTTPS://Admin.Example.com:443/",
+        }).corsAllowedOrigins,
+      ).toEqual(["https://app.example.com", "http://localhost:5173", "https://admin.example.com"]);
+    });
+
+    it.each([
+      "*",
+      "app.example.com",
+      "https://app.example.com/path",
+      "https://app.example.com?x=1",
+      "https://user@app.example.com",
+      "ftp://files.example.com",
+      "https://app.example.com,",
+      "null",
+    ])("fails naming the variable for %j", (value) => {
+      expectNamesVariable(
+        configError({ ...REQUIRED, GATEWAY_CORS_ALLOWED_ORIGINS: value }),
+        "GATEWAY_CORS_ALLOWED_ORIGINS",
+      );
+    });
   });
 
   describe("invalid values", () => {

@@ -48,6 +48,8 @@ export interface GatewayConfig {
   readonly routesModule: string | undefined;
   /** Both set: the gRPC listener serves TLS. */
   readonly grpcTls: { readonly certPath: string; readonly keyPath: string } | undefined;
+  /** Browser origins the public listener answers with CORS headers; empty = none. */
+  readonly corsAllowedOrigins: readonly string[];
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -176,6 +178,47 @@ const url = z.string().transform((text, ctx) => {
   return z.NEVER;
 });
 
+/**
+ * A comma-separated list of browser origins (`scheme://host[:port]`), each
+ * normalised to the form browsers send in `Origin` (lowercase host, no
+ * default port, no trailing slash).
+ */
+const origins = z.string().transform((text, ctx) => {
+  const parsed: string[] = [];
+  if (text === "") return parsed;
+  for (const item of text.split(",").map((part) => part.trim())) {
+    const origin = originOf(item);
+    if (origin === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message: `expected comma-separated origins such as https://app.example.com, got "${item}"`,
+      });
+      return z.NEVER;
+    }
+    if (!parsed.includes(origin)) parsed.push(origin);
+  }
+  return parsed;
+});
+
+/** The serialised origin of an http(s) URL that is nothing but an origin, else `undefined`. */
+function originOf(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined;
+  }
+  const bare =
+    (url.protocol === "http:" || url.protocol === "https:") &&
+    url.username === "" &&
+    url.password === "" &&
+    url.pathname === "/" &&
+    url.search === "" &&
+    url.hash === "" &&
+    /^https?:\/\/[^/?#]+\/?$/i.test(text);
+  return bare ? url.origin : undefined;
+}
+
 /** A default duration as the variable's text. */
 const ms = (milliseconds: number): string => `${milliseconds}ms`;
 
@@ -254,6 +297,7 @@ const VARIABLES = {
   GATEWAY_ROUTES_MODULE: { schema: z.string() },
   GATEWAY_GRPC_TLS_CERT_PATH: { schema: z.string() },
   GATEWAY_GRPC_TLS_KEY_PATH: { schema: z.string() },
+  GATEWAY_CORS_ALLOWED_ORIGINS: { default: "", schema: origins },
   GATEWAY_LOG_LEVEL: {
     default: DEFAULTS.logLevel,
     schema: z.enum(["debug", "info", "warn", "error"]),
@@ -391,6 +435,7 @@ export function loadConfig(
     authUpstreamUrl: v.GATEWAY_AUTH_UPSTREAM_URL,
     routesModule: v.GATEWAY_ROUTES_MODULE,
     grpcTls: certPath !== undefined && keyPath !== undefined ? { certPath, keyPath } : undefined,
+    corsAllowedOrigins: v.GATEWAY_CORS_ALLOWED_ORIGINS!,
     logLevel: v.GATEWAY_LOG_LEVEL!,
   };
 }
