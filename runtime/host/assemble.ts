@@ -4,7 +4,13 @@
  * handlers, the gRPC listener its manifest of services.
  */
 import { createExecuteCommandHandler } from "../../handlers/execute-command.js";
-import type { AuthUpstream, Clock, Routes } from "../../handlers/ports.js";
+import type {
+  AuthUpstream,
+  Clock,
+  ReplayStore,
+  ResponseSigner,
+  Routes,
+} from "../../handlers/ports.js";
 import { createSubscribeEventsAuthenticator, signEvent } from "../../handlers/subscribe-events.js";
 import type { GrpcHealth } from "../grpc/health.js";
 import { type GrpcService, gatewayServices } from "../grpc/methods.js";
@@ -12,6 +18,7 @@ import { createSubscribeEventsMethod } from "../grpc/subscribe-events.js";
 import { createHistoryStore, type HistoryStore } from "../history/history-store.js";
 import { createHistoryTask } from "../history/history-task.js";
 import { createHttpAuthUpstream } from "../http/auth-upstream.js";
+import type { ExecuteCommandHandler } from "../http/connect.js";
 import { createPublicHttpApp, toNodeListener } from "../http/public.js";
 import { createPushHub, type PushHub } from "../push/push-hub.js";
 import type { PushResume } from "../push/push-session.js";
@@ -80,6 +87,12 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
     });
     return sessions;
   };
+  // One handler pipeline for ExecuteCommand, whichever listener a call arrives on.
+  let ports: HandlerPorts | undefined;
+  const handlerPorts = () => {
+    ports ??= createHandlerPorts(options, core, sessionStore());
+    return ports;
+  };
   let history: HistoryStore | undefined;
   const historyStore = () => {
     history ??= createHistoryStore({
@@ -117,9 +130,8 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
     () =>
       createServices(
         options,
-        core,
         hub,
-        sessionStore(),
+        handlerPorts(),
         readers.clientEvents(),
         pushResume(options, historyStore()),
       ),
@@ -134,7 +146,18 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
     options,
     () =>
       toNodeListener(
-        createPublicHttpApp({ authUpstream, isReady: options.isReady, logger, metrics }),
+        createPublicHttpApp({
+          authUpstream,
+          isReady: options.isReady,
+          logger,
+          metrics,
+          connect: {
+            methods: { executeCommand: handlerPorts().executeCommand },
+            maxCommandPayloadBytes: config.maxCommandPayloadBytes,
+            isShuttingDown: options.isShuttingDown,
+          },
+          corsAllowedOrigins: config.corsAllowedOrigins,
+        }),
       ),
     options.servePublicHttp,
     authUpstream,
@@ -159,29 +182,56 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
   };
 }
 
-/** The gRPC listener's services, with the handlers' ports from the started Redis. */
-function createServices(
-  options: AssembleOptions,
+/** The stateless handlers' ports over the started Redis, and the ExecuteCommand handler built on them. */
+interface HandlerPorts {
+  readonly sessions: CachedSessionStore;
+  readonly replay: ReplayStore;
+  readonly clock: Clock;
+  readonly signer: ResponseSigner;
+  readonly executeCommand: ExecuteCommandHandler;
+}
+
+/** Builds the handler ports once Redis is connected. */
+function createHandlerPorts(
+  { config, clock }: AssembleOptions,
   core: CoreComponent,
-  hub: PushHub,
   sessions: CachedSessionStore,
-  clientEvents: StreamReader,
-  resume: PushResume,
-): readonly GrpcService[] {
-  const { config, clock, logger, metrics } = options;
+): HandlerPorts {
   const replay = createRedisReplayStore({
     redis: core.redis(),
     keyPrefix: config.redis.keyPrefix,
     maxClockSkewMs: config.maxClockSkewMs,
   });
-  const ports = { sessions, replay, clock, signer: core.signer() };
-  return gatewayServices({
+  const signer = core.signer();
+  return {
+    sessions,
+    replay,
+    clock,
+    signer,
     executeCommand: createExecuteCommandHandler({
-      ...ports,
+      sessions,
+      replay,
+      clock,
+      signer,
       router: core.router(),
       maxClockSkewMs: config.maxClockSkewMs,
       maxPayloadBytes: config.maxCommandPayloadBytes,
     }),
+  };
+}
+
+/** The gRPC listener's services, with the handlers' ports from the started Redis. */
+function createServices(
+  options: AssembleOptions,
+  hub: PushHub,
+  handlerPorts: HandlerPorts,
+  clientEvents: StreamReader,
+  resume: PushResume,
+): readonly GrpcService[] {
+  const { config, logger, metrics } = options;
+  const { executeCommand, ...ports } = handlerPorts;
+  return gatewayServices({
+    executeCommand,
     subscribeEvents: createSubscribeEventsMethod({
       ...ports,
       authenticate: createSubscribeEventsAuthenticator({

@@ -1,6 +1,8 @@
 /**
- * The public HTTP listener's h3 app (contract §8): health and readiness probes
- * and the public auth routes, mounted from one manifest through `toH3Handler`.
+ * The public HTTP listener's h3 app (contract §8, §14): health and readiness
+ * probes and the public auth routes, mounted from one manifest through
+ * `toH3Handler`; beside them `edgegateway.v1.EdgeGatewayService` over Connect
+ * and gRPC-Web, and CORS for the allowed browser origins.
  */
 import { type EventHandler, H3, type H3Event, type NodeHandler, toNodeHandler } from "h3";
 import {
@@ -22,6 +24,8 @@ import {
 import { withHttpSpan } from "../grpc/tracing.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { BodyTooLargeError, readBoundedBody } from "./bounded-body.js";
+import { type ConnectMethods, type ConnectRoutesOptions, createConnectRoutes } from "./connect.js";
+import { createCorsPolicy } from "./cors.js";
 
 /** Largest accepted request body, in bytes; a larger one is `413 payload_too_large`. */
 export const MAX_PUBLIC_BODY_BYTES = 16 * 1024;
@@ -37,8 +41,23 @@ export interface PublicHttpOptions {
   readonly isReady: () => boolean;
   /** Where unexpected errors and upstream failures are logged. */
   readonly logger: Logger;
-  /** Counts every response in `gateway_http_requests_total{route,status}`. */
-  readonly metrics?: Pick<Metrics, "httpRequests">;
+  /**
+   * Counts every response in `gateway_http_requests_total{route,status}` and
+   * failed authentication steps of Connect and gRPC-Web calls in
+   * `gateway_auth_failures_total`.
+   */
+  readonly metrics?: Pick<Metrics, "httpRequests" | "authFailures">;
+  /**
+   * The methods served over Connect and gRPC-Web at
+   * `/edgegateway.v1.EdgeGatewayService/<Method>`, with their limits; without
+   * it those paths are unknown (`404`).
+   */
+  readonly connect?: { readonly methods: ConnectMethods } & Pick<
+    ConnectRoutesOptions,
+    "maxCommandPayloadBytes" | "isShuttingDown"
+  >;
+  /** Browser origins answered with CORS headers (`GATEWAY_CORS_ALLOWED_ORIGINS`); none by default. */
+  readonly corsAllowedOrigins?: readonly string[];
 }
 
 /** A JSON object answered to the client. */
@@ -123,6 +142,14 @@ export function createPublicHttpApp(options: PublicHttpOptions): H3 {
     },
   });
 
+  const cors = createCorsPolicy(options.corsAllowedOrigins ?? []);
+  app.use(async (event, next) => {
+    const preflight = cors.preflight(event.req);
+    if (preflight !== undefined) return preflight;
+    const response = await next();
+    return response instanceof Response ? cors.apply(event.req, response) : response;
+  });
+
   const allowed = new Map<string, string[]>();
   for (const route of PUBLIC_HTTP_ROUTES) {
     const inner = toH3Handler(route, options);
@@ -139,6 +166,18 @@ export function createPublicHttpApp(options: PublicHttpOptions): H3 {
       methods.push("HEAD");
     }
     allowed.set(route.route, methods);
+  }
+  if (options.connect !== undefined) {
+    const { methods, ...limits } = options.connect;
+    for (const route of createConnectRoutes(methods, { ...limits, logger, metrics })) {
+      // Every method reaches the procedure: the protocols answer their own 405 and 415.
+      app.all(route.path, (event) =>
+        withHttpSpan(
+          { route: route.path, method: event.req.method, headers: event.req.headers },
+          () => route.handle(event.req),
+        ),
+      );
+    }
   }
   // Method-less routes match only when no route of the request's method does.
   for (const [route, methods] of allowed) app.all(route, methodNotAllowed(methods.join(", ")));
