@@ -1,7 +1,7 @@
 /**
- * The edge gateway kit: the host, the stateless handlers and their ports,
- * signing and key helpers, route factories, publisher helpers and a device
- * client.
+ * The edge gateway kit: the host, the fetch handler for fetch-style runtimes,
+ * the stateless handlers and their ports, signing and key helpers, route
+ * factories, publisher helpers and a device client.
  */
 export * from "./handlers/authenticate.js";
 export * from "./handlers/ed25519.js";
@@ -26,6 +26,13 @@ export {
   loadResponseSigner,
   parseSignerKeyPem,
 } from "./runtime/config/signer.js";
+export {
+  createFetchHandler,
+  createFetchHandlerFromPorts,
+  type FetchHandler,
+  type FetchHandlerOptions,
+  type FetchHandlerPorts,
+} from "./runtime/host/fetch-handler.js";
 export {
   createGateway,
   type Gateway,

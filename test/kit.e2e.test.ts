@@ -28,6 +28,8 @@ describe("the kit through the package entry", () => {
     const kit = await import(new URL("../dist/index.js", import.meta.url).href);
     for (const name of [
       "createGateway",
+      "createFetchHandler",
+      "createFetchHandlerFromPorts",
       "createExecuteCommandHandler",
       "createSubscribeEventsAuthenticator",
       "sendEmailCode",
