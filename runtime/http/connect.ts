@@ -20,7 +20,7 @@ import {
   universalServerResponseToFetch,
 } from "@connectrpc/connect/protocol";
 import {
-  type GatewayError,
+  GatewayError,
   grpcAnswerOf,
   isGatewayError,
   OUTCOMES,
@@ -64,9 +64,9 @@ export interface ConnectRoute {
   /** The request path, e.g. `/edgegateway.v1.EdgeGatewayService/ExecuteCommand`. */
   readonly path: string;
   /**
-   * Answers a request of any method and content type to {@link path}, the
-   * way the Connect and gRPC-Web protocols say (their own `405` and `415`
-   * included); a request that cannot be a call gets no side effect.
+   * Answers a request of any method and content type to {@link path} as the
+   * Connect and gRPC-Web protocols say, their own `405` and `415` included
+   * (those are answered without reading the body).
    */
   handle(request: Request): Promise<Response>;
 }
@@ -197,10 +197,7 @@ async function handleCall(
   } catch (error) {
     rejection =
       error instanceof BodyTooLargeError
-        ? outcomeError({
-            code: "resource_exhausted",
-            message: `request message exceeds ${messageLimit} bytes`,
-          })
+        ? new GatewayError("resource_exhausted", `request message exceeds ${messageLimit} bytes`)
         : invalid("request body was not received completely");
   }
   const contextValues = createContextValues().set(REJECTION, rejection);
