@@ -181,11 +181,11 @@ async function bridgeFromIngress(
   sources: ResumeSources,
   limits: ResumeLimits,
 ): Promise<{ ok: true; events: ClientEvent[] } | { ok: false; reason: string }> {
-  const entries = await sources.ingressRange(
-    after === "0-0" ? "-" : after,
-    upTo,
-    limits.maxIngressScan + 1,
-  );
+  // One more than the bound, to tell a full range from a longer one, plus the
+  // entry at `after` itself when there is one.
+  const start = after === "0-0" ? "-" : after;
+  const count = limits.maxIngressScan + (after === "0-0" ? 1 : 2);
+  const entries = await sources.ingressRange(start, upTo, count);
   let from = 0;
   if (after !== "0-0") {
     if (entries[0]?.id !== after)
