@@ -74,7 +74,7 @@ export function entryOf([id, flat]: [Buffer, Buffer[]]): StreamEntry {
 
 /**
  * Touches the histories of every user with open streams on this node, every
- * `intervalMs` (a third of the TTL), so a quiet user's history outlives the
+ * `intervalMs` (a third of the TTL, at least 100 ms), so a quiet user's history outlives the
  * TTL while a device is connected. Returns the stop function.
  */
 export function keepHistoriesAlive(options: {

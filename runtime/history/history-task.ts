@@ -52,7 +52,7 @@ export function createHistoryTask(options: HistoryTaskOptions): {
         store: options.store,
         users: options.users,
         position: options.position,
-        intervalMs: Math.max(1000, Math.floor(options.history.ttlMs / 3)),
+        intervalMs: Math.max(100, Math.floor(options.history.ttlMs / 3)),
         logger: options.logger,
       });
       options.logger.info(
