@@ -83,6 +83,19 @@ async function open(
   return { stream, bootstrap: bootstrap! };
 }
 
+/**
+ * The device receives one event live on `node` and disconnects: resolves the
+ * id of that event, the `last_event_id` it resumes with.
+ */
+async function receiveOneAndLeave(node: PushGateway, device: TestDevice): Promise<string> {
+  const first = await open(node, device);
+  const [seen] = await publishAll(node, device, ["seen"]);
+  await first.stream.received(2);
+  first.stream.cancel();
+  await first.stream.terminal();
+  return seen!;
+}
+
 /** Waits until `node` has routed `id` into history (its router's position). */
 async function routed(node: PushGateway, id: string, client: Redis = publisher): Promise<void> {
   await waitFor(`history routed through ${id}`, async () => {
@@ -106,11 +119,7 @@ describe("a stream resumed with last_event_id", () => {
     const stranger = newDevice(uniqueName("user"));
     for (const one of [device, sibling, stranger]) await node.snapshot(one, "active");
 
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["before"]);
-    await first.stream.received(2);
-    first.stream.cancel();
-    await first.stream.terminal();
+    const seen = await receiveOneAndLeave(node, device);
 
     await publishAll(node, device, ["a", "b"]);
     await publishAll(node, sibling, ["only-sibling"], { onlySession: sibling.deviceSessionId });
@@ -155,10 +164,7 @@ describe("a stream resumed with last_event_id", () => {
     });
     const device = newDevice(uniqueName("user"));
     await node.snapshot(device, "active");
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["x"]);
-    await first.stream.received(2);
-    first.stream.cancel();
+    const seen = await receiveOneAndLeave(node, device);
 
     const resumed = await open(node, device, seen);
     expect(resumed.bootstrap.eventId).toBe(seen);
@@ -174,10 +180,7 @@ describe("a stream resumed with last_event_id", () => {
     const watcher = newDevice(device.userId);
     for (const one of [device, watcher]) await node.snapshot(one, "active");
     const watching = await open(node, watcher);
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["x"]);
-    await first.stream.received(2);
-    first.stream.cancel();
+    const seen = await receiveOneAndLeave(node, device);
     const [missed] = await publishAll(node, device, ["missed"]);
     // The node has read the missed event once another stream of the user got it.
     await watching.stream.received(3);
@@ -196,10 +199,7 @@ describe("a stream resumed with last_event_id", () => {
     });
     const device = newDevice(uniqueName("user"));
     await node.snapshot(device, "active");
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["kept?"]);
-    await first.stream.received(2);
-    first.stream.cancel();
+    const seen = await receiveOneAndLeave(node, device);
     const ids = await publishAll(node, device, ["1", "2", "3", "4", "5"]);
     await routed(node, ids.at(-1)!);
 
@@ -227,11 +227,7 @@ describe("a stream resumed with last_event_id", () => {
     });
     const device = newDevice(uniqueName("user"));
     await node.snapshot(device, "active");
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["x"]);
-    await first.stream.received(2);
-    first.stream.cancel();
-    await first.stream.terminal();
+    const seen = await receiveOneAndLeave(node, device);
     const [missed] = await publishAll(node, device, ["missed"]);
     await routed(node, missed!);
     await waitFor("the history to expire", async () => {
@@ -250,12 +246,8 @@ describe("a stream resumed with last_event_id", () => {
     const node = await startPushGateway(own, client, cleanup);
     const device = newDevice(uniqueName("user"));
     await node.snapshot(device, "active");
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["before"]);
-    await first.stream.received(2);
-    first.stream.cancel();
-    await first.stream.terminal();
-    await routed(node, seen!, client);
+    const seen = await receiveOneAndLeave(node, device);
+    await routed(node, seen, client);
 
     client.disconnect();
     await own.kill();
@@ -309,10 +301,7 @@ describe("a stream resumed with last_event_id", () => {
     });
     const device = newDevice(uniqueName("user"));
     await node.snapshot(device, "active");
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["start"]);
-    await first.stream.received(2);
-    first.stream.cancel();
+    const seen = await receiveOneAndLeave(node, device);
     const texts = Array.from({ length: 160 }, (_, index) => `m${index}`);
     const ids = await publishAll(node, device, texts);
     await routed(node, ids.at(-1)!);
@@ -329,10 +318,7 @@ describe("a stream resumed with last_event_id", () => {
     });
     const device = newDevice(uniqueName("user"));
     await node.snapshot(device, "active");
-    const first = await open(node, device);
-    const [seen] = await publishAll(node, device, ["start"]);
-    await first.stream.received(2);
-    first.stream.cancel();
+    const seen = await receiveOneAndLeave(node, device);
     // More than an HTTP/2 window of missed events: the replay cannot all be written.
     const big = Array.from({ length: 24 }, (_, index) => `${index}`.padEnd(16_384, "."));
     const missedIds = await publishAll(node, device, big);
