@@ -1,9 +1,9 @@
 /**
  * `edgegateway.v1.EdgeGatewayService` over the Connect protocol and gRPC-Web
  * (binary and JSON codecs) for the public listener and the fetch handler
- * (contract §14). Each method calls the same handler the gRPC listener calls;
- * this module only translates messages and maps outcomes through the one
- * error table.
+ * (contract §14). Each method runs what the gRPC listener runs (the
+ * ExecuteCommand handler, the push session of SubscribeEvents); this module
+ * only translates messages and maps outcomes through the one error table.
  */
 import { type DescMessage, fromBinary, fromJsonString } from "@bufbuild/protobuf";
 import {
@@ -29,14 +29,19 @@ import {
 } from "../../handlers/errors.js";
 import { type createExecuteCommandHandler, invalid } from "../../handlers/execute-command.js";
 import type { Logger } from "../../handlers/ports.js";
+import type { SignedEvent } from "../../handlers/subscribe-events.js";
 import {
   EdgeGatewayService,
   type ExecuteCommandRequest,
   type ExecuteCommandResponse,
+  type SubscribeEventsRequest,
+  type SubscribeEventsResponse,
 } from "../../proto/gen-es/edgegateway/v1/edge_gateway_pb.js";
 import { traceHeadersOf } from "../grpc/tracing.js";
+import { type PushSessionDeps, runPushSession } from "../push/push-session.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { BodyTooLargeError, readBoundedBody } from "./bounded-body.js";
+import { HttpPushTransport } from "./http-push-transport.js";
 
 /** The ExecuteCommand handler of `handlers/execute-command.ts`. */
 export type ExecuteCommandHandler = ReturnType<typeof createExecuteCommandHandler>;
@@ -45,6 +50,12 @@ export type ExecuteCommandHandler = ReturnType<typeof createExecuteCommandHandle
 export interface ConnectMethods {
   /** ExecuteCommand (unary): the handler the gRPC listener calls. */
   readonly executeCommand: ExecuteCommandHandler;
+  /**
+   * SubscribeEvents (server streaming): the dependencies of the push session
+   * the gRPC listener runs (`runPushSession`), the same ones; absent, the
+   * method answers `unimplemented`.
+   */
+  readonly subscribeEvents?: PushSessionDeps;
 }
 
 /** Options of {@link createConnectRoutes}. */
@@ -85,6 +96,11 @@ const REJECTION = createContextKey<GatewayError | undefined>(undefined, {
   description: "edge-gateway.rejection",
 });
 
+/** The HTTP transport of a server-streaming call, from the request to its method. */
+const PUSH_TRANSPORT = createContextKey<HttpPushTransport | undefined>(undefined, {
+  description: "edge-gateway.push-transport",
+});
+
 /**
  * The routes of `edgegateway.v1.EdgeGatewayService`, one per method. A
  * request message (the body of a Connect unary call, the enveloped message of
@@ -93,7 +109,9 @@ const REJECTION = createContextKey<GatewayError | undefined>(undefined, {
  * past it the call answers `RESOURCE_EXHAUSTED`. A message that does not
  * decode answers `INVALID_ARGUMENT`, `request message could not be decoded`,
  * as on the gRPC listener. Compressed requests are refused (no compression
- * is offered), so the limit holds for what is decoded.
+ * is offered), so the limit holds for what is decoded. SubscribeEvents
+ * streams as over gRPC: its events wait for the response to accept the
+ * previous one, and the hub ends it with the same statuses.
  */
 export function createConnectRoutes(
   methods: ConnectMethods,
@@ -131,6 +149,9 @@ export function createConnectRoutes(
         throw toConnectError(error, context, options);
       }
     },
+    ...(methods.subscribeEvents === undefined
+      ? {}
+      : { subscribeEvents: subscribeEventsMethod(methods.subscribeEvents, options) }),
   });
   return router.handlers.map((handler) => ({
     path: handler.requestPath,
@@ -201,7 +222,10 @@ async function handleCall(
         : invalid("request body was not received completely");
   }
   const contextValues = createContextValues().set(REJECTION, rejection);
-  const response = universalServerResponseToFetch(
+  const streaming = handler.method.methodKind === "server_streaming";
+  const transport = streaming ? new HttpPushTransport(request.signal) : undefined;
+  contextValues.set(PUSH_TRANSPORT, transport);
+  const answer = universalServerResponseToFetch(
     await handler({
       httpVersion: "1.1",
       method: request.method,
@@ -212,6 +236,7 @@ async function handleCall(
       contextValues,
     }),
   );
+  const response = transport === undefined ? answer : transport.respond(answer);
   if (rejection?.code === "resource_exhausted") response.headers.set("connection", "close");
   return response;
 }
@@ -247,6 +272,34 @@ function undecodable(
   }
 }
 
+/**
+ * SubscribeEvents: one push session over the call's HTTP transport, as the
+ * gRPC method runs it; its errors leave through the one error table.
+ */
+function subscribeEventsMethod(
+  deps: PushSessionDeps,
+  options: Pick<ConnectRoutesOptions, "logger" | "metrics">,
+) {
+  return async function* subscribeEvents(
+    request: SubscribeEventsRequest,
+    context: HandlerContext,
+  ): AsyncGenerator<Omit<SubscribeEventsResponse, "$typeName">, void, undefined> {
+    const transport = context.values.get(PUSH_TRANSPORT);
+    try {
+      if (transport === undefined) throw new Error("SubscribeEvents called without its transport");
+      const session = runPushSession(
+        deps,
+        toSubscribeEventsInput(request),
+        context.signal,
+        transport,
+      );
+      for await (const event of transport.deliver(session)) yield toSubscribeEventsResponse(event);
+    } catch (error) {
+      throw toConnectError(error, context, options);
+    }
+  };
+}
+
 /** The call's absolute deadline in Unix ms from its protocol timeout, or `undefined` without one. */
 function deadlineOf(context: HandlerContext): number | undefined {
   const timeoutMs = context.timeoutMs();
@@ -254,13 +307,28 @@ function deadlineOf(context: HandlerContext): number | undefined {
 }
 
 /**
- * The handler's input. An `int64` the gateway cannot hold exactly is a
+ * A request's `timestamp_ms`. An `int64` the gateway cannot hold exactly is a
  * message it cannot decode, as on the gRPC listener.
  */
-function toExecuteCommandInput(request: ExecuteCommandRequest) {
-  const timestampMs = Number(request.timestampMs);
+function timestampOf(value: bigint): number {
+  const timestampMs = Number(value);
   if (!Number.isSafeInteger(timestampMs)) throw invalid("request message could not be decoded");
-  return { ...request, timestampMs };
+  return timestampMs;
+}
+
+/** The handler's input. */
+function toExecuteCommandInput(request: ExecuteCommandRequest) {
+  return { ...request, timestampMs: timestampOf(request.timestampMs) };
+}
+
+/** The push session's input. */
+function toSubscribeEventsInput(request: SubscribeEventsRequest) {
+  return { ...request, timestampMs: timestampOf(request.timestampMs) };
+}
+
+/** The response message of a pushed event. */
+function toSubscribeEventsResponse(event: SignedEvent): Omit<SubscribeEventsResponse, "$typeName"> {
+  return { ...event, timestampMs: BigInt(event.timestampMs) };
 }
 
 /** The response message of the handler's output. */
