@@ -21,7 +21,7 @@ import { createHttpAuthUpstream } from "../http/auth-upstream.js";
 import type { ExecuteCommandHandler } from "../http/connect.js";
 import { createPublicHttpApp, toNodeListener } from "../http/public.js";
 import { createPushHub, type PushHub } from "../push/push-hub.js";
-import type { PushResume } from "../push/push-session.js";
+import type { PushResume, PushSessionDeps } from "../push/push-session.js";
 import { recheckOpenStreams } from "../push/session-recheck.js";
 import { createKeyspace } from "../redis/keyspace.js";
 import { createRedisReplayStore } from "../redis/replay-store.js";
@@ -125,16 +125,21 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
           }),
     ];
   });
+  // One push session pipeline for SubscribeEvents, whichever listener a call arrives on.
+  let pushDeps: PushSessionDeps | undefined;
+  const pushSessionDeps = () => {
+    pushDeps ??= createPushSessionDeps(
+      options,
+      hub,
+      handlerPorts(),
+      readers.clientEvents(),
+      pushResume(options, historyStore()),
+    );
+    return pushDeps;
+  };
   const grpc = createGrpcComponent(
     options,
-    () =>
-      createServices(
-        options,
-        hub,
-        handlerPorts(),
-        readers.clientEvents(),
-        pushResume(options, historyStore()),
-      ),
+    () => createServices(options, handlerPorts(), pushSessionDeps()),
     options.isShuttingDown,
   );
   const authUpstream =
@@ -152,7 +157,10 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
           logger,
           metrics,
           connect: {
-            methods: { executeCommand: handlerPorts().executeCommand },
+            methods: {
+              executeCommand: handlerPorts().executeCommand,
+              subscribeEvents: pushSessionDeps(),
+            },
             maxCommandPayloadBytes: config.maxCommandPayloadBytes,
             isShuttingDown: options.isShuttingDown,
           },
@@ -223,31 +231,39 @@ function createHandlerPorts(
 /** The gRPC listener's services, with the handlers' ports from the started Redis. */
 function createServices(
   options: AssembleOptions,
+  handlerPorts: HandlerPorts,
+  pushSessionDeps: PushSessionDeps,
+): readonly GrpcService[] {
+  return gatewayServices({
+    executeCommand: handlerPorts.executeCommand,
+    subscribeEvents: createSubscribeEventsMethod(pushSessionDeps),
+    health: options.health,
+    logger: options.logger,
+  });
+}
+
+/** What a SubscribeEvents push session needs, on either listener, over the started Redis. */
+function createPushSessionDeps(
+  { config, logger, metrics }: AssembleOptions,
   hub: PushHub,
   handlerPorts: HandlerPorts,
   clientEvents: StreamReader,
   resume: PushResume,
-): readonly GrpcService[] {
-  const { config, logger, metrics } = options;
-  const { executeCommand, ...ports } = handlerPorts;
-  return gatewayServices({
-    executeCommand,
-    subscribeEvents: createSubscribeEventsMethod({
+): PushSessionDeps {
+  const { executeCommand: _executeCommand, ...ports } = handlerPorts;
+  return {
+    ...ports,
+    authenticate: createSubscribeEventsAuthenticator({
       ...ports,
-      authenticate: createSubscribeEventsAuthenticator({
-        ...ports,
-        maxClockSkewMs: config.maxClockSkewMs,
-      }),
-      hub,
-      // Read at registration: where live delivery continues from.
-      cursor: () => clientEvents.cursor(),
-      resume,
-      metrics,
-      logger,
+      maxClockSkewMs: config.maxClockSkewMs,
     }),
-    health: options.health,
+    hub,
+    // Read at registration: where live delivery continues from.
+    cursor: () => clientEvents.cursor(),
+    resume,
+    metrics,
     logger,
-  });
+  };
 }
 
 /** How a SubscribeEvents call with `last_event_id` resumes (§12). */
