@@ -246,11 +246,11 @@ describe.each(transports)("ExecuteCommand over %s", (_name, transport) => {
     );
   });
 
-  it("answers UNIMPLEMENTED for SubscribeEvents, which is not served over this listener", async () => {
+  it("serves SubscribeEvents on the same listener: an unknown session answers UNAUTHENTICATED", async () => {
     now = Date.now();
     const stream = client().subscribeEvents({
       protocolVersion: 1,
-      deviceSessionId: sessionId,
+      deviceSessionId: "ds-nobody",
       requestId: randomUUID(),
       timestampMs: BigInt(now),
       signature: new Uint8Array(64),
@@ -261,7 +261,8 @@ describe.each(transports)("ExecuteCommand over %s", (_name, transport) => {
           // No event is expected.
         }
       })(),
-      Code.Unimplemented,
+      Code.Unauthenticated,
+      "device session not found",
     );
   });
 });
