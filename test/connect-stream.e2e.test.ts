@@ -217,6 +217,29 @@ describe.each(transports)("SubscribeEvents over %s", (_name, transportFor) => {
     });
   });
 
+  it("ends DEADLINE_EXCEEDED when the call's timeout passes, and releases the stream", async () => {
+    const node = await startPushGateway(redis, publisher, cleanup);
+    const client = createClient(EdgeGatewayService, transportFor(`http://${node.publicHttp}`));
+    const request = subscribeRequest(await storedDevice());
+    const events: ConnectEvent[] = [];
+    const error = await (async () => {
+      const stream = client.subscribeEvents(
+        { ...request, timestampMs: BigInt(request.timestampMs) },
+        { timeoutMs: 300 },
+      );
+      for await (const event of stream) events.push(event);
+    })().then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(ConnectError);
+    expect(Status[(error as ConnectError).code as number]).toBe("DEADLINE_EXCEEDED");
+    expect(events.map((event) => event.eventType)).toEqual(["gateway.server_time"]);
+    await waitFor("the stream released", async () => {
+      return (await metric(node.admin, "gateway_push_streams_active")) === 0;
+    });
+  });
+
   it("ends with the gRPC listener's status when the session is revoked or changed", async () => {
     const node = await startPushGateway(redis, publisher, cleanup);
     const transport = transportFor(`http://${node.publicHttp}`);
@@ -343,6 +366,21 @@ function connectBody(request: SubscribeEventsRequest): Buffer {
   return Buffer.concat([prefix, message]);
 }
 
+/** The messages and the end-stream message of a Connect streaming response body. */
+function envelopesOf(body: Buffer): { messages: number; end: unknown } {
+  let messages = 0;
+  let end: unknown;
+  for (let offset = 0; offset + 5 <= body.byteLength; ) {
+    const flags = body[offset]!;
+    const length = body.readUInt32BE(offset + 1);
+    const data = body.subarray(offset + 5, offset + 5 + length);
+    if (flags & 0x02) end = JSON.parse(data.toString("utf8"));
+    else messages++;
+    offset += 5 + length;
+  }
+  return { messages, end };
+}
+
 /**
  * A binary Connect SubscribeEvents over a raw node:http request whose
  * response is not read until `resume()`: nothing past the socket buffers
@@ -392,18 +430,7 @@ function stalledConnectStream(publicHttp: string, request: SubscribeEventsReques
       const closedAnswer = new Promise<void>((resolve) => answer.once("close", resolve));
       answer.resume();
       await closedAnswer;
-      const all = Buffer.concat(chunks);
-      let messages = 0;
-      let end: unknown;
-      for (let offset = 0; offset + 5 <= all.byteLength; ) {
-        const flags = all[offset]!;
-        const length = all.readUInt32BE(offset + 1);
-        const data = all.subarray(offset + 5, offset + 5 + length);
-        if (flags & 0x02) end = JSON.parse(data.toString("utf8"));
-        else messages++;
-        offset += 5 + length;
-      }
-      return { messages, end, complete: answer.complete };
+      return { ...envelopesOf(Buffer.concat(chunks)), complete: answer.complete };
     },
   };
 }
@@ -504,5 +531,24 @@ describe("shutdown", () => {
     // Nothing held the listeners open for the 20 s budget.
     expect(Date.now() - started).toBeLessThan(SAFETY_MS);
     await expect(fetch(`${baseUrl}/healthz`)).rejects.toThrow();
+  });
+});
+
+describe("a Connect stream with a timeout", () => {
+  it("ends with the deadline_exceeded end-stream message once its timeout passes", async () => {
+    const node = await startPushGateway(redis, publisher, cleanup);
+    const response = await fetch(`http://${node.publicHttp}${SUBSCRIBE_EVENTS_PATH}`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/connect+proto",
+        "connect-protocol-version": "1",
+        "connect-timeout-ms": "300",
+      },
+      body: connectBody(subscribeRequest(await storedDevice())),
+    });
+    expect(response.status).toBe(200);
+    const { messages, end } = envelopesOf(Buffer.from(await response.arrayBuffer()));
+    expect(messages).toBe(1);
+    expect(end).toMatchObject({ error: { code: "deadline_exceeded" } });
   });
 });

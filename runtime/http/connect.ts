@@ -294,6 +294,9 @@ function subscribeEventsMethod(
         transport,
       );
       for await (const event of transport.deliver(session)) yield toSubscribeEventsResponse(event);
+      // The session returns quietly once the call's signal aborted: its timeout
+      // passing must still end the call DEADLINE_EXCEEDED, not OK.
+      context.signal.throwIfAborted();
     } catch (error) {
       throw toConnectError(error, context, options);
     }
