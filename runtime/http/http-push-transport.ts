@@ -42,7 +42,8 @@ export class HttpPushTransport implements PushTransport {
 
   /** @param signal the request's signal, aborted when the client goes away before the response ended */
   constructor(signal: AbortSignal) {
-    // A client gone mid-response may leave its socket half-open: destroy it too.
+    // The client went away: error the body as well, so that a server that has
+    // not noticed yet stops writing it and frees the connection.
     if (signal.aborted) this.abort(GONE_REASON);
     else signal.addEventListener("abort", () => this.abort(GONE_REASON), { once: true });
   }
