@@ -3,7 +3,7 @@
  * freshness, session lookup, signature, session status, replay reservation.
  * Shape checks come first and live with each method's handler.
  */
-import { verifySignature } from "./ed25519.js";
+import { nodeEd25519 } from "./ed25519.js";
 import {
   type AuthFailureReason,
   GatewayError,
@@ -11,7 +11,13 @@ import {
   type Outcome,
   outcomeError,
 } from "./errors.js";
-import type { Clock, DeviceSession, ReplayStore, SessionStore } from "./ports.js";
+import type {
+  Clock,
+  DeviceSession,
+  ReplayStore,
+  SessionStore,
+  SignatureVerifier,
+} from "./ports.js";
 
 /** What authentication needs. */
 export interface AuthenticateDeps {
@@ -20,6 +26,8 @@ export interface AuthenticateDeps {
   readonly clock: Clock;
   /** Allowed `|now − timestamp_ms|`, in ms. */
   readonly maxClockSkewMs: number;
+  /** Verifies request signatures; node:crypto's verifier when absent. */
+  readonly verifier?: SignatureVerifier;
 }
 
 /** The already shape-checked fields of a signed request. */
@@ -73,7 +81,8 @@ export async function authenticate(
     throw outcomeError(OUTCOMES.unknownSession, { authFailure: "unknown_session" });
   }
 
-  const valid = await verifySignature(session.publicKey, request.signedBytes(), request.signature);
+  const verifier = deps.verifier ?? nodeEd25519;
+  const valid = await verifier.verify(session.publicKey, request.signedBytes(), request.signature);
   if (!valid) {
     throw outcomeError(OUTCOMES.badSignature, { authFailure: "bad_signature" });
   }

@@ -1,8 +1,11 @@
 /**
  * Ed25519 keys: parsing device public keys (rejecting wrong lengths and every
- * low-order encoding), deriving key ids, and verifying signatures.
+ * low-order encoding), deriving key ids, and verifying signatures; the
+ * node:crypto implementation of signing and verifying, the default wherever
+ * the runtime supplies no other.
  */
-import { createHash, createPublicKey, type KeyObject, verify } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
+import type { SignatureVerifier } from "./ports.js";
 
 /**
  * The 14 encodings of low-order points (canonical or not), every distinct key
@@ -100,3 +103,22 @@ export function verifySignature(
     verify(null, data, key, signature, (error, ok) => resolve(!error && ok));
   });
 }
+
+/**
+ * One Ed25519 implementation: verification for the authentication pipeline
+ * and signing with the gateway's key. Every implementation gives the same
+ * answers, pinned by the signing and CCTV vectors.
+ */
+export interface Ed25519 extends SignatureVerifier {
+  /** A short name for logs, such as `node:crypto` or `libsodium`. */
+  readonly name: string;
+  /** Signs with `privateKey` (an Ed25519 private KeyObject): a 64-byte signature of `data`. */
+  signerOf(privateKey: KeyObject): (data: Uint8Array) => Buffer;
+}
+
+/** Ed25519 through node:crypto: verification on libuv's pool, signing on the caller's thread. */
+export const nodeEd25519: Ed25519 = {
+  name: "node:crypto",
+  verify: verifySignature,
+  signerOf: (privateKey) => (data) => sign(null, data, privateKey),
+};

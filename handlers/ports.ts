@@ -41,6 +41,18 @@ export interface ReplayStore {
   reserve(deviceSessionId: string, requestId: string): Promise<boolean>;
 }
 
+/**
+ * Verifies device signatures. The runtime may supply a faster implementation
+ * than node:crypto's; handlers use node:crypto's when none is given.
+ */
+export interface SignatureVerifier {
+  /**
+   * True only when `signature` is a valid 64-byte Ed25519 signature of `data`
+   * under `publicKey`; false (never a throw) for anything malformed.
+   */
+  verify(publicKey: KeyObject, data: Uint8Array, signature: Uint8Array): boolean | Promise<boolean>;
+}
+
 /** Signs with the gateway's Ed25519 key. */
 export interface ResponseSigner {
   /** First 16 lowercase hex chars of SHA-256 of the raw public key. */

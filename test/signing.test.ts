@@ -3,16 +3,22 @@
  * reproduce each vector's bytes, the vector keys reproduce each signature, and
  * the verifier accepts them.
  */
-import { createPrivateKey, sign } from "node:crypto";
+import { createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { keyIdOf, parseDevicePublicKey, verifySignature } from "../handlers/ed25519.js";
+import { keyIdOf, nodeEd25519, parseDevicePublicKey } from "../handlers/ed25519.js";
 import {
   eventSignedBytes,
   executeCommandResponseSignedBytes,
   executeCommandSignedBytes,
   subscribeEventsSignedBytes,
 } from "../handlers/signing.js";
+import { createSodiumEd25519 } from "../runtime/config/sodium-ed25519.js";
+
+/** Every Ed25519 implementation the gateway may run with must match the vectors. */
+const IMPLEMENTATIONS = [nodeEd25519, createSodiumEd25519()].map(
+  (ed25519) => [ed25519.name, ed25519] as const,
+);
 
 interface VectorKey {
   readonly public_key_base64url: string;
@@ -140,22 +146,26 @@ describe("signed bytes (contract §4)", () => {
         expect(signedBytes(message, vector.fields).toString("hex")).toBe(vector.signed_bytes_hex);
       });
 
-      it(`signed with the ${signer} key, gives exactly the vector's signature`, () => {
-        const privateKey = createPrivateKey(key.private_key_pkcs8_pem);
-        const signature = sign(null, Buffer.from(vector.signed_bytes_hex, "hex"), privateKey);
-        expect(signature.toString("hex")).toBe(vector.signature_hex);
-      });
+      describe.each(IMPLEMENTATIONS)("with %s", (_, ed25519) => {
+        it(`signed with the ${signer} key, gives exactly the vector's signature`, () => {
+          const privateKey = createPrivateKey(key.private_key_pkcs8_pem);
+          const signature = ed25519.signerOf(privateKey)(
+            Buffer.from(vector.signed_bytes_hex, "hex"),
+          );
+          expect(signature.toString("hex")).toBe(vector.signature_hex);
+        });
 
-      it(`verifies under the ${signer} public key and not under the other one`, async () => {
-        const data = signedBytes(message, vector.fields);
-        const signature = Buffer.from(vector.signature_hex, "hex");
-        const own = parseDevicePublicKey(key.public_key_base64url);
-        const other = parseDevicePublicKey(
-          keyOf(signer === "device" ? "gateway" : "device").public_key_base64url,
-        );
-        if (!own.ok || !other.ok) throw new Error("vector public keys must parse");
-        expect(await verifySignature(own.key, data, signature)).toBe(true);
-        expect(await verifySignature(other.key, data, signature)).toBe(false);
+        it(`verifies under the ${signer} public key and not under the other one`, async () => {
+          const data = signedBytes(message, vector.fields);
+          const signature = Buffer.from(vector.signature_hex, "hex");
+          const own = parseDevicePublicKey(key.public_key_base64url);
+          const other = parseDevicePublicKey(
+            keyOf(signer === "device" ? "gateway" : "device").public_key_base64url,
+          );
+          if (!own.ok || !other.ok) throw new Error("vector public keys must parse");
+          expect(await ed25519.verify(own.key, data, signature)).toBe(true);
+          expect(await ed25519.verify(other.key, data, signature)).toBe(false);
+        });
       });
 
       it.each(Object.keys(vector.fields))("changes when %s changes", (name) => {

@@ -1,10 +1,11 @@
 /**
  * The gateway's response signer: a PKCS#8 PEM Ed25519 private key, loaded
- * once at startup.
+ * once at startup, signing through node:crypto unless given another Ed25519
+ * implementation.
  */
-import { createPrivateKey, type KeyObject, sign } from "node:crypto";
+import { createPrivateKey, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { keyIdOf, rawPublicKeyOf } from "../../handlers/ed25519.js";
+import { type Ed25519, keyIdOf, nodeEd25519, rawPublicKeyOf } from "../../handlers/ed25519.js";
 import type { ResponseSigner } from "../../handlers/ports.js";
 
 /** The signer key could not be loaded; the message says why, never the key. */
@@ -12,13 +13,16 @@ export class SignerKeyError extends Error {
   override readonly name = "SignerKeyError";
 }
 
-/** Creates a signer from an Ed25519 private KeyObject. */
-export function createResponseSigner(privateKey: KeyObject): ResponseSigner {
+/** Creates a signer from an Ed25519 private KeyObject, signing with `ed25519` (node:crypto by default). */
+export function createResponseSigner(
+  privateKey: KeyObject,
+  ed25519: Ed25519 = nodeEd25519,
+): ResponseSigner {
   const publicKey = rawPublicKeyOf(privateKey);
   return {
     keyId: keyIdOf(publicKey),
     publicKey,
-    sign: (data) => sign(null, data, privateKey),
+    sign: ed25519.signerOf(privateKey),
   };
 }
 
@@ -49,8 +53,14 @@ export function parseSignerKeyPem(pem: string, source = "signer key"): KeyObject
   return key;
 }
 
-/** Reads and parses the signer key file; throws SignerKeyError naming the path. */
-export async function loadResponseSigner(path: string): Promise<ResponseSigner> {
+/**
+ * Reads and parses the signer key file; throws SignerKeyError naming the path.
+ * The signer signs with `ed25519` (node:crypto by default).
+ */
+export async function loadResponseSigner(
+  path: string,
+  ed25519: Ed25519 = nodeEd25519,
+): Promise<ResponseSigner> {
   let pem: string;
   try {
     pem = await readFile(path, "utf8");
@@ -58,5 +68,5 @@ export async function loadResponseSigner(path: string): Promise<ResponseSigner> 
     const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
     throw new SignerKeyError(`cannot read signer key file ${path} (${code})`);
   }
-  return createResponseSigner(parseSignerKeyPem(pem, `signer key file ${path}`));
+  return createResponseSigner(parseSignerKeyPem(pem, `signer key file ${path}`), ed25519);
 }

@@ -10,6 +10,7 @@ import type {
   ReplayStore,
   ResponseSigner,
   Routes,
+  SignatureVerifier,
 } from "../../handlers/ports.js";
 import { createSubscribeEventsAuthenticator, signEvent } from "../../handlers/subscribe-events.js";
 import type { GrpcHealth } from "../grpc/health.js";
@@ -196,6 +197,8 @@ interface HandlerPorts {
   readonly replay: ReplayStore;
   readonly clock: Clock;
   readonly signer: ResponseSigner;
+  /** Ed25519 request verification (libsodium when it loaded). */
+  readonly verifier: SignatureVerifier;
   readonly executeCommand: ExecuteCommandHandler;
 }
 
@@ -211,16 +214,19 @@ function createHandlerPorts(
     maxClockSkewMs: config.maxClockSkewMs,
   });
   const signer = core.signer();
+  const verifier = core.ed25519();
   return {
     sessions,
     replay,
     clock,
     signer,
+    verifier,
     executeCommand: createExecuteCommandHandler({
       sessions,
       replay,
       clock,
       signer,
+      verifier,
       router: core.router(),
       maxClockSkewMs: config.maxClockSkewMs,
       maxPayloadBytes: config.maxCommandPayloadBytes,

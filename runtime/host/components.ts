@@ -8,11 +8,13 @@ import { createServer as createHttpServer, type Server as HttpServer } from "nod
 import { ServerCredentials as Credentials, type ServerCredentials } from "@grpc/grpc-js";
 import type { Redis } from "ioredis";
 import type { Server as GrpcServer } from "nice-grpc";
+import type { Ed25519 } from "../../handlers/ed25519.js";
 import type { AuthUpstream, Logger, ResponseSigner, Router } from "../../handlers/ports.js";
 import { createStaticRouter } from "../../handlers/router.js";
 import { formatAddress, type GatewayConfig } from "../config/config.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { loadResponseSigner } from "../config/signer.js";
+import { loadEd25519 } from "../config/sodium-ed25519.js";
 import type { GrpcHealth } from "../grpc/health.js";
 import type { GrpcService } from "../grpc/methods.js";
 import { addGrpcReflection } from "../grpc/reflection.js";
@@ -24,8 +26,8 @@ import { closeHttp, listenHttp } from "../http/listen.js";
 import type { PushHub } from "../push/push-hub.js";
 import { connectRedis } from "../redis/connection.js";
 import type { StreamReader } from "../streams/stream-reader.js";
-import type { Metrics } from "../telemetry/metrics.js";
 import { observeRedisCommands } from "../telemetry/telemetry.js";
+import type { Metrics } from "../telemetry/metrics.js";
 import type { PublicHttpListener } from "./gateway.js";
 import type { Component } from "./lifecycle.js";
 import { within } from "./within.js";
@@ -42,6 +44,8 @@ export interface CoreComponent extends Component {
   readonly redis: () => Redis;
   readonly signer: () => ResponseSigner;
   readonly router: () => Router;
+  /** Ed25519 for signing and verifying: libsodium's, or node:crypto's when it cannot load. */
+  readonly ed25519: () => Ed25519;
 }
 
 /**
@@ -54,6 +58,7 @@ export function createCoreComponent(
   routes: Parameters<typeof createStaticRouter>[0],
 ): CoreComponent {
   const { config, logger, metrics } = context;
+  let ed25519: Ed25519 | undefined;
   let signer: ResponseSigner | undefined;
   let router: Router | undefined;
   let redis: Redis | undefined;
@@ -61,7 +66,8 @@ export function createCoreComponent(
     stopped: "Redis connections closed",
     shutdownStep: 6,
     async preflight() {
-      signer = await loadResponseSigner(config.signerKeyPath);
+      ed25519 = loadEd25519(logger);
+      signer = await loadResponseSigner(config.signerKeyPath, ed25519);
       router = createStaticRouter(
         routes ??
           (config.routesModule === undefined
@@ -96,6 +102,7 @@ export function createCoreComponent(
     redis: () => defined(redis, "Redis client"),
     signer: () => defined(signer, "response signer"),
     router: () => defined(router, "router"),
+    ed25519: () => defined(ed25519, "Ed25519"),
   };
 }
 
