@@ -8,6 +8,7 @@ import {
   type Attributes,
   type Context,
   context as contextApi,
+  ProxyTracerProvider,
   propagation,
   ROOT_CONTEXT,
   type Span,
@@ -59,10 +60,15 @@ const headersGetter: TextMapGetter<Headers> = {
  * once the call ends (response, error, stream end or cancel),
  * `rpc.grpc.status_code`. The span is the active span while the
  * implementation and inner middleware run, so {@link traceHeadersOf} and
- * Redis command spans see it.
+ * Redis command spans see it. While no tracer provider is registered (no
+ * SDK started, no tracer given) calls pass straight through: every span
+ * would be a no-op.
  */
 export function createGrpcTracingMiddleware(options: TracingOptions = {}): ServerMiddleware {
   return (call, callContext) => {
+    if (options.tracer === undefined && !tracerProviderRegistered()) {
+      return call.next(call.request, callContext);
+    }
     const tracer = options.tracer ?? trace.getTracer(TRACER_NAME);
     const { service, method } = splitPath(call.method.path);
     const parent = propagation.extract(ROOT_CONTEXT, callContext.metadata, metadataGetter);
@@ -170,6 +176,19 @@ export async function withHttpSpan<Result>(
 function recordHttpStatus(span: Span, status: number): void {
   span.setAttribute("http.response.status_code", status);
   if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+}
+
+/**
+ * True once an SDK has registered a global tracer provider. Checked per call,
+ * so an SDK started after the server still gets its spans; the check
+ * allocates nothing.
+ */
+function tracerProviderRegistered(): boolean {
+  const provider = trace.getTracerProvider();
+  return (
+    !(provider instanceof ProxyTracerProvider) ||
+    provider.getDelegateTracer(TRACER_NAME) !== undefined
+  );
 }
 
 /** `/package.Service/Method` → its service and method names. */

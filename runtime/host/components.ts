@@ -26,7 +26,7 @@ import { closeHttp, listenHttp } from "../http/listen.js";
 import type { PushHub } from "../push/push-hub.js";
 import { connectRedis } from "../redis/connection.js";
 import type { StreamReader } from "../streams/stream-reader.js";
-import { observeRedisCommands } from "../telemetry/telemetry.js";
+import { observeRedisCommands } from "../telemetry/ioredis-command-timing.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import type { PublicHttpListener } from "./gateway.js";
 import type { Component } from "./lifecycle.js";

@@ -4,7 +4,7 @@
  */
 import { loadConfig } from "../config/config.js";
 import { createLogger } from "../telemetry/logger.js";
-import { startTelemetry } from "../telemetry/telemetry.js";
+import { telemetryRequested } from "../telemetry/requested.js";
 import { createGateway } from "./gateway.js";
 import { trapShutdownSignals } from "./signals.js";
 
@@ -20,8 +20,13 @@ export async function serve(): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
 
+  // The SDK loads only when OTEL_* asks for an export: otherwise it would cost
+  // memory and per-call time to export nothing.
+  const telemetry = telemetryRequested()
+    ? (await import("../telemetry/telemetry.js")).startTelemetry()
+    : undefined;
   // createGateway loads GATEWAY_ROUTES_MODULE itself.
-  const gateway = createGateway({ config, logger, telemetry: startTelemetry() });
+  const gateway = createGateway({ config, logger, telemetry });
   trapShutdownSignals({ logger, what: "shutting down", stop: () => gateway.stop() });
   try {
     await gateway.start();

@@ -56,3 +56,23 @@ export function timeIoredisCommands<Client extends Redis>(
   } as Client["duplicate"];
   return redis;
 }
+
+/** Where Redis command durations go: `gateway_redis_command_duration_seconds`. */
+export interface RedisCommandHistogram {
+  /** Records one command's duration in seconds. */
+  observe(labels: { command: string }, seconds: number): void;
+}
+
+/**
+ * Records the duration of every command sent on `redis` — and on every
+ * connection later made with its `duplicate()` — in `histogram`, labelled by
+ * lower-case command name. A command counts once, from when it is sent until
+ * its reply or error, even when ioredis re-sends it after a reconnect.
+ * Returns `redis`; calling it twice on one client changes nothing.
+ */
+export function observeRedisCommands<Client extends Redis>(
+  redis: Client,
+  histogram: RedisCommandHistogram,
+): Client {
+  return timeIoredisCommands(redis, (command, seconds) => histogram.observe({ command }, seconds));
+}

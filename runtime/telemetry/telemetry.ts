@@ -1,15 +1,17 @@
 /**
  * Process-wide OpenTelemetry tracing: the NodeSDK with W3C trace context
  * propagation and the ioredis instrumentation, exporting only what the
- * standard `OTEL_*` variables ask for. Also the per-client Redis command
- * duration histogram, which works with or without tracing.
+ * standard `OTEL_*` variables ask for. Loaded only when they ask for an
+ * export (see `requested.ts`). Re-exports the per-client Redis command
+ * duration hook, which works with or without tracing.
  */
 import { register } from "node:module";
 import { context, metrics, propagation, type Tracer, trace } from "@opentelemetry/api";
 import { IORedisInstrumentation } from "@opentelemetry/instrumentation-ioredis";
 import { core, NodeSDK, type NodeSDKConfiguration } from "@opentelemetry/sdk-node";
-import type { Redis } from "ioredis";
-import { timeIoredisCommands } from "./ioredis-command-timing.js";
+import { otelSetting as setting, tracesRequested } from "./requested.js";
+
+export { observeRedisCommands, type RedisCommandHistogram } from "./ioredis-command-timing.js";
 
 /** A span processor, as the NodeSDK takes them. */
 export type SpanProcessor = NonNullable<NodeSDKConfiguration["spanProcessors"]>[number];
@@ -106,37 +108,4 @@ export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
   };
   running = telemetry;
   return telemetry;
-}
-
-function setting(name: string): string | undefined {
-  const value = process.env[name]?.trim();
-  return value === undefined || value === "" ? undefined : value;
-}
-
-function tracesRequested(): boolean {
-  return (
-    setting("OTEL_TRACES_EXPORTER") !== undefined ||
-    setting("OTEL_EXPORTER_OTLP_ENDPOINT") !== undefined ||
-    setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") !== undefined
-  );
-}
-
-/** Where Redis command durations go: `gateway_redis_command_duration_seconds`. */
-export interface RedisCommandHistogram {
-  /** Records one command's duration in seconds. */
-  observe(labels: { command: string }, seconds: number): void;
-}
-
-/**
- * Records the duration of every command sent on `redis` — and on every
- * connection later made with its `duplicate()` — in `histogram`, labelled by
- * lower-case command name. A command counts once, from when it is sent until
- * its reply or error, even when ioredis re-sends it after a reconnect.
- * Returns `redis`; calling it twice on one client changes nothing.
- */
-export function observeRedisCommands<Client extends Redis>(
-  redis: Client,
-  histogram: RedisCommandHistogram,
-): Client {
-  return timeIoredisCommands(redis, (command, seconds) => histogram.observe({ command }, seconds));
 }
