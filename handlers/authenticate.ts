@@ -73,10 +73,12 @@ export async function authenticate(
     throw outcomeError(OUTCOMES.staleTimestamp, { authFailure: "stale_timestamp" });
   }
 
-  const session = await withUnavailable(
-    () => deps.sessions.get(request.deviceSessionId),
-    OUTCOMES.sessionStoreUnavailable,
-  );
+  let session: DeviceSession | undefined;
+  try {
+    session = await deps.sessions.get(request.deviceSessionId);
+  } catch {
+    throw unavailable(OUTCOMES.sessionStoreUnavailable);
+  }
   if (session === undefined) {
     throw outcomeError(OUTCOMES.unknownSession, { authFailure: "unknown_session" });
   }
@@ -91,21 +93,22 @@ export async function authenticate(
     throw outcomeError(OUTCOMES.sessionRevoked, { authFailure: "revoked" });
   }
 
-  const reserved = await withUnavailable(
-    () => deps.replay.reserve(request.deviceSessionId, request.requestId),
-    OUTCOMES.replayStoreUnavailable,
-  );
+  let reserved: boolean;
+  try {
+    reserved = await deps.replay.reserve(request.deviceSessionId, request.requestId);
+  } catch {
+    throw unavailable(OUTCOMES.replayStoreUnavailable);
+  }
   if (!reserved) {
     throw outcomeError(OUTCOMES.requestReplayed, { authFailure: "replayed" });
   }
   return session;
 }
 
-/** Store failures fail closed as `unavailable`, labelled `redis_unavailable`. */
-async function withUnavailable<T>(call: () => Promise<T>, outcome: Outcome): Promise<T> {
-  try {
-    return await call();
-  } catch {
-    throw outcomeError(outcome, { authFailure: "redis_unavailable" });
-  }
+/**
+ * A store failure, failing closed as `unavailable` labelled `redis_unavailable`
+ * (written out at each step rather than through a wrapper: no closure per call).
+ */
+function unavailable(outcome: Outcome): GatewayError {
+  return outcomeError(outcome, { authFailure: "redis_unavailable" });
 }

@@ -114,7 +114,7 @@ export function createExecuteCommandHandler(deps: ExecuteCommandDeps) {
       ),
     );
 
-    const payload = Buffer.from(result.payload ?? new Uint8Array());
+    const payload = asBuffer(result.payload);
     const timestampMs = deps.clock.now();
     const signature = deps.signer.sign(
       executeCommandResponseSignedBytes({
@@ -136,6 +136,16 @@ export function createExecuteCommandHandler(deps: ExecuteCommandDeps) {
       signature,
     };
   };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** The payload as a Buffer over the same bytes (no copy); empty when absent. */
+function asBuffer(payload: Uint8Array | undefined): Buffer {
+  if (payload === undefined) return EMPTY;
+  return Buffer.isBuffer(payload)
+    ? payload
+    : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
 }
 
 /**

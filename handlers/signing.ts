@@ -3,7 +3,7 @@
  * inputs always give the same bytes, and `test/signing.test.ts` pins them to
  * the shared vectors.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 const DOMAIN = {
   executeCommand: "edge-gateway/v1/execute-command",
@@ -12,35 +12,54 @@ const DOMAIN = {
   event: "edge-gateway/v1/event",
 } as const;
 
-/** Builds a byte string from length-prefixed strings, u64s and hashes. */
+/** Bytes of a `u64(n)`. */
+const U64_SIZE = 8;
+/** Bytes of an `H(b)`. */
+const HASH_SIZE = 32;
+
+/** Bytes of `lp(s)` for each string. */
+function lpSize(...values: string[]): number {
+  let size = 0;
+  for (const value of values) size += 4 + Buffer.byteLength(value, "utf8");
+  return size;
+}
+
+/**
+ * Writes length-prefixed strings, u64s and hashes into one buffer of the
+ * exact size: every request and response builds one, so it allocates once.
+ */
 class SignedBytes {
-  private readonly parts: Buffer[] = [];
+  private readonly bytes: Buffer;
+  private offset = 0;
+
+  constructor(size: number) {
+    this.bytes = Buffer.allocUnsafe(size);
+  }
 
   /** `lp(s)`: 4-byte big-endian UTF-8 length, then the bytes. */
   lp(value: string): this {
-    const bytes = Buffer.from(value, "utf8");
-    const length = Buffer.allocUnsafe(4);
-    length.writeUInt32BE(bytes.length);
-    this.parts.push(length, bytes);
+    const length = this.bytes.write(value, this.offset + 4, "utf8");
+    this.bytes.writeUInt32BE(length, this.offset);
+    this.offset += 4 + length;
     return this;
   }
 
   /** `u64(n)`: 8-byte big-endian unsigned. */
   u64(value: number): this {
-    const bytes = Buffer.allocUnsafe(8);
-    bytes.writeBigUInt64BE(BigInt(value));
-    this.parts.push(bytes);
+    this.offset = this.bytes.writeBigUInt64BE(BigInt(value), this.offset);
     return this;
   }
 
   /** `H(b)`: SHA-256 of raw bytes. */
   hash(value: Uint8Array): this {
-    this.parts.push(createHash("sha256").update(value).digest());
+    this.bytes.set(hash("sha256", value, "buffer"), this.offset);
+    this.offset += HASH_SIZE;
     return this;
   }
 
   done(): Buffer {
-    return Buffer.concat(this.parts);
+    if (this.offset !== this.bytes.length) throw new Error("signed bytes size mismatch");
+    return this.bytes;
   }
 }
 
@@ -83,7 +102,8 @@ export interface EventSigned {
 
 /** The bytes a device signs for ExecuteCommand. */
 export function executeCommandSignedBytes(m: ExecuteCommandSigned): Buffer {
-  return new SignedBytes()
+  const size = lpSize(DOMAIN.executeCommand, m.deviceSessionId, m.messageType, m.requestId);
+  return new SignedBytes(size + U64_SIZE + HASH_SIZE)
     .lp(DOMAIN.executeCommand)
     .lp(m.deviceSessionId)
     .lp(m.messageType)
@@ -95,7 +115,8 @@ export function executeCommandSignedBytes(m: ExecuteCommandSigned): Buffer {
 
 /** The bytes a device signs for SubscribeEvents. */
 export function subscribeEventsSignedBytes(m: SubscribeEventsSigned): Buffer {
-  return new SignedBytes()
+  const size = lpSize(DOMAIN.subscribeEvents, m.deviceSessionId, m.requestId, m.lastEventId);
+  return new SignedBytes(size + U64_SIZE)
     .lp(DOMAIN.subscribeEvents)
     .lp(m.deviceSessionId)
     .lp(m.requestId)
@@ -106,7 +127,14 @@ export function subscribeEventsSignedBytes(m: SubscribeEventsSigned): Buffer {
 
 /** The bytes the gateway signs for an ExecuteCommand response. */
 export function executeCommandResponseSignedBytes(m: ExecuteCommandResponseSigned): Buffer {
-  return new SignedBytes()
+  const size = lpSize(
+    DOMAIN.executeCommandResponse,
+    m.keyId,
+    m.deviceSessionId,
+    m.requestId,
+    m.resultCode,
+  );
+  return new SignedBytes(size + U64_SIZE + HASH_SIZE)
     .lp(DOMAIN.executeCommandResponse)
     .lp(m.keyId)
     .lp(m.deviceSessionId)
@@ -119,7 +147,8 @@ export function executeCommandResponseSignedBytes(m: ExecuteCommandResponseSigne
 
 /** The bytes the gateway signs for a pushed event. */
 export function eventSignedBytes(m: EventSigned): Buffer {
-  return new SignedBytes()
+  const size = lpSize(DOMAIN.event, m.keyId, m.eventId, m.eventType, m.requestId);
+  return new SignedBytes(size + U64_SIZE + HASH_SIZE)
     .lp(DOMAIN.event)
     .lp(m.keyId)
     .lp(m.eventId)
