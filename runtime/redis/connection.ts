@@ -28,6 +28,12 @@ export function redisOptions(config: GatewayConfig["redis"]): RedisOptions {
     connectTimeout: Math.max(config.pingTimeoutMs, 1000),
     retryStrategy: reconnectDelay,
     connectionName: "edge-gateway",
+    // Commands issued in the same event-loop turn (the replay SET NX of many
+    // concurrent calls) go out in one socket write instead of one each. The
+    // stream readers' blocking XREAD keeps a connection of its own and is sent
+    // as is.
+    enableAutoPipelining: true,
+    autoPipeliningIgnoredCommands: ["xread"],
   };
 }
 
