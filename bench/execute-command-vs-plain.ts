@@ -3,7 +3,8 @@
  * the same contract on bare grpc-js + ioredis (`bench/plain/server.ts`), each
  * in its own process pinned to the same core, driven by a lean HTTP/2 client.
  *
- *   npx tsx bench/execute-command-vs-plain.ts [--rounds N] [--seconds S] [--concurrency C] [--cpu-prof DIR]
+ *   npx tsx bench/execute-command-vs-plain.ts [--rounds N] [--seconds S] [--concurrency C]
+ *     [--server-cores LIST] [--cpu-prof DIR] [--heap-prof DIR]
  *
  * It builds the bin (`npm run -s build`) and compiles the plain server, starts
  * one redis-server on a free loopback port with a password, seeds device
@@ -15,7 +16,10 @@
  * response's grpc-status is checked and failures are counted, not hidden.
  * With `--cpu-prof DIR` both servers run under `node --cpu-prof` and write
  * their profiles to DIR when they stop (profiling slows them: read the
- * profiles, not that run's figures).
+ * profiles, not that run's figures); `--heap-prof DIR` does the same with
+ * `node --heap-prof` (sampled allocations by stack). `--server-cores LIST`
+ * pins the servers to a `taskset -c` list other than core 0, such as `0,1`
+ * (the client and redis-server then share those cores).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomUUID, sign } from "node:crypto";
@@ -43,10 +47,18 @@ const { values: options } = parseArgs({
     seconds: { type: "string", default: "5" },
     concurrency: { type: "string", default: "64" },
     "cpu-prof": { type: "string" },
+    "heap-prof": { type: "string" },
+    "server-cores": { type: "string", default: "0" },
   },
 });
-const PROFILE_ARGS =
-  options["cpu-prof"] === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options["cpu-prof"]];
+const PROFILE_ARGS = [
+  ...(options["cpu-prof"] === undefined
+    ? []
+    : ["--cpu-prof", "--cpu-prof-dir", options["cpu-prof"]]),
+  ...(options["heap-prof"] === undefined
+    ? []
+    : ["--heap-prof", "--heap-prof-dir", options["heap-prof"]]),
+];
 const ROUNDS = Number(options.rounds);
 const SECONDS = Number(options.seconds);
 const CONCURRENCY = Number(options.concurrency);
@@ -72,7 +84,9 @@ const MESSAGE_TYPE = "demo.echo";
 const PATH = "/edgegateway.v1.EdgeGatewayService/ExecuteCommand";
 /** Smallest pool of pre-signed requests, in calls/s (well above either server here). */
 const MIN_POOL_RATE = 5000;
-const SERVER_CORE = "0";
+const SERVER_CORE = options["server-cores"];
+if (!/^\d+(?:[,-]\d+)*$/.test(SERVER_CORE))
+  throw new Error("--server-cores must be a taskset -c list");
 const CLIENT_CORE = availableParallelism() >= 2 ? "1" : "0";
 const ROOT = new URL("..", import.meta.url).pathname;
 // Taken before this process pins itself to one core, which would hide the others.
@@ -622,7 +636,7 @@ try {
   console.log("\n## ExecuteCommand: gateway vs a plain grpc-js + ioredis implementation\n");
   console.log(MACHINE);
   for (const note of [
-    `each server its own process pinned to core ${SERVER_CORE}; client and redis-server on core ${CLIENT_CORE};` +
+    `each server its own process pinned to core(s) ${SERVER_CORE}; client and redis-server on core ${CLIENT_CORE};` +
       ` ${FIRST_WARM_MS / 1000} s untimed warm-up per server first.`,
     `${ROUNDS} rounds A B A B; per round: ${CONCURRENCY} calls in flight over ${CONNECTIONS} HTTP/2 connections,` +
       ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured; then ${SECONDS} s open loop at half that rate.`,
