@@ -21,6 +21,12 @@ export interface CachedSessionStore extends SessionStore {
 interface Entry {
   readonly session: SessionRecord | undefined;
   readonly expiresAt: number;
+  /** `session`, already resolved: a cache hit hands this out and allocates nothing. */
+  readonly answer: Promise<SessionRecord | undefined>;
+}
+
+function entryOf(session: SessionRecord | undefined, expiresAt: number): Entry {
+  return { session, expiresAt, answer: Promise.resolve(session) };
 }
 
 /** The sessions read or applied lately, least recently used first. */
@@ -61,7 +67,7 @@ function createSessionCache(maxEntries: number): SessionCache {
     },
     expireAll() {
       for (const [deviceSessionId, entry] of entries) {
-        entries.set(deviceSessionId, { session: entry.session, expiresAt: 0 });
+        entries.set(deviceSessionId, { ...entry, expiresAt: 0 });
       }
     },
   };
@@ -136,7 +142,7 @@ function createSessionLoader(options: {
             // A snapshot applied while this read was under way is newer: keep it.
             if (flight.superseded) return cache.peek(deviceSessionId) ?? session;
             const ttl = session === undefined ? negativeTtlMs : ttlMs;
-            cache.put(deviceSessionId, { session, expiresAt: clock.now() + ttl });
+            cache.put(deviceSessionId, entryOf(session, clock.now() + ttl));
             return session;
           },
           (error: unknown) => {
@@ -184,16 +190,13 @@ export function createRedisSessionStore(options: {
     negativeTtlMs: Math.min(1000, ttlMs),
   });
   return {
-    async get(deviceSessionId) {
+    get(deviceSessionId) {
       const entry = cache.fresh(deviceSessionId, clock.now());
-      return entry !== undefined ? entry.session : loader.load(deviceSessionId);
+      return entry !== undefined ? entry.answer : loader.load(deviceSessionId);
     },
     applySnapshot(snapshot) {
       loader.supersede(snapshot.deviceSessionId);
-      cache.put(snapshot.deviceSessionId, {
-        session: { ...snapshot },
-        expiresAt: clock.now() + ttlMs,
-      });
+      cache.put(snapshot.deviceSessionId, entryOf({ ...snapshot }, clock.now() + ttlMs));
     },
     clear() {
       // Expire rather than drop: the next read reuses an unchanged imported key.
