@@ -180,8 +180,8 @@ function recordHttpStatus(span: Span, status: number): void {
 
 /**
  * True once an SDK has registered a global tracer provider. Checked per call,
- * so an SDK started after the server still gets its spans; the check
- * allocates nothing.
+ * so an SDK started after the server still gets its spans; while none is
+ * registered the check allocates nothing.
  */
 function tracerProviderRegistered(): boolean {
   const provider = trace.getTracerProvider();
