@@ -133,11 +133,13 @@ class LeasedRouter implements HistoryRouter {
     let floor = storedFloor ?? undefined;
     if (position === undefined || floor === undefined) {
       // No router state (first start, or Redis lost it): history is complete
-      // only from now on, whatever survives in the history streams.
+      // only after the ingress's last entry, whatever survives in the history
+      // streams. An empty ingress says nothing about what came before it (Redis
+      // may have lost it): then only from now on, by the Redis clock that
+      // stamps new entries.
       const [last] = await this.redis.xrevrange(clientEventsStream, "+", "-", "COUNT", 1);
-      const [seconds, micros] = await this.redis.time();
       position = last?.[0] ?? "0-0";
-      floor = `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`;
+      floor = last?.[0] ?? (await redisNow(this.redis));
       await this.redis.hset(this.stateKey, "position", position, "floor", floor);
       logger.info(
         `history router state created: routing after ${position}, history complete from ${floor}`,
@@ -233,11 +235,16 @@ class LeasedRouter implements HistoryRouter {
 
   /** Entries vanished before they were routed: history is complete only from now. */
   private async raiseFloor(reason: string): Promise<void> {
-    const [seconds, micros] = await this.redis.time();
-    const floor = `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`;
+    const floor = await redisNow(this.redis);
     await this.redis.hset(this.stateKey, "floor", floor);
     this.options.logger.warn(
       `history router: ${reason}; events in the gap are not in history, resumes from before ${floor} are not recovered`,
     );
   }
+}
+
+/** The Redis server's clock as a stream id (`<ms>-0`). */
+async function redisNow(redis: Redis): Promise<string> {
+  const [seconds, micros] = await redis.time();
+  return `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`;
 }
