@@ -113,7 +113,12 @@ class LeasedRouter implements HistoryRouter {
     this.ticking = true;
     try {
       const held = await this.redis.historyLease(this.leaseKey, this.holder, this.leaseMs);
-      if (this.stopped) return;
+      if (this.stopped) {
+        // stop() ran while the lease was being taken: give it back at once.
+        if (held === 1 && !this.isLeading)
+          await this.redis.historyRelease(this.leaseKey, this.holder);
+        return;
+      }
       if (held === 1 && !this.isLeading) await this.lead();
       else if (held !== 1 && this.isLeading) await this.resign("lease lost");
     } catch (error) {
