@@ -2,7 +2,9 @@
  * `npm run dev`: the whole gateway on this machine with no setup. Launches a
  * local redis-server when no Redis is configured, creates a dev signer key,
  * provisions the streams, seeds a demo device session, injects `demo.echo`,
- * serves public HTTP through listhen, and stops everything on Ctrl-C.
+ * signs devices in by email code with the dev auth upstream, serves public
+ * HTTP through listhen with the device console at `/_dev/`, and stops
+ * everything on Ctrl-C.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { generateKeyPairSync, type KeyObject, randomBytes } from "node:crypto";
@@ -10,17 +12,19 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { listen } from "listhen";
 import { rawPublicKeyOf } from "../../handlers/ed25519.js";
-import type { Logger, Routes } from "../../handlers/ports.js";
+import type { AuthUpstream, Logger, Routes } from "../../handlers/ports.js";
 import { formatAddress, type GatewayConfig, loadConfig } from "../config/config.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { parseSignerKeyPem } from "../config/signer.js";
 import type { ServePublicHttp } from "../host/components.js";
 import { createGateway, type Gateway, type GatewayAddresses } from "../host/gateway.js";
 import { trapShutdownSignals } from "../host/signals.js";
-import { publishSessionSnapshot } from "../kit/publishers.js";
+import { publishSessionSnapshot, type SessionSnapshotInput } from "../kit/publishers.js";
 import { connectRedis } from "../redis/connection.js";
 import { provisionRedis } from "../redis/provision.js";
 import { createLogger, SILENT_LOGGER } from "../telemetry/logger.js";
+import { createDevAuthUpstream } from "./dev-auth-upstream.js";
+import { createDevConsole, DEV_CONSOLE_PATH, type DevConsoleHandler } from "./dev-console.js";
 import { freeLoopbackPort, waitForRedisPing } from "./local-redis.js";
 
 /** The demo device session dev mode seeds. */
@@ -126,9 +130,9 @@ function trapDevSignals(logger: Logger): DevProcesses {
 function loadDevConfig(
   env: NodeJS.ProcessEnv,
   dir: string,
-): { config: GatewayConfig; signerPath: string; deviceKey: KeyObject } {
+): { config: GatewayConfig; signerPath: string; signerKey: KeyObject; deviceKey: KeyObject } {
   const signerPath = env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH || join(dir, "signer.pem");
-  ensureKey(signerPath);
+  const signerKey = ensureKey(signerPath);
   const deviceKey = ensureKey(join(dir, "device.pem"));
   const config = loadConfig({
     ...env,
@@ -136,7 +140,7 @@ function loadDevConfig(
     GATEWAY_AUTHENTICATED_GRPC_ADDR: env.GATEWAY_AUTHENTICATED_GRPC_ADDR || "127.0.0.1:9090",
     GATEWAY_ADMIN_HTTP_ADDR: env.GATEWAY_ADMIN_HTTP_ADDR || "127.0.0.1:9464",
   });
-  return { config, signerPath, deviceKey };
+  return { config, signerPath, signerKey, deviceKey };
 }
 
 /** Provisions the streams and seeds the demo session, before the gateway reads them. */
@@ -159,10 +163,33 @@ async function seedRedis(config: GatewayConfig, deviceKey: KeyObject, logger: Lo
   }
 }
 
-/** Serves public HTTP through listhen on `port` (a free one when it is busy). */
-function serveThroughListhen(port: number, hostname: string): ServePublicHttp {
+/** Publishes a session snapshot over a short-lived connection, as an upstream service would. */
+async function publishDevSession(config: GatewayConfig, snapshot: SessionSnapshotInput) {
+  const redis = await connectRedis(config.redis, SILENT_LOGGER);
+  try {
+    await publishSessionSnapshot(redis, snapshot, {
+      keyPrefix: config.redis.keyPrefix,
+      stream: config.sessionEventsStream,
+    });
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * Serves public HTTP through listhen on `port` (a free one when it is busy),
+ * with the dev console in front of the gateway's app.
+ */
+function serveThroughListhen(
+  port: number,
+  hostname: string,
+  devConsole: DevConsoleHandler,
+): ServePublicHttp {
   return async (handler) => {
-    const listener = await listen(handler, {
+    const withConsole: typeof handler = (request, response) => {
+      if (!devConsole(request, response)) handler(request, response);
+    };
+    const listener = await listen(withConsole, {
       port,
       hostname,
       autoClose: false,
@@ -178,22 +205,35 @@ function serveThroughListhen(port: number, hostname: string): ServePublicHttp {
   };
 }
 
-/** The dev gateway: the demo route plus the configured routes module, public HTTP through listhen. */
+/**
+ * The dev gateway: the demo route plus the configured routes module, the dev
+ * auth upstream, public HTTP through listhen with the device console.
+ */
 async function createDevGateway(
   config: GatewayConfig,
   env: NodeJS.ProcessEnv,
   logger: Logger,
+  signerKey: KeyObject,
 ): Promise<Gateway> {
   const routes = {
     ...demoRoutes,
     ...(config.routesModule ? await loadRoutesModule(config.routesModule) : {}),
   };
   const publicPort = env.GATEWAY_PUBLIC_HTTP_ADDR ? config.publicHttpAddr.port : 8080;
+  const authUpstream: AuthUpstream = createDevAuthUpstream({
+    publishSession: (snapshot) => publishDevSession(config, snapshot),
+    print: (line) => process.stdout.write(`${line}\n`),
+  });
   return createGateway({
     config,
     routes,
     logger,
-    servePublicHttp: serveThroughListhen(publicPort, config.publicHttpAddr.host || "127.0.0.1"),
+    authUpstream,
+    servePublicHttp: serveThroughListhen(
+      publicPort,
+      config.publicHttpAddr.host || "127.0.0.1",
+      createDevConsole(rawPublicKeyOf(signerKey)),
+    ),
   });
 }
 
@@ -216,11 +256,12 @@ function writeCliEnvFile(path: string, config: GatewayConfig, signerPath: string
   );
 }
 
-/** The lines dev mode prints once ready: commands to try against the running gateway. */
+/** The lines dev mode prints once ready: the device console first, then commands to try. */
 function tryItLines({ publicHttp, grpc, adminHttp }: GatewayAddresses): string {
   const device = `--session ${DEV_SESSION.deviceSessionId} --key .dev/device.pem`;
   return [
     "",
+    `Device console: http://${publicHttp}${DEV_CONSOLE_PATH}`,
     "Dev gateway is running. Try:",
     `  curl http://${publicHttp}/healthz`,
     adminHttp ? `  curl http://${adminHttp}/metrics` : "",
@@ -261,9 +302,9 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
   }
   try {
-    const { config, signerPath, deviceKey } = loadDevConfig(devEnv, dir);
+    const { config, signerPath, signerKey, deviceKey } = loadDevConfig(devEnv, dir);
     await seedRedis(config, deviceKey, logger);
-    const gateway = await createDevGateway(config, env, logger);
+    const gateway = await createDevGateway(config, env, logger, signerKey);
     started.gateway = gateway;
     await gateway.start();
     writeCliEnvFile(join(dir, "env"), config, signerPath, gateway.addresses.grpc);

@@ -9,4 +9,5 @@ export * from "../resumable-subscription.js";
 export * from "./device-client.js";
 export * from "./sign-in.js";
 export * from "./signed-bytes.js";
+export * from "./status-name.js";
 export * from "./web-ed25519.js";
