@@ -26,6 +26,8 @@ const TOOLS = [
   { command: ["promtool", "--version"], pkg: "prometheus", required: true },
   // The TLS tests make a self-signed certificate.
   { command: ["openssl", "version"], pkg: "openssl", required: true },
+  // The browser tests drive Debian's Chromium through playwright-core.
+  { command: ["/usr/bin/chromium", "--version"], pkg: "chromium", required: false },
   // infra/ checks: the YAML files and the compose file.
   { command: ["yamllint", "--version"], pkg: "yamllint", required: false },
   {

@@ -1,0 +1,342 @@
+/**
+ * Browsers as devices (contract §14, §15), in real headless Chromium: a page
+ * on another origin uses the browser kit against the gateway across origins
+ * (WebCrypto key, signed Connect calls, verified events, a revoke ending the
+ * stream), and the dev console's whole journey runs against `bin.js dev`.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Redis } from "ioredis";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../runtime/cli/cli.js";
+import type * as BrowserKit from "../runtime/kit/browser/index.js";
+import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
+import { startGateway } from "./support/gateway.js";
+import { vectors } from "./support/keys.js";
+import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
+import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { tempDir } from "./support/temp-dir.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const BUNDLE = fileURLToPath(new URL("../dist/browser/edge-gateway-device.js", import.meta.url));
+const SCREENSHOT = fileURLToPath(new URL("../docs/dev-console.png", import.meta.url));
+const chromiumMissing = !existsSync(CHROMIUM);
+
+/**
+ * What the test pages keep on `globalThis` between evaluations. Functions
+ * passed to `page.evaluate` run in the page, so each casts `globalThis`
+ * itself (the test's TypeScript has no DOM types).
+ */
+interface PageGlobals {
+  kit: typeof BrowserKit;
+  device: BrowserKit.BrowserDeviceClient;
+  deviceKey: BrowserKit.DeviceKey;
+  events: string[];
+  streamStatus: string;
+}
+
+/** Serves a page on its own origin that loads the browser kit bundle with `<script type="module">`. */
+async function startPageServer(): Promise<{ server: Server; origin: string }> {
+  const html = `<!doctype html><meta charset="utf-8"><title>device</title>
+<script type="module">
+import * as kit from "./edge-gateway-device.js";
+globalThis.kit = kit;
+</script>`;
+  const server = createServer((request, response) => {
+    if (request.url === "/edge-gateway-device.js") {
+      response.writeHead(200, { "content-type": "text/javascript" });
+      response.end(readFileSync(BUNDLE));
+    } else {
+      response.writeHead(200, { "content-type": "text/html" });
+      response.end(html);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+async function openKitPage(browser: Browser, origin: string): Promise<Page> {
+  const page = await browser.newPage();
+  await page.goto(`${origin}/`);
+  await page.waitForFunction(() => "kit" in globalThis);
+  return page;
+}
+
+function closeServer(server: Server | undefined): Promise<void> {
+  return new Promise((resolve) => (server ? server.close(() => resolve()) : resolve()));
+}
+
+let browser: Browser | undefined;
+
+beforeAll(async () => {
+  if (chromiumMissing) return;
+  if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run npm run build first`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+const skipReason = `${CHROMIUM} is not installed and could not be (Debian: apt-get install -y chromium)`;
+
+describe.skipIf(chromiumMissing)(
+  chromiumMissing ? `browser device kit (skipped: ${skipReason})` : "browser device kit",
+  () => {
+    let redis: TestRedis;
+    let admin: Redis;
+    let gateway: Awaited<ReturnType<typeof startGateway>>;
+    let allowed: Awaited<ReturnType<typeof startPageServer>>;
+    let denied: Awaited<ReturnType<typeof startPageServer>>;
+
+    beforeAll(async () => {
+      redis = await startRedis();
+      admin = redis.client();
+      allowed = await startPageServer();
+      denied = await startPageServer();
+      gateway = await startGateway(redis, {
+        env: { GATEWAY_CORS_ALLOWED_ORIGINS: allowed.origin },
+        routes: {
+          "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
+        },
+      });
+    });
+
+    afterAll(async () => {
+      await gateway?.stop();
+      admin?.disconnect();
+      await redis?.stop();
+      await closeServer(allowed?.server);
+      await closeServer(denied?.server);
+    });
+
+    it("signs in with a WebCrypto key, calls and subscribes across origins, verifies everything and sees a revoke end the stream", async () => {
+      const page = await openKitPage(browser!, allowed.origin);
+      const baseUrl = `http://${gateway.addresses.publicHttp}`;
+      const publicKey = await page.evaluate(async () => {
+        const g = globalThis as unknown as PageGlobals;
+        g.deviceKey = await g.kit.generateDeviceKey();
+        return {
+          text: g.deviceKey.publicKeyBase64Url,
+          extractable: g.deviceKey.keyPair.privateKey.extractable,
+        };
+      });
+      expect(publicKey.extractable).toBe(false);
+      const session = { deviceSessionId: "ds-browser", userId: "user-browser" };
+      await publishSessionSnapshot(admin, {
+        ...session,
+        clientPublicKey: publicKey.text,
+        status: "active",
+      });
+
+      const result = await page.evaluate(
+        async ({ baseUrl, deviceSessionId, gatewayPublicKey }) => {
+          const g = globalThis as unknown as PageGlobals;
+          g.device = g.kit.createBrowserDeviceClient({
+            baseUrl,
+            deviceSessionId,
+            devicePrivateKey: g.deviceKey.keyPair.privateKey,
+            gatewayPublicKey,
+          });
+          const response = await g.device.execute("demo.echo", new TextEncoder().encode("hi"));
+          return {
+            resultCode: response.resultCode,
+            payload: new TextDecoder().decode(response.payload),
+          };
+        },
+        {
+          baseUrl,
+          deviceSessionId: session.deviceSessionId,
+          gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+        },
+      );
+      // execute() resolves only once the response's signature verified.
+      expect(result).toEqual({ resultCode: "ok", payload: "hi" });
+
+      await page.evaluate(() => {
+        const g = globalThis as unknown as PageGlobals;
+        g.events = [];
+        g.streamStatus = "OPEN";
+        void (async () => {
+          try {
+            for await (const event of g.device.subscribe()) {
+              g.events.push(`${event.eventType} ${new TextDecoder().decode(event.payload)}`);
+            }
+            g.streamStatus = "ENDED";
+          } catch (error) {
+            g.streamStatus = g.kit.statusNameOf(error);
+          }
+        })();
+      });
+      // The bootstrap event, or the status that ended the stream instead.
+      await page.waitForFunction(() => {
+        const g = globalThis as unknown as PageGlobals;
+        return g.events.length >= 1 || g.streamStatus !== "OPEN";
+      });
+      expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
+        "OPEN",
+      );
+      await publishClientEvent(admin, {
+        userId: session.userId,
+        eventType: "demo.note",
+        payload: "hello browser",
+      });
+      await page.waitForFunction(() => (globalThis as unknown as PageGlobals).events.length >= 2);
+      expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).events)).toEqual([
+        "gateway.server_time ",
+        "demo.note hello browser",
+      ]);
+
+      await publishSessionSnapshot(admin, {
+        ...session,
+        clientPublicKey: publicKey.text,
+        status: "revoked",
+        revokedAtMs: Date.now(),
+      });
+      await page.waitForFunction(
+        () => (globalThis as unknown as PageGlobals).streamStatus !== "OPEN",
+      );
+      expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
+        "FAILED_PRECONDITION",
+      );
+      await page.close();
+    }, 60_000);
+
+    it("is refused by the browser for an origin not in GATEWAY_CORS_ALLOWED_ORIGINS", async () => {
+      const page = await openKitPage(browser!, denied.origin);
+      const outcome = await page.evaluate(
+        async ({ baseUrl, gatewayPublicKey }) => {
+          const g = globalThis as unknown as PageGlobals;
+          const key = await g.kit.generateDeviceKey();
+          const device = g.kit.createBrowserDeviceClient({
+            baseUrl,
+            deviceSessionId: "ds-elsewhere",
+            devicePrivateKey: key.keyPair.privateKey,
+            gatewayPublicKey,
+          });
+          try {
+            await device.execute("demo.echo");
+            return "answered";
+          } catch (error) {
+            return String(error);
+          }
+        },
+        {
+          baseUrl: `http://${gateway.addresses.publicHttp}`,
+          gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+        },
+      );
+      // The browser withholds the answer: the call fails before any status reaches the page.
+      expect(outcome).toMatch(/Failed to fetch/);
+      await page.close();
+    });
+  },
+);
+
+describe.skipIf(chromiumMissing)(
+  chromiumMissing ? `dev console (skipped: ${skipReason})` : "dev console",
+  () => {
+    let dev: NodeProcess | undefined;
+
+    afterAll(async () => {
+      await dev?.kill();
+    });
+
+    it("signs in by email code, sends a command, shows verified events and a revoke ending the stream", async () => {
+      const cwd = tempDir("browser-dev");
+      dev = spawnNode(BIN, ["dev"], {
+        cwd,
+        env: {
+          GATEWAY_PUBLIC_HTTP_ADDR: "127.0.0.1:0",
+          GATEWAY_AUTHENTICATED_GRPC_ADDR: "127.0.0.1:0",
+          GATEWAY_ADMIN_HTTP_ADDR: "127.0.0.1:0",
+        },
+        waitTimeoutMs: 30_000,
+      });
+      const [, consoleUrl] = await dev.waitFor(/Device console: (http:\/\/\S+\/_dev\/)/);
+      await dev.waitFor(/Ctrl-C stops the gateway/);
+      const cliEnv = Object.fromEntries(
+        readFileSync(join(cwd, ".dev", "env"), "utf8")
+          .split("\n")
+          .filter((line) => line.includes("="))
+          .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+      );
+      const cli = async (args: string[]) => {
+        const out: string[] = [];
+        const code = await runCli(args, cliEnv, {
+          stdout: (line) => out.push(line),
+          stderr: (line) => out.push(line),
+        });
+        expect(code, out.join("\n")).toBe(0);
+      };
+
+      const page = await browser!.newPage({ viewport: { width: 1100, height: 900 } });
+      const byId = (id: string) => page.getByTestId(id);
+      await page.goto(consoleUrl!);
+
+      const email = "ada@example.com";
+      await byId("email").fill(email);
+      await byId("send-code").click();
+      const [, code] = await dev.waitFor(/email code for ada@example\.com: (\d+)/);
+      await byId("code").fill(code!);
+      await byId("confirm").click();
+      await expectText(page, "session", /^dev-device-/);
+      const deviceSessionId = (await byId("session").textContent()) ?? "";
+      const userId = (await byId("user").textContent()) ?? "";
+
+      await byId("message-type").fill("demo.echo");
+      await byId("payload").fill('{"text":"hello"}');
+      await byId("send").click();
+      await expectText(page, "result", /^ok$/);
+
+      await byId("subscribe").click();
+      await expectText(page, "stream-status", /^OPEN$/);
+      await cli(["event", "publish", "--user", userId, "--type", "demo.note", "--payload", "hi"]);
+      const note = byId("events").locator("li", { hasText: "demo.note" });
+      await note.waitFor();
+      expect(await note.textContent()).toContain("verified");
+      expect(await byId("events").locator("li").count()).toBe(2);
+
+      await cli(["session", "revoke", "--session", deviceSessionId]);
+      await expectText(page, "stream-status", /^FAILED_PRECONDITION$/);
+
+      // The README's screenshot; written only when asked, so a test run leaves the tree clean.
+      const screenshot = await page.screenshot({ fullPage: true });
+      expect(screenshot.length).toBeGreaterThan(0);
+      if (process.env.EDGE_GATEWAY_WRITE_SCREENSHOT === "1") {
+        await page.screenshot({ path: SCREENSHOT, fullPage: true });
+      }
+      await page.close();
+    }, 60_000);
+  },
+);
+
+/** Waits until the element with `testId` shows text matching `pattern`. */
+async function expectText(page: Page, testId: string, pattern: RegExp): Promise<void> {
+  const element = page.getByTestId(testId);
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const text = ((await element.textContent()) ?? "").trim();
+    if (pattern.test(text)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`${testId} shows ${JSON.stringify(text)}, expected ${pattern}`);
+    }
+    await new Promise((wake) => setTimeout(wake, 50));
+  }
+}
