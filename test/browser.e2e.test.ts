@@ -286,7 +286,7 @@ describe.skipIf(chromiumMissing)(
         expect(code, out.join("\n")).toBe(0);
       };
 
-      const page = await browser!.newPage({ viewport: { width: 1100, height: 900 } });
+      const page = await browser!.newPage({ viewport: { width: 1100, height: 740 } });
       const byId = (id: string) => page.getByTestId(id);
       await page.goto(consoleUrl!);
 
