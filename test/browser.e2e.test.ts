@@ -1,8 +1,8 @@
 /**
  * Browsers as devices (contract §14, §15), in real headless Chromium: a page
  * on another origin uses the browser kit against the gateway across origins
- * (WebCrypto key, signed Connect calls, verified events, a revoke ending the
- * stream), and the dev console's whole journey runs against `bin.js dev`.
+ * (WebCrypto key, signed calls over Connect and gRPC-Web, verified events, a
+ * revoke ending the stream), and the dev console's whole journey runs against `bin.js dev`.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -126,97 +126,106 @@ describe.skipIf(chromiumMissing)(
       await closeServer(denied?.server);
     });
 
-    it("signs in with a WebCrypto key, calls and subscribes across origins, verifies everything and sees a revoke end the stream", async () => {
-      const page = await openKitPage(browser!, allowed.origin);
-      const baseUrl = `http://${gateway.addresses.publicHttp}`;
-      const publicKey = await page.evaluate(async () => {
-        const g = globalThis as unknown as PageGlobals;
-        g.deviceKey = await g.kit.generateDeviceKey();
-        return {
-          text: g.deviceKey.publicKeyBase64Url,
-          extractable: g.deviceKey.keyPair.privateKey.extractable,
-        };
-      });
-      expect(publicKey.extractable).toBe(false);
-      const session = { deviceSessionId: "ds-browser", userId: "user-browser" };
-      await publishSessionSnapshot(admin, {
-        ...session,
-        clientPublicKey: publicKey.text,
-        status: "active",
-      });
-
-      const result = await page.evaluate(
-        async ({ baseUrl, deviceSessionId, gatewayPublicKey }) => {
+    it.each(["connect", "grpc-web"] as const)(
+      "over %s: a WebCrypto key's session calls and subscribes across origins, everything verified, and a revoke ends the stream",
+      async (protocol) => {
+        const page = await openKitPage(browser!, allowed.origin);
+        const baseUrl = `http://${gateway.addresses.publicHttp}`;
+        const publicKey = await page.evaluate(async () => {
           const g = globalThis as unknown as PageGlobals;
-          g.device = g.kit.createBrowserDeviceClient({
-            baseUrl,
-            deviceSessionId,
-            devicePrivateKey: g.deviceKey.keyPair.privateKey,
-            gatewayPublicKey,
-          });
-          const response = await g.device.execute("demo.echo", new TextEncoder().encode("hi"));
+          g.deviceKey = await g.kit.generateDeviceKey();
           return {
-            resultCode: response.resultCode,
-            payload: new TextDecoder().decode(response.payload),
+            text: g.deviceKey.publicKeyBase64Url,
+            extractable: g.deviceKey.keyPair.privateKey.extractable,
           };
-        },
-        {
-          baseUrl,
-          deviceSessionId: session.deviceSessionId,
-          gatewayPublicKey: vectors.gateway_key.public_key_base64url,
-        },
-      );
-      // execute() resolves only once the response's signature verified.
-      expect(result).toEqual({ resultCode: "ok", payload: "hi" });
+        });
+        expect(publicKey.extractable).toBe(false);
+        const session = { deviceSessionId: `ds-browser-${protocol}`, userId: `user-${protocol}` };
+        await publishSessionSnapshot(admin, {
+          ...session,
+          clientPublicKey: publicKey.text,
+          status: "active",
+        });
 
-      await page.evaluate(() => {
-        const g = globalThis as unknown as PageGlobals;
-        g.events = [];
-        g.streamStatus = "OPEN";
-        void (async () => {
-          try {
-            for await (const event of g.device.subscribe()) {
-              g.events.push(`${event.eventType} ${new TextDecoder().decode(event.payload)}`);
+        const result = await page.evaluate(
+          async ({ baseUrl, deviceSessionId, gatewayPublicKey, protocol }) => {
+            const g = globalThis as unknown as PageGlobals;
+            g.device = g.kit.createBrowserDeviceClient({
+              baseUrl,
+              deviceSessionId,
+              devicePrivateKey: g.deviceKey.keyPair.privateKey,
+              gatewayPublicKey,
+              // Connect (the default) or gRPC-Web, both binary.
+              ...(protocol === "grpc-web"
+                ? { transport: g.kit.createGrpcWebTransport({ baseUrl, useBinaryFormat: true }) }
+                : {}),
+            });
+            const response = await g.device.execute("demo.echo", new TextEncoder().encode("hi"));
+            return {
+              resultCode: response.resultCode,
+              payload: new TextDecoder().decode(response.payload),
+            };
+          },
+          {
+            baseUrl,
+            deviceSessionId: session.deviceSessionId,
+            gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+            protocol,
+          },
+        );
+        // execute() resolves only once the response's signature verified.
+        expect(result).toEqual({ resultCode: "ok", payload: "hi" });
+
+        await page.evaluate(() => {
+          const g = globalThis as unknown as PageGlobals;
+          g.events = [];
+          g.streamStatus = "OPEN";
+          void (async () => {
+            try {
+              for await (const event of g.device.subscribe()) {
+                g.events.push(`${event.eventType} ${new TextDecoder().decode(event.payload)}`);
+              }
+              g.streamStatus = "ENDED";
+            } catch (error) {
+              g.streamStatus = g.kit.statusNameOf(error);
             }
-            g.streamStatus = "ENDED";
-          } catch (error) {
-            g.streamStatus = g.kit.statusNameOf(error);
-          }
-        })();
-      });
-      // The bootstrap event, or the status that ended the stream instead.
-      await page.waitForFunction(() => {
-        const g = globalThis as unknown as PageGlobals;
-        return g.events.length >= 1 || g.streamStatus !== "OPEN";
-      });
-      expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
-        "OPEN",
-      );
-      await publishClientEvent(admin, {
-        userId: session.userId,
-        eventType: "demo.note",
-        payload: "hello browser",
-      });
-      await page.waitForFunction(() => (globalThis as unknown as PageGlobals).events.length >= 2);
-      expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).events)).toEqual([
-        "gateway.server_time ",
-        "demo.note hello browser",
-      ]);
+          })();
+        });
+        // The bootstrap event, or the status that ended the stream instead.
+        await page.waitForFunction(() => {
+          const g = globalThis as unknown as PageGlobals;
+          return g.events.length >= 1 || g.streamStatus !== "OPEN";
+        });
+        expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
+          "OPEN",
+        );
+        await publishClientEvent(admin, {
+          userId: session.userId,
+          eventType: "demo.note",
+          payload: "hello browser",
+        });
+        await page.waitForFunction(() => (globalThis as unknown as PageGlobals).events.length >= 2);
+        expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).events)).toEqual([
+          "gateway.server_time ",
+          "demo.note hello browser",
+        ]);
 
-      await publishSessionSnapshot(admin, {
-        ...session,
-        clientPublicKey: publicKey.text,
-        status: "revoked",
-        revokedAtMs: Date.now(),
-      });
-      await page.waitForFunction(
-        () => (globalThis as unknown as PageGlobals).streamStatus !== "OPEN",
-      );
-      expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
-        "FAILED_PRECONDITION",
-      );
-      await page.close();
-    }, 60_000);
+        await publishSessionSnapshot(admin, {
+          ...session,
+          clientPublicKey: publicKey.text,
+          status: "revoked",
+          revokedAtMs: Date.now(),
+        });
+        await page.waitForFunction(
+          () => (globalThis as unknown as PageGlobals).streamStatus !== "OPEN",
+        );
+        expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
+          "FAILED_PRECONDITION",
+        );
+        await page.close();
+      },
+      60_000,
+    );
 
     it("is refused by the browser for an origin not in GATEWAY_CORS_ALLOWED_ORIGINS", async () => {
       const page = await openKitPage(browser!, denied.origin);

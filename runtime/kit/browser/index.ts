@@ -5,6 +5,8 @@
  * build also bundles it into `dist/browser/edge-gateway-device.js` for a plain
  * `<script type="module">`.
  */
+// The transports, so a page loading only the bundle can pick gRPC-Web.
+export { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 export * from "../resumable-subscription.js";
 export * from "./device-client.js";
 export * from "./sign-in.js";
