@@ -106,6 +106,7 @@ export async function verifyEvent(
 export interface BrowserDeviceClientOptions {
   /** The gateway's public HTTP URL, e.g. `https://gateway.example.com`; the page's origin in dev. */
   readonly baseUrl: string;
+  /** The device session every request is signed for. */
   readonly deviceSessionId: string;
   /** The device session's Ed25519 private key (from {@link generateDeviceKey}, say). */
   readonly devicePrivateKey: WebCryptoKey;

@@ -27,7 +27,9 @@ export class AuthRequestError extends Error {
 
 /** The device session a confirmed challenge created. */
 export interface DeviceSession {
+  /** The `device_session_id` the device signs its requests for. */
   readonly deviceSessionId: string;
+  /** The user the session belongs to; events for this user reach the device. */
   readonly userId: string;
 }
 
