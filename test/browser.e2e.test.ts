@@ -13,10 +13,13 @@ import type { Redis } from "ioredis";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../runtime/cli/cli.js";
+import { createDevAuthUpstream } from "../runtime/dev/dev-auth-upstream.js";
+import { createFetchHandler, type FetchHandler } from "../runtime/host/fetch-handler.js";
 import type * as BrowserKit from "../runtime/kit/browser/index.js";
 import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
-import { startGateway } from "./support/gateway.js";
+import { gatewayEnv, startGateway } from "./support/gateway.js";
 import { vectors } from "./support/keys.js";
+import { silentLogger } from "./support/logger.js";
 import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 import { tempDir } from "./support/temp-dir.js";
@@ -332,6 +335,200 @@ describe.skipIf(chromiumMissing)(
         await page.screenshot({ path: SCREENSHOT, fullPage: true });
       }
       await page.close();
+    }, 60_000);
+  },
+);
+
+/** Serves a fetch handler on a loopback port, as a fetch-style runtime would (whole bodies). */
+async function serveFetchHandler(
+  handler: FetchHandler,
+): Promise<{ server: Server; baseUrl: string }> {
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", async () => {
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(request.headers)) {
+        if (typeof value === "string") headers.set(name, value);
+      }
+      const body =
+        request.method === "GET" || request.method === "HEAD" ? undefined : Buffer.concat(chunks);
+      const answer = await handler.fetch(
+        new Request(`http://${request.headers.host}${request.url}`, {
+          method: request.method,
+          headers,
+          ...(body === undefined ? {} : { body }),
+        }),
+      );
+      response.writeHead(answer.status, Object.fromEntries(answer.headers));
+      response.end(Buffer.from(await answer.arrayBuffer()));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+describe.skipIf(chromiumMissing)(
+  chromiumMissing
+    ? `a web app signs in (skipped: ${skipReason})`
+    : "a web app on another origin signs in",
+  () => {
+    let redis: TestRedis;
+    let admin: Redis;
+    let page: Awaited<ReturnType<typeof startPageServer>>;
+    const printed: string[] = [];
+    const authUpstream = () =>
+      createDevAuthUpstream({
+        publishSession: (snapshot) => publishSessionSnapshot(admin, snapshot),
+        print: (line) => printed.push(line),
+      });
+    const echo = {
+      "demo.echo": async (command: { payload: Uint8Array }) => ({
+        resultCode: "ok",
+        payload: command.payload,
+      }),
+    };
+
+    beforeAll(async () => {
+      redis = await startRedis();
+      admin = redis.client();
+      page = await startPageServer();
+    });
+
+    afterAll(async () => {
+      admin?.disconnect();
+      await redis?.stop();
+      await closeServer(page?.server);
+    });
+
+    /** In the page: a WebCrypto key, sign-in by email code (read from `printed`), one command. */
+    async function signInAndExecute(app: Page, baseUrl: string, email: string) {
+      await app.evaluate(
+        async ({ baseUrl, email }) => {
+          const g = globalThis as unknown as PageGlobals & { challenge: string };
+          g.deviceKey = await g.kit.generateDeviceKey();
+          g.challenge = await g.kit.sendEmailCode(baseUrl, email);
+        },
+        { baseUrl, email },
+      );
+      const line = printed.find((one) => one.startsWith(`email code for ${email}: `));
+      expect(line).toBeDefined();
+      const code = line!.slice(line!.lastIndexOf(" ") + 1);
+      return app.evaluate(
+        async ({ baseUrl, code, gatewayPublicKey }) => {
+          const g = globalThis as unknown as PageGlobals & { challenge: string };
+          const session = await g.kit.confirmEmailCode(baseUrl, {
+            challengeId: g.challenge,
+            code,
+            clientPublicKey: g.deviceKey.publicKeyBase64Url,
+          });
+          g.device = g.kit.createBrowserDeviceClient({
+            baseUrl,
+            deviceSessionId: session.deviceSessionId,
+            devicePrivateKey: g.deviceKey.keyPair.privateKey,
+            gatewayPublicKey,
+          });
+          const response = await g.device.execute("demo.echo", new TextEncoder().encode("hi"));
+          return { ...session, resultCode: response.resultCode };
+        },
+        { baseUrl, code, gatewayPublicKey: vectors.gateway_key.public_key_base64url },
+      );
+    }
+
+    it("against the gateway: signs in, sends a command, receives a verified event, sees a revoke", async () => {
+      const gateway = await startGateway(redis, {
+        env: { GATEWAY_CORS_ALLOWED_ORIGINS: page.origin },
+        routes: echo,
+        authUpstream: authUpstream(),
+      });
+      try {
+        const app = await openKitPage(browser!, page.origin);
+        const baseUrl = `http://${gateway.addresses.publicHttp}`;
+        const session = await signInAndExecute(app, baseUrl, "grace@example.com");
+        expect(session.resultCode).toBe("ok");
+
+        await app.evaluate(() => {
+          const g = globalThis as unknown as PageGlobals;
+          g.events = [];
+          g.streamStatus = "OPEN";
+          void (async () => {
+            try {
+              for await (const event of g.device.subscribe()) g.events.push(event.eventType);
+              g.streamStatus = "ENDED";
+            } catch (error) {
+              g.streamStatus = g.kit.statusNameOf(error);
+            }
+          })();
+        });
+        await app.waitForFunction(() => (globalThis as unknown as PageGlobals).events.length >= 1);
+        await publishClientEvent(admin, { userId: session.userId, eventType: "demo.note" });
+        await app.waitForFunction(() => (globalThis as unknown as PageGlobals).events.length >= 2);
+        expect(await app.evaluate(() => (globalThis as unknown as PageGlobals).events)).toEqual([
+          "gateway.server_time",
+          "demo.note",
+        ]);
+        const stored = await admin.hget(
+          `gateway:session:${session.deviceSessionId}`,
+          "client_public_key",
+        );
+        await publishSessionSnapshot(admin, {
+          deviceSessionId: session.deviceSessionId,
+          userId: session.userId,
+          clientPublicKey: stored!,
+          status: "revoked",
+          revokedAtMs: Date.now(),
+        });
+        await app.waitForFunction(
+          () => (globalThis as unknown as PageGlobals).streamStatus !== "OPEN",
+        );
+        expect(await app.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
+          "FAILED_PRECONDITION",
+        );
+        await app.close();
+      } finally {
+        await gateway.stop();
+      }
+    }, 60_000);
+
+    it("against the fetch handler: signs in, sends a command, and is refused once revoked", async () => {
+      const handler = createFetchHandler({
+        env: gatewayEnv(redis, { GATEWAY_CORS_ALLOWED_ORIGINS: page.origin }),
+        routes: echo,
+        authUpstream: authUpstream(),
+        logger: silentLogger,
+      });
+      const served = await serveFetchHandler(handler);
+      try {
+        const app = await openKitPage(browser!, page.origin);
+        const session = await signInAndExecute(app, served.baseUrl, "hopper@example.com");
+        expect(session.resultCode).toBe("ok");
+
+        const stored = await admin.hget(
+          `gateway:session:${session.deviceSessionId}`,
+          "client_public_key",
+        );
+        await publishSessionSnapshot(admin, {
+          deviceSessionId: session.deviceSessionId,
+          userId: session.userId,
+          clientPublicKey: stored!,
+          status: "revoked",
+          revokedAtMs: Date.now(),
+        });
+        const refused = await app.evaluate(async () => {
+          const g = globalThis as unknown as PageGlobals;
+          try {
+            await g.device.execute("demo.echo");
+            return "answered";
+          } catch (error) {
+            return `${g.kit.statusNameOf(error)}: ${(error as Error).message}`;
+          }
+        });
+        expect(refused).toMatch(/^FAILED_PRECONDITION: .*device session is revoked/);
+        await app.close();
+      } finally {
+        await closeServer(served.server);
+        await handler.close();
+      }
     }, 60_000);
   },
 );

@@ -4,7 +4,7 @@
  */
 import type { KeyObject } from "node:crypto";
 import type { Redis } from "ioredis";
-import type { Routes } from "../../handlers/ports.js";
+import type { AuthUpstream, Routes } from "../../handlers/ports.js";
 import { loadConfig } from "../../runtime/config/config.js";
 import { createGateway, type Gateway } from "../../runtime/host/gateway.js";
 import { createKeyspace } from "../../runtime/redis/keyspace.js";
@@ -37,12 +37,18 @@ export function gatewayEnv(
 /** Starts an in-process gateway; the caller stops it. */
 export async function startGateway(
   redis: TestRedis,
-  options: { env?: Record<string, string>; routes?: Routes; now?: () => number } = {},
+  options: {
+    env?: Record<string, string>;
+    routes?: Routes;
+    authUpstream?: AuthUpstream;
+    now?: () => number;
+  } = {},
 ): Promise<Gateway & { logger: ReturnType<typeof createMemoryLogger> }> {
   const logger = createMemoryLogger();
   const gateway = createGateway({
     config: loadConfig(gatewayEnv(redis, options.env)),
     routes: options.routes,
+    ...(options.authUpstream ? { authUpstream: options.authUpstream } : {}),
     logger,
     ...(options.now ? { clock: { now: options.now } } : {}),
   });
