@@ -10,6 +10,7 @@ import {
   ConfigError,
   type GatewayConfig,
   loadConfig,
+  loadRedisToolConfig,
   parseAddress,
   parseDuration,
 } from "../runtime/config/config.js";
@@ -58,6 +59,7 @@ const DEFAULTS: GatewayConfig = {
     keyPrefix: "gateway:",
     pingTimeoutMs: 2_000,
     commandTimeoutMs: 1_000,
+    cluster: false,
   },
   sessionEventsStream: "gateway:session_events",
   clientEventsStream: "gateway:client_events",
@@ -102,6 +104,7 @@ describe("loadConfig", () => {
           "GATEWAY_REDIS_PASSWORD",
           "GATEWAY_REDIS_REPLICA_ADDRS",
           "GATEWAY_REDIS_DB",
+          "GATEWAY_REDIS_CLUSTER",
           "GATEWAY_REDIS_KEY_PREFIX",
           "GATEWAY_REDIS_PING_TIMEOUT",
           "GATEWAY_SESSION_EVENTS_REDIS_STREAM",
@@ -321,6 +324,31 @@ describe("loadConfig", () => {
         configError({ ...REQUIRED, GATEWAY_REDIS_DB: value }),
         "GATEWAY_REDIS_DB",
       );
+    });
+  });
+
+  describe("GATEWAY_REDIS_CLUSTER", () => {
+    it("makes GATEWAY_REDIS_MASTER_ADDR a cluster seed node when true", () => {
+      expect(load({ GATEWAY_REDIS_CLUSTER: "true" }).redis.cluster).toBe(true);
+      expect(load({ GATEWAY_REDIS_CLUSTER: "false" }).redis.cluster).toBe(false);
+    });
+
+    it.each(["1", "yes", "TRUE", "on", " true"])("fails naming the variable for %j", (value) => {
+      const error = configError({ ...REQUIRED, GATEWAY_REDIS_CLUSTER: value });
+      expectNamesVariable(error, "GATEWAY_REDIS_CLUSTER");
+      expect(error.message).toContain("expected true or false");
+    });
+
+    it("fails naming GATEWAY_REDIS_DB when a cluster is given another database than 0", () => {
+      const error = configError({
+        ...REQUIRED,
+        GATEWAY_REDIS_CLUSTER: "true",
+        GATEWAY_REDIS_DB: "2",
+      });
+      expectNamesVariable(error, "GATEWAY_REDIS_DB");
+      expect(
+        loadRedisToolConfig({ ...REQUIRED, GATEWAY_REDIS_CLUSTER: "true" }).redis.cluster,
+      ).toBe(true);
     });
   });
 

@@ -23,6 +23,8 @@ export interface GatewayConfig {
     readonly keyPrefix: string;
     readonly pingTimeoutMs: number;
     readonly commandTimeoutMs: number;
+    /** `master` is a seed node of a Redis Cluster rather than one Redis server. */
+    readonly cluster: boolean;
   };
   readonly sessionEventsStream: string;
   readonly clientEventsStream: string;
@@ -169,6 +171,12 @@ const streamKey = z
   .max(512, "expected a stream key of at most 512 bytes")
   .regex(/^[\x21-\x7e]+$/, "expected a stream key of printable ASCII without spaces");
 
+const boolean = z.string().transform((text, ctx) => {
+  if (text === "true" || text === "false") return text === "true";
+  ctx.addIssue({ code: "custom", message: `expected true or false, got "${text}"` });
+  return z.NEVER;
+});
+
 const url = z.string().transform((text, ctx) => {
   try {
     const parsed = new URL(text);
@@ -246,6 +254,7 @@ const VARIABLES = {
     }),
   },
   GATEWAY_REDIS_DB: { default: String(DEFAULTS.redisDb), schema: integer(0, 15) },
+  GATEWAY_REDIS_CLUSTER: { default: String(DEFAULTS.redisCluster), schema: boolean },
   GATEWAY_REDIS_KEY_PREFIX: {
     default: DEFAULTS.keyPrefix,
     schema: z.string().regex(/^[\x21-\x7e]{1,128}$/, "expected 1-128 printable ASCII characters"),
@@ -321,6 +330,7 @@ const REDIS_TOOL_VARIABLES = [
   "GATEWAY_REDIS_PASSWORD",
   "GATEWAY_REDIS_REPLICA_ADDRS",
   "GATEWAY_REDIS_DB",
+  "GATEWAY_REDIS_CLUSTER",
   "GATEWAY_REDIS_KEY_PREFIX",
   "GATEWAY_REDIS_PING_TIMEOUT",
   "GATEWAY_REDIS_COMMAND_TIMEOUT",
@@ -339,6 +349,10 @@ export function loadRedisToolConfig(
 }
 
 function redisToolConfigOf(v: Parsed): RedisToolConfig {
+  // A Redis Cluster has only database 0 (SELECT is refused there).
+  if (v.GATEWAY_REDIS_CLUSTER && v.GATEWAY_REDIS_DB !== 0) {
+    throw new ConfigError("GATEWAY_REDIS_DB", "must be 0 when GATEWAY_REDIS_CLUSTER is true");
+  }
   return {
     redis: {
       master: v.GATEWAY_REDIS_MASTER_ADDR!,
@@ -348,6 +362,7 @@ function redisToolConfigOf(v: Parsed): RedisToolConfig {
       keyPrefix: v.GATEWAY_REDIS_KEY_PREFIX!,
       pingTimeoutMs: v.GATEWAY_REDIS_PING_TIMEOUT!,
       commandTimeoutMs: v.GATEWAY_REDIS_COMMAND_TIMEOUT!,
+      cluster: v.GATEWAY_REDIS_CLUSTER!,
     },
     sessionEventsStream: v.GATEWAY_SESSION_EVENTS_REDIS_STREAM!,
     clientEventsStream: v.GATEWAY_CLIENT_EVENTS_REDIS_STREAM!,

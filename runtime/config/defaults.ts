@@ -7,6 +7,8 @@
 export const DEFAULTS = {
   /** `GATEWAY_REDIS_DB`. */
   redisDb: 0,
+  /** `GATEWAY_REDIS_CLUSTER`: one Redis server unless told it is a cluster. */
+  redisCluster: false,
   /** `GATEWAY_REDIS_KEY_PREFIX`: prefix of session and replay keys. */
   keyPrefix: "gateway:",
   /** `GATEWAY_REDIS_PING_TIMEOUT`. */
