@@ -245,7 +245,9 @@ describe("a healthy start and SIGTERM", () => {
     );
     await gateway.waitFor(/gateway ready/);
     const output = gateway.output();
-    expect(output).toContain(`Redis connected: addr=${redis.addr} db=3 key_prefix=edge:`);
+    expect(output).toContain(
+      `Redis connected: mode=single addr=${redis.addr} db=3 key_prefix=edge:`,
+    );
     expect(output).toContain("Redis replicas reserved, unused: r1.internal:6379,r2.internal:6379");
     expect(output).toContain("session events stream: gateway:session_events");
     expect(output).toContain("client events stream: gateway:client_events");

@@ -5,7 +5,6 @@
 import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import type { Redis } from "ioredis";
 import { ClientError, Status } from "nice-grpc";
 import { keyIdOf, rawPublicKeyOf } from "../../handlers/ed25519.js";
 import { isStreamId } from "../../handlers/identifiers.js";
@@ -23,7 +22,7 @@ import { loadResponseSigner, parseSignerKeyPem } from "../config/signer.js";
 import { loadGrpcTls } from "../grpc/server.js";
 import { createDeviceClient } from "../kit/device-client.js";
 import { publishClientEvent, publishSessionSnapshot } from "../kit/publishers.js";
-import { connectRedis } from "../redis/connection.js";
+import { connectRedis, type RedisClient } from "../redis/connection.js";
 import { createKeyspace } from "../redis/keyspace.js";
 import { isSessionStatus, SESSION_FIELDS } from "../redis/session-record.js";
 import { SILENT_LOGGER } from "../telemetry/logger.js";
@@ -194,7 +193,7 @@ function keygen(args: string[], io: CliIo): number {
 
 async function withRedis<T>(
   env: Readonly<Record<string, string | undefined>>,
-  run: (redis: Redis, config: ReturnType<typeof loadRedisToolConfig>) => Promise<T>,
+  run: (redis: RedisClient, config: ReturnType<typeof loadRedisToolConfig>) => Promise<T>,
 ): Promise<T> {
   const config = loadRedisToolConfig(env);
   const redis = await connectRedis(config.redis, SILENT_LOGGER);

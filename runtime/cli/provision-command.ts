@@ -5,7 +5,6 @@
  * same rules as the gateway), runs {@link provisionRedis} and prints its report.
  */
 import { parseArgs } from "node:util";
-import type { Redis } from "ioredis";
 import {
   ConfigError,
   formatAddress,
@@ -14,7 +13,7 @@ import {
   redactSecret,
 } from "../config/config.js";
 import { DEFAULTS } from "../config/defaults.js";
-import { connectRedis } from "../redis/connection.js";
+import { connectRedis, type RedisClient } from "../redis/connection.js";
 import { type ProvisionLog, provisionRedis } from "../redis/provision.js";
 import { SILENT_LOGGER } from "../telemetry/logger.js";
 import { type CliIo, PROCESS_IO } from "./io.js";
@@ -122,7 +121,7 @@ export async function runProvisionCli(
   );
   // The gateway's own fail-closed connection and bounded PING, with a
   // longer bound on the (few, possibly slow) provisioning commands.
-  let redis: Redis;
+  let redis: RedisClient;
   try {
     redis = await connectRedis(
       { ...config.redis, commandTimeoutMs: PROVISION_COMMAND_TIMEOUT_MS },

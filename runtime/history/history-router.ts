@@ -11,8 +11,8 @@
  * moves only after a batch is written, and only forward.
  */
 import { hostname } from "node:os";
-import type { Redis } from "ioredis";
 import type { Logger } from "../../handlers/ports.js";
+import type { RedisClient } from "../redis/connection.js";
 import type { Keyspace } from "../redis/keyspace.js";
 import { parseClientEvent } from "../streams/client-events.js";
 import {
@@ -26,7 +26,7 @@ import { withHistoryScripts } from "./history-scripts.js";
 /** What the router needs. */
 export interface HistoryRouterOptions {
   /** The shared client; the router reads the ingress on its own duplicate. */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keyspace: Keyspace;
   /** The ingress stream (`GATEWAY_CLIENT_EVENTS_REDIS_STREAM`). */
   readonly clientEventsStream: string;
@@ -69,7 +69,7 @@ export function createHistoryRouter(options: HistoryRouterOptions): HistoryRoute
 }
 
 class LeasedRouter implements HistoryRouter {
-  private readonly redis: Redis & ReturnType<typeof withHistoryScripts<Redis>>;
+  private readonly redis: RedisClient & ReturnType<typeof withHistoryScripts<RedisClient>>;
   private readonly holder =
     `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 10)}`;
   private readonly leaseMs: number;

@@ -4,8 +4,9 @@
  * user with open streams alive (and creates it, complete from the node's live
  * position, when it is missing).
  */
-import type { Cluster, Redis } from "ioredis";
+
 import type { Logger } from "../../handlers/ports.js";
+import type { RedisClient } from "../redis/connection.js";
 import type { Keyspace } from "../redis/keyspace.js";
 import type { StreamEntry } from "../streams/stream-reader.js";
 import { withHistoryScripts } from "./history-scripts.js";
@@ -13,7 +14,7 @@ import type { ResumeSources } from "./resume.js";
 
 /** What the history store needs. */
 export interface HistoryStoreOptions {
-  readonly redis: Redis | Cluster;
+  readonly redis: RedisClient;
   readonly keyspace: Keyspace;
   /** The ingress stream (`GATEWAY_CLIENT_EVENTS_REDIS_STREAM`). */
   readonly clientEventsStream: string;

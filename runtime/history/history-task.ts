@@ -3,8 +3,9 @@
  * startup check that Redis can keep it, the history router (one node routes at
  * a time), and the keep-alive of the histories of users with open streams.
  */
-import type { Redis } from "ioredis";
+
 import type { Logger } from "../../handlers/ports.js";
+import type { RedisClient } from "../redis/connection.js";
 import type { Keyspace } from "../redis/keyspace.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { createHistoryRouter } from "./history-router.js";
@@ -12,7 +13,7 @@ import { type HistoryStore, keepHistoriesAlive } from "./history-store.js";
 
 /** What the history task needs. */
 export interface HistoryTaskOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly store: HistoryStore;
   readonly keyspace: Keyspace;
   readonly clientEventsStream: string;

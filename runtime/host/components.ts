@@ -6,7 +6,6 @@
  */
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { ServerCredentials as Credentials, type ServerCredentials } from "@grpc/grpc-js";
-import type { Redis } from "ioredis";
 import type { Server as GrpcServer } from "nice-grpc";
 import type { Ed25519 } from "../../handlers/ed25519.js";
 import type { AuthUpstream, Logger, ResponseSigner, Router } from "../../handlers/ports.js";
@@ -24,7 +23,7 @@ import { createGrpcTracingMiddleware } from "../grpc/tracing.js";
 import { createAdminHttpServer } from "../http/admin.js";
 import { closeHttp, listenHttp } from "../http/listen.js";
 import type { PushHub } from "../push/push-hub.js";
-import { connectRedis } from "../redis/connection.js";
+import { connectRedis, type RedisClient, redisModeOf } from "../redis/connection.js";
 import type { StreamReader } from "../streams/stream-reader.js";
 import { observeRedisCommands } from "../telemetry/ioredis-command-timing.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -41,7 +40,7 @@ export interface ComponentContext {
 
 /** The Redis connection, with the startup checks made before it (signer key, routes). */
 export interface CoreComponent extends Component {
-  readonly redis: () => Redis;
+  readonly redis: () => RedisClient;
   readonly signer: () => ResponseSigner;
   readonly router: () => Router;
   /** Ed25519 for signing and verifying: libsodium's, or node:crypto's when it cannot load. */
@@ -61,7 +60,7 @@ export function createCoreComponent(
   let ed25519: Ed25519 | undefined;
   let signer: ResponseSigner | undefined;
   let router: Router | undefined;
-  let redis: Redis | undefined;
+  let redis: RedisClient | undefined;
   return {
     stopped: "Redis connections closed",
     shutdownStep: 6,
@@ -80,7 +79,7 @@ export function createCoreComponent(
         observeRedisCommands(client, metrics.redisCommandDuration),
       );
       logger.info(
-        `Redis connected: addr=${formatAddress(config.redis.master)} db=${config.redis.db} key_prefix=${config.redis.keyPrefix}`,
+        `Redis connected: mode=${redisModeOf(config.redis)} addr=${formatAddress(config.redis.master)} db=${config.redis.db} key_prefix=${config.redis.keyPrefix}`,
       );
       if (config.redis.replicas.length > 0) {
         logger.info(

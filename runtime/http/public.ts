@@ -39,6 +39,8 @@ export interface PublicHttpOptions {
   readonly authUpstream: AuthUpstream | undefined;
   /** Whether `/readyz` answers ready. */
   readonly isReady: () => boolean;
+  /** How the node talks to Redis (`GATEWAY_REDIS_CLUSTER`); `/readyz` names it as `redis_mode` when set. */
+  readonly redisMode?: "single" | "cluster";
   /** Where unexpected errors and upstream failures are logged. */
   readonly logger: Logger;
   /**
@@ -69,7 +71,7 @@ export interface ProbeRoute {
   readonly route: string;
   readonly method: "GET";
   /** The status and body to answer. */
-  readonly handler: (state: { readonly isReady: () => boolean }) => {
+  readonly handler: (state: Pick<PublicHttpOptions, "isReady" | "redisMode">) => {
     readonly status: number;
     readonly body: JsonObject;
   };
@@ -103,10 +105,12 @@ export const PUBLIC_HTTP_ROUTES: readonly PublicHttpRoute[] = [
     kind: "probe",
     route: "/readyz",
     method: "GET",
-    handler: ({ isReady }) =>
-      isReady()
-        ? { status: 200, body: { status: "ready" } }
-        : { status: 503, body: { status: "not_ready" } },
+    handler: ({ isReady, redisMode }) => {
+      const mode = redisMode === undefined ? {} : { redis_mode: redisMode };
+      return isReady()
+        ? { status: 200, body: { status: "ready", ...mode } }
+        : { status: 503, body: { status: "not_ready", ...mode } };
+    },
   },
   { kind: "auth", route: SEND_EMAIL_CODE_PATH, method: "POST", handler: sendEmailCode },
   { kind: "auth", route: CONFIRM_EMAIL_CODE_PATH, method: "POST", handler: confirmEmailCode },
@@ -198,7 +202,7 @@ export function toNodeListener(app: H3): NodeHandler {
 export function toH3Handler(route: PublicHttpRoute, options: PublicHttpOptions): EventHandler {
   if (route.kind === "probe") {
     return () => {
-      const answer = route.handler({ isReady: options.isReady });
+      const answer = route.handler(options);
       return jsonResponse(answer.status, answer.body);
     };
   }

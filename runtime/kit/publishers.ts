@@ -3,9 +3,9 @@
  * session record and the two streams exactly as the gateway reads them. Input
  * is validated first; invalid input throws and writes nothing.
  */
-import type { Redis } from "ioredis";
 import { isIdentifier, isTypeName } from "../../handlers/identifiers.js";
 import { DEFAULTS } from "../config/defaults.js";
+import type { RedisClient } from "../redis/connection.js";
 import { createKeyspace } from "../redis/keyspace.js";
 import {
   encodeSessionRecord,
@@ -60,9 +60,11 @@ export interface PublishClientEventOptions {
  * Publishes a device session's state: writes the hash `{prefix}session:{id}`
  * (`user_id`, `client_public_key`, `status`, `revoked_at_ms` when revoked with a
  * time, `updated_at_ms`) and appends the snapshot to the session-events stream,
- * both in one `MULTI`. Resolves the stream entry id. Throws a TypeError or
- * RangeError, writing nothing, when the input is invalid (including a key of the
- * wrong length or a low-order key).
+ * both in one `MULTI` — on a Redis Cluster (`redis` is an ioredis `Cluster`),
+ * where they live in different slots, the hash first and then the entry.
+ * Resolves the stream entry id. Throws a TypeError or RangeError, writing
+ * nothing, when the input is invalid (including a key of the wrong length or a
+ * low-order key).
  *
  * @example
  * ```ts
@@ -79,7 +81,7 @@ export interface PublishClientEventOptions {
  * ```
  */
 export async function publishSessionSnapshot(
-  redis: Redis,
+  redis: RedisClient,
   snapshot: SessionSnapshotInput,
   options: PublishSessionSnapshotOptions = {},
 ): Promise<string> {
@@ -95,6 +97,17 @@ export async function publishSessionSnapshot(
   const transaction = redis.multi().hset(hashKey, encoded.hash);
   if (encoded.record.revokedAtMs === undefined) {
     transaction.hdel(hashKey, SESSION_FIELDS.revokedAtMs);
+  }
+  if (redis.isCluster) {
+    // The hash and the stream live in different slots, and one MULTI cannot
+    // span slots (CROSSSLOT): the hash first, then the entry. A crash between
+    // the two leaves a hash the stream does not show yet; nodes read it when
+    // their cached entry expires (GATEWAY_SESSION_CACHE_TTL), or take the next
+    // snapshot of this session.
+    throwFirstError(where, await transaction.exec());
+    const id = await redis.xadd(stream, "MAXLEN", "~", maxLen, "*", ...encoded.entry);
+    if (id === null) throw new Error(`${where}: XADD to ${stream} returned no id`);
+    return id;
   }
   transaction.xadd(stream, "MAXLEN", "~", maxLen, "*", ...encoded.entry);
   return entryIdOf(where, await transaction.exec());
@@ -120,7 +133,7 @@ export async function publishSessionSnapshot(
  * ```
  */
 export async function publishClientEvent(
-  redis: Redis,
+  redis: RedisClient,
   event: ClientEventInput,
   options: PublishClientEventOptions = {},
 ): Promise<string> {
@@ -194,10 +207,18 @@ function inputError(where: string, refused: SessionRecordProblem): Error {
   return new TypeError(`${where}: ${name} must be 1-128 bytes of [A-Za-z0-9._:-]`);
 }
 
-/** The XADD id from a `MULTI … XADD` reply, or the first error in it. */
-function entryIdOf(where: string, replies: [Error | null, unknown][] | null): string {
+/** Throws the first error of a `MULTI` reply, or that it was aborted. */
+function throwFirstError(
+  where: string,
+  replies: [Error | null, unknown][] | null,
+): asserts replies is [Error | null, unknown][] {
   if (replies === null) throw new Error(`${where}: the transaction was aborted`);
   for (const [error] of replies) if (error) throw error;
+}
+
+/** The XADD id from a `MULTI … XADD` reply, or the first error in it. */
+function entryIdOf(where: string, replies: [Error | null, unknown][] | null): string {
+  throwFirstError(where, replies);
   const id = replies[replies.length - 1]?.[1];
   if (typeof id !== "string") throw new Error(`${where}: XADD returned no id`);
   return id;

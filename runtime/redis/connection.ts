@@ -1,11 +1,24 @@
 /**
  * The shared Redis client, set up to fail closed: no offline queue, no
  * retries, no re-sent commands after a reconnect, and a bound on each command.
+ * With `GATEWAY_REDIS_CLUSTER=true` it is an ioredis `Cluster` seeded with
+ * `GATEWAY_REDIS_MASTER_ADDR`, with the same guarantees.
  */
-import { Redis, type RedisOptions } from "ioredis";
+import { Cluster, type ClusterOptions, type Command, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../../handlers/ports.js";
 import { formatAddress, type GatewayConfig, redactSecret } from "../config/config.js";
 import { within } from "../host/within.js";
+
+/** The shared client: one Redis server, or a Redis Cluster (`GATEWAY_REDIS_CLUSTER`). */
+export type RedisClient = Redis | Cluster;
+
+/** How the gateway talks to Redis, as the startup log and `/readyz` name it. */
+export type RedisMode = "single" | "cluster";
+
+/** The mode the configuration selects. */
+export function redisModeOf(config: Pick<GatewayConfig["redis"], "cluster">): RedisMode {
+  return config.cluster ? "cluster" : "single";
+}
 
 /** Reconnect backoff: 50 ms doubling to 2 s, with jitter. */
 export function reconnectDelay(attempt: number): number {
@@ -13,7 +26,7 @@ export function reconnectDelay(attempt: number): number {
   return Math.round(base / 2 + Math.random() * (base / 2));
 }
 
-/** The ioredis options every gateway connection uses. */
+/** The ioredis options every gateway connection to a single Redis uses. */
 export function redisOptions(config: GatewayConfig["redis"]): RedisOptions {
   return {
     host: config.master.host,
@@ -37,28 +50,132 @@ export function redisOptions(config: GatewayConfig["redis"]): RedisOptions {
   };
 }
 
+/**
+ * The ioredis `Cluster` options of the shared client. Redirections that say a
+ * command did not run (`MOVED`, `ASK`, `TRYAGAIN`) are followed by ioredis;
+ * anything that may have run is never re-sent: a closed connection or
+ * `CLUSTERDOWN` fails the command at once, so a call answers `UNAVAILABLE`.
+ */
+export function clusterOptions(config: GatewayConfig["redis"]): ClusterOptions {
+  const {
+    host: _host,
+    port: _port,
+    db: _db,
+    retryStrategy: _retry,
+    ...perNode
+  } = redisOptions(config);
+  return {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    enableReadyCheck: true,
+    scaleReads: "master",
+    maxRedirections: 16,
+    retryDelayOnMoved: 0,
+    retryDelayOnTryAgain: 100,
+    // Both would re-send a command that may already have run (a closed
+    // connection) or keep it waiting past its timeout (CLUSTERDOWN).
+    retryDelayOnFailover: 0,
+    retryDelayOnClusterDown: 0,
+    clusterRetryStrategy: reconnectDelay,
+    slotsRefreshTimeout: Math.max(Math.min(config.pingTimeoutMs, 2000), 500),
+    redisOptions: perNode,
+  };
+}
+
 /** Startup could not reach Redis. */
 export class RedisStartupError extends Error {
   override readonly name = "RedisStartupError";
 }
 
 /**
- * Opens the shared client and sends one `PING` bounded by the ping timeout.
- * On failure the client is disconnected and a RedisStartupError thrown (the
- * password never appears in it).
+ * A new, unconnected client for `config` (`lazyConnect`): a `Redis`, or a
+ * `Cluster` when `config.cluster` is set.
+ */
+export function createRedisClient(config: GatewayConfig["redis"]): RedisClient {
+  if (!config.cluster) return new Redis(redisOptions(config));
+  const cluster = new Cluster(
+    [{ host: config.master.host, port: config.master.port }],
+    clusterOptions(config),
+  );
+  guardClusterResends(cluster);
+  return cluster;
+}
+
+/** The connection name `client` gives its Redis connections, if any. */
+export function connectionNameOf(client: RedisClient): string | undefined {
+  return client.isCluster
+    ? (client as Cluster).options.redisOptions?.connectionName
+    : (client as Redis).options.connectionName;
+}
+
+/**
+ * A second client with `client`'s configuration (and instrumentation) for a
+ * blocking reader, with `override` applied to each of its Redis connections.
+ * A `Cluster` copy is seeded with every node the client knows (not only the
+ * configured seed, which may be the master that failed) and never reconnects
+ * by itself, like a single connection with `retryStrategy: null`.
+ */
+export function duplicateClient(client: RedisClient, override: RedisOptions): RedisClient {
+  if (!client.isCluster) return (client as Redis).duplicate(override);
+  const cluster = client as Cluster;
+  const known = cluster.nodes("all").map((node) => ({
+    host: node.options.host,
+    port: node.options.port,
+  }));
+  const {
+    retryStrategy: _retry,
+    enableOfflineQueue,
+    host: _host,
+    port: _port,
+    db: _db,
+    ...perNode
+  } = override;
+  const copy = cluster.duplicate(known, {
+    lazyConnect: true,
+    clusterRetryStrategy: null,
+    ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
+    redisOptions: { ...cluster.options.redisOptions, ...perNode },
+  });
+  guardClusterResends(copy);
+  return copy;
+}
+
+/**
+ * ioredis `Cluster` sends a command again when a redirection (`MOVED`,
+ * `ASK`, `TRYAGAIN`) arrives, even when the command already failed for its
+ * caller (its timeout passed): the caller was told "failed" while the command
+ * would run after all, and a late `SET NX` would make the retried call read as
+ * a replay. Each node connection therefore refuses to send a settled command.
+ */
+function guardClusterResends(cluster: Cluster): void {
+  cluster.on("+node", (node: Redis) => {
+    const sendCommand = node.sendCommand;
+    node.sendCommand = function (this: Redis, command: Command, ...rest: unknown[]) {
+      if (command.isSettled) return command.promise;
+      return (sendCommand as (...args: unknown[]) => unknown).call(this, command, ...rest);
+    } as Redis["sendCommand"];
+  });
+}
+
+/**
+ * Opens the shared client and sends one `PING` bounded by the ping timeout (in
+ * cluster mode the cluster must also be ready — slots known, `cluster_state:ok`
+ * — within it). On failure the client is disconnected and a RedisStartupError
+ * thrown (the password never appears in it).
  */
 export async function connectRedis(
   config: GatewayConfig["redis"],
   logger: Logger,
-  instrument?: (redis: Redis) => void,
-): Promise<Redis> {
-  const redis = new Redis(redisOptions(config));
+  instrument?: (redis: RedisClient) => void,
+): Promise<RedisClient> {
+  const redis = createRedisClient(config);
   instrument?.(redis);
   let lastError = "";
-  const onError = (error: Error) => {
-    lastError = error.message;
+  const onError = (error: Error & { lastNodeError?: Error }) => {
+    lastError = error.lastNodeError?.message ?? error.message;
   };
   redis.on("error", onError);
+  redis.on("node error", onError);
 
   const address = formatAddress(config.master);
   try {
@@ -78,6 +195,7 @@ export async function connectRedis(
   }
 
   redis.off("error", onError);
+  redis.off("node error", onError);
   let down = false;
   redis.on("error", (error: Error) => {
     if (!down)
@@ -88,5 +206,17 @@ export async function connectRedis(
     if (down) logger.info("Redis connection restored");
     down = false;
   });
+  if (redis.isCluster) {
+    // A cluster stays ready while one node fails; one warning per failing node.
+    const failing = new Set<string>();
+    redis.on("node error", (error: Error, node: string) => {
+      if (failing.has(node)) return;
+      failing.add(node);
+      logger.warn(
+        `Redis Cluster node ${node} error: ${redactSecret(error.message, config.password)}`,
+      );
+    });
+    redis.on("+node", (node: Redis) => failing.delete(`${node.options.host}:${node.options.port}`));
+  }
   return redis;
 }

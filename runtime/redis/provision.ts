@@ -12,8 +12,9 @@
  * last id and its `entries-added` counter, and a reader blocked on the key
  * could be woken for an entry that is gone.
  */
-import type { Redis } from "ioredis";
+import type { Cluster } from "ioredis";
 import { DEFAULTS } from "../config/defaults.js";
+import type { RedisClient } from "./connection.js";
 
 /** Where the provisioner's report lines go. */
 export interface ProvisionLog {
@@ -94,7 +95,7 @@ const SILENT: ProvisionLog = { info() {}, warn() {}, error() {} };
  * if (!report.ok) process.exitCode = 1;
  */
 export async function provisionRedis(
-  redis: Redis,
+  redis: RedisClient,
   options: ProvisionOptions,
 ): Promise<ProvisionReport> {
   const log = options.log ?? SILENT;
@@ -161,7 +162,7 @@ function collectFindings(log: ProvisionLog): Findings {
 
 /** Provisions one stream key and logs what became of it. */
 async function checkStream(
-  redis: Redis,
+  redis: RedisClient,
   target: Parameters<typeof provisionStream>[1],
   findings: Findings,
 ): Promise<StreamReport> {
@@ -192,28 +193,45 @@ async function checkStream(
   return report;
 }
 
-/** Reads `maxmemory-policy` and warns unless it is `noeviction`; `undefined` when it cannot be read. */
-async function checkMaxmemoryPolicy(redis: Redis, findings: Findings): Promise<string | undefined> {
-  let policy: string | undefined;
-  try {
-    policy = configValue(await redis.call("CONFIG", "GET", "maxmemory-policy"));
-  } catch (error) {
-    findings.warn(
-      `could not read maxmemory-policy (${(error as Error).message}): make sure this Redis runs with maxmemory-policy noeviction`,
-    );
+/**
+ * Reads `maxmemory-policy` and warns unless it is `noeviction` — on every
+ * master of a Redis Cluster, each of which may evict its own keys. Returns the
+ * policy (the first one that is not `noeviction` on a cluster); `undefined`
+ * when it cannot be read.
+ */
+async function checkMaxmemoryPolicy(
+  redis: RedisClient,
+  findings: Findings,
+): Promise<string | undefined> {
+  const servers: { name: string; redis: Pick<RedisClient, "call"> }[] = redis.isCluster
+    ? (redis as Cluster)
+        .nodes("master")
+        .map((node) => ({ name: ` on ${node.options.host}:${node.options.port}`, redis: node }))
+    : [{ name: "", redis }];
+  let reported: string | undefined;
+  for (const server of servers) {
+    let policy: string | undefined;
+    try {
+      policy = configValue(await server.redis.call("CONFIG", "GET", "maxmemory-policy"));
+    } catch (error) {
+      findings.warn(
+        `could not read maxmemory-policy${server.name} (${(error as Error).message}): make sure this Redis runs with maxmemory-policy noeviction`,
+      );
+    }
+    if (policy === "noeviction") {
+      findings.log.info(`maxmemory-policy${server.name}: noeviction`);
+    } else if (policy !== undefined) {
+      findings.warn(
+        `maxmemory-policy${server.name} is ${policy}, not noeviction: under memory pressure Redis will silently evict replay reservations (reopening replays of recent request_ids), session hashes and whole streams. Set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in the server's configuration so it survives a restart).`,
+      );
+    }
+    if (reported === undefined || reported === "noeviction") reported = policy ?? reported;
   }
-  if (policy === "noeviction") {
-    findings.log.info("maxmemory-policy: noeviction");
-  } else if (policy !== undefined) {
-    findings.warn(
-      `maxmemory-policy is ${policy}, not noeviction: under memory pressure Redis will silently evict replay reservations (reopening replays of recent request_ids), session hashes and whole streams. Set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in the server's configuration so it survives a restart).`,
-    );
-  }
-  return policy;
+  return reported;
 }
 
 async function provisionStream(
-  redis: Redis,
+  redis: RedisClient,
   target: {
     role: StreamReport["role"];
     key: string;
@@ -252,7 +270,7 @@ async function provisionStream(
 }
 
 /** Creates `key` as an empty stream with no entry ever added and no group left (see the file comment). */
-async function createEmptyStream(redis: Redis, key: string): Promise<void> {
+async function createEmptyStream(redis: RedisClient, key: string): Promise<void> {
   const group = `edge-gateway-provision-${process.pid}-${Date.now()}`;
   const results = await redis
     .multi()

@@ -1,6 +1,6 @@
 /** Replay reservations in Redis (contract §5). */
-import type { Redis } from "ioredis";
 import type { ReplayStore } from "../../handlers/ports.js";
+import type { RedisClient } from "./connection.js";
 import { createKeyspace } from "./keyspace.js";
 
 /**
@@ -8,7 +8,7 @@ import { createKeyspace } from "./keyspace.js";
  * `SET … 1 NX PX (2·skew + 1000)`. Errors propagate so the caller fails closed.
  */
 export function createRedisReplayStore(options: {
-  redis: Redis;
+  redis: RedisClient;
   keyPrefix: string;
   maxClockSkewMs: number;
 }): ReplayStore {

@@ -2,9 +2,9 @@
  * Device sessions: Redis hashes behind a bounded, TTL-limited local cache that
  * session snapshots update in stream order (contract §6).
  */
-import type { Redis } from "ioredis";
 import { parseDevicePublicKey } from "../../handlers/ed25519.js";
 import type { Clock, DeviceSession, Logger, SessionStore } from "../../handlers/ports.js";
+import type { RedisClient } from "./connection.js";
 import { createKeyspace, type Keyspace } from "./keyspace.js";
 import { decodeSessionHash, SESSION_HASH_FIELDS, type SessionRecord } from "./session-record.js";
 
@@ -78,7 +78,7 @@ function createSessionCache(maxEntries: number): SessionCache {
  * is missing, incomplete or faulty (a faulty one is logged).
  */
 function createSessionHashReader(
-  redis: Redis,
+  redis: RedisClient,
   keys: Keyspace,
   cache: SessionCache,
   logger: Logger,
@@ -171,7 +171,7 @@ function createSessionLoader(options: {
  * `negativeTtlMs` (≤ 1 s) so that guessed ids cannot load Redis.
  */
 export function createRedisSessionStore(options: {
-  redis: Redis;
+  redis: RedisClient;
   keyPrefix: string;
   ttlMs: number;
   maxEntries: number;

@@ -5,8 +5,9 @@
  * with backoff and resumes from the last id it processed; when it finds that
  * entries it had not read are gone, it reports a gap before reading on.
  */
-import type { Redis } from "ioredis";
+
 import type { Logger } from "../../handlers/ports.js";
+import { connectionNameOf, duplicateClient, type RedisClient } from "../redis/connection.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { compareIds, idMs, successor } from "./stream-ids.js";
 
@@ -39,7 +40,7 @@ export interface StreamReaderOptions {
    * The shared client. The reader reads on its own `duplicate()` of it, because a
    * blocking XREAD holds its connection.
    */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** The stream key. */
   readonly stream: string;
   /** Most entries per XREAD (`COUNT`); no larger than the push queue size. */
@@ -128,7 +129,7 @@ class RedisStreamReader implements StreamReader {
   private readonly blockMs: number;
   private readonly replyTimeoutMs: number;
   private readonly stopTimeoutMs: number;
-  private readonly connection: Redis;
+  private readonly connection: RedisClient;
   private readonly label: string;
   private readonly stopping = new AbortController();
   private lastConnectionError: string | undefined;
@@ -151,9 +152,10 @@ class RedisStreamReader implements StreamReader {
     // This reader reconnects by itself so that it can look for a gap before its next
     // XREAD: ioredis must neither reconnect nor re-send the interrupted XREAD, and
     // the request-path command timeout must not cut the blocking read short. The
-    // name tells the reader's connection apart in CLIENT LIST.
-    this.connection = redis.duplicate({
-      connectionName: [redis.options.connectionName, "stream-reader", stream]
+    // name tells the reader's connection apart in CLIENT LIST. On a Redis Cluster the
+    // copy is a Cluster client that never reconnects by itself either.
+    this.connection = duplicateClient(redis, {
+      connectionName: [connectionNameOf(redis), "stream-reader", stream]
         .filter((part) => part)
         .join(":"),
       lazyConnect: true,
@@ -395,13 +397,13 @@ function findGap(cursor: string, state: StreamState): StreamGap | undefined {
     : undefined;
 }
 
-async function lastEntryId(connection: Redis, stream: string): Promise<string> {
+async function lastEntryId(connection: RedisClient, stream: string): Promise<string> {
   const [last] = await connection.xrevrangeBuffer(stream, "+", "-", "COUNT", 1);
   return last === undefined ? ZERO_ID : last[0].toString();
 }
 
 async function readStreamState(
-  connection: Redis,
+  connection: RedisClient,
   stream: string,
   cursor: string,
 ): Promise<StreamState> {

@@ -12,11 +12,14 @@
  * offline queue) would stop counting during an outage. So each observed
  * client's `sendCommand` — the method every command of a client goes through,
  * again on each re-send — is wrapped on the instance, and so is `duplicate`,
- * which makes the stream readers' connections. test/ioredis-command-timing.test.ts
+ * which makes the stream readers' connections. A Redis Cluster client (ioredis
+ * `Cluster`) is wrapped the same way: its `sendCommand` takes each command once
+ * and hands it, and any redirection of it, to its node connections directly.
+ * test/ioredis-command-timing.test.ts
  * fails when an ioredis release stops routing commands this way.
  */
 import { performance } from "node:perf_hooks";
-import type { Command, Redis } from "ioredis";
+import type { Cluster, Command, Redis } from "ioredis";
 
 /** Receives one command's lower-case name and duration in seconds, once per command. */
 export type CommandTimer = (command: string, seconds: number) => void;
@@ -30,7 +33,7 @@ const timedBy = Symbol.for("edge-gateway.redis-command-timer");
  * after a reconnect; a command refused at once (offline) counts too. Returns
  * `redis`; a client already timed keeps its first timer.
  */
-export function timeIoredisCommands<Client extends Redis>(
+export function timeIoredisCommands<Client extends Redis | Cluster>(
   redis: Client,
   onCommand: CommandTimer,
 ): Client {
@@ -51,8 +54,11 @@ export function timeIoredisCommands<Client extends Redis>(
   };
 
   const duplicate = client.duplicate;
-  client.duplicate = function (this: Client, ...args: Parameters<Redis["duplicate"]>) {
-    return timeIoredisCommands(duplicate.apply(this, args), onCommand);
+  client.duplicate = function (this: Client, ...args: unknown[]) {
+    return timeIoredisCommands(
+      (duplicate as (...args: unknown[]) => Client).apply(this, args),
+      onCommand,
+    );
   } as Client["duplicate"];
   return redis;
 }
@@ -70,7 +76,7 @@ export interface RedisCommandHistogram {
  * its reply or error, even when ioredis re-sends it after a reconnect.
  * Returns `redis`; calling it twice on one client changes nothing.
  */
-export function observeRedisCommands<Client extends Redis>(
+export function observeRedisCommands<Client extends Redis | Cluster>(
   redis: Client,
   histogram: RedisCommandHistogram,
 ): Client {
