@@ -98,6 +98,7 @@ export function createRedisClient(config: GatewayConfig["redis"]): RedisClient {
     clusterOptions(config),
   );
   guardClusterResends(cluster);
+  refreshSlotsOnNodeLoss(cluster);
   return cluster;
 }
 
@@ -133,11 +134,28 @@ export function duplicateClient(client: RedisClient, override: RedisOptions): Re
   const copy = cluster.duplicate(known, {
     lazyConnect: true,
     clusterRetryStrategy: null,
+    // With its ready check failing (a node down), ioredis 6 `Cluster#connect`
+    // neither resolves nor rejects when it may not reconnect by itself; the
+    // reader's own commands see a cluster that is down and retry instead.
+    enableReadyCheck: false,
     ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
     redisOptions: { ...cluster.options.redisOptions, ...perNode },
   });
   guardClusterResends(copy);
+  refreshSlotsOnNodeLoss(copy);
   return copy;
+}
+
+/**
+ * Without re-sends on a closed connection, ioredis learns of a failover only
+ * from its periodic slot refresh (5 s) or a `MOVED`; a lost node connection
+ * therefore refreshes the slot map at once (one `CLUSTER SLOTS` at a time), so
+ * calls fail only until the cluster has promoted a replica.
+ */
+function refreshSlotsOnNodeLoss(cluster: Cluster): void {
+  cluster.on("-node", () => {
+    if (cluster.status === "ready") cluster.refreshSlotsCache();
+  });
 }
 
 /**
@@ -207,7 +225,8 @@ export async function connectRedis(
     down = false;
   });
   if (redis.isCluster) {
-    // A cluster stays ready while one node fails; one warning per failing node.
+    // A cluster stays ready while one node fails; one warning per failing node
+    // until a connection to it is ready again.
     const failing = new Set<string>();
     redis.on("node error", (error: Error, node: string) => {
       if (failing.has(node)) return;
@@ -216,7 +235,9 @@ export async function connectRedis(
         `Redis Cluster node ${node} error: ${redactSecret(error.message, config.password)}`,
       );
     });
-    redis.on("+node", (node: Redis) => failing.delete(`${node.options.host}:${node.options.port}`));
+    redis.on("+node", (node: Redis) => {
+      node.once("ready", () => failing.delete(`${node.options.host}:${node.options.port}`));
+    });
   }
   return redis;
 }

@@ -19,7 +19,7 @@ export { createMemoryLogger };
 
 /** Environment for a gateway on loopback ephemeral ports against `redis`. */
 export function gatewayEnv(
-  redis: TestRedis,
+  redis: Pick<TestRedis, "addr" | "password">,
   extra: Record<string, string> = {},
 ): Record<string, string> {
   return {
@@ -36,7 +36,7 @@ export function gatewayEnv(
 
 /** Starts an in-process gateway; the caller stops it. */
 export async function startGateway(
-  redis: TestRedis,
+  redis: Pick<TestRedis, "addr" | "password">,
   options: {
     env?: Record<string, string>;
     routes?: Routes;

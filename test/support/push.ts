@@ -5,7 +5,6 @@
  * scraping, and in-process gateways on streams of their own.
  */
 import { createHash, createPublicKey, type KeyObject, randomUUID, verify } from "node:crypto";
-import type { Redis } from "ioredis";
 import {
   type Channel,
   ChannelCredentials,
@@ -32,6 +31,7 @@ import {
   publishSessionSnapshot,
   type SessionSnapshotInput,
 } from "../../runtime/kit/publishers.js";
+import type { RedisClient } from "../../runtime/redis/connection.js";
 import type { Cleanup } from "./cleanup.js";
 import { startGateway } from "./gateway.js";
 import { newDeviceKey, vectors } from "./keys.js";
@@ -391,8 +391,8 @@ export async function metric(adminAddress: string, series: string): Promise<numb
 
 /** An in-process gateway reading streams of its own, with publishers bound to them. */
 export async function startPushGateway(
-  redis: TestRedis,
-  publisher: Redis,
+  redis: Pick<TestRedis, "addr" | "password">,
+  publisher: RedisClient,
   cleanup: Cleanup,
   options: { env?: Record<string, string>; routes?: Routes; name?: string } = {},
 ) {
