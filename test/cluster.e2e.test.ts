@@ -11,9 +11,11 @@ import type { Routes } from "../handlers/ports.js";
 import type { SubscribeEventsResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { type CliIo, runCli } from "../runtime/cli/cli.js";
 import { runProvisionCli } from "../runtime/cli/provision-command.js";
+import { loadConfig } from "../runtime/config/config.js";
+import { createGateway } from "../runtime/host/gateway.js";
 import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { createCleanup } from "./support/cleanup.js";
-import { gatewayEnv } from "./support/gateway.js";
+import { createMemoryLogger, gatewayEnv } from "./support/gateway.js";
 import {
   execute,
   hasValidGatewaySignature,
@@ -25,6 +27,7 @@ import {
   type TestDevice,
 } from "./support/push.js";
 import { startRedisCluster, type TestRedisCluster } from "./support/redis-cluster.js";
+import { freePort, startRedis } from "./support/redis-server.js";
 import { waitFor } from "./support/wait.js";
 
 const routes: Routes = {
@@ -267,6 +270,52 @@ describe("two gateway nodes on a Redis Cluster", () => {
     }
   });
 
+  it("keep a user's history complete while its slot moves, so a resume on the other node recovers", async () => {
+    const device = newDevice("oscar");
+    await activate(device);
+    const before = subscribe(first.grpc, subscribeRequest(device), cleanup);
+    await before.received(1);
+    const seenId = await first.publish({ userId: "oscar", eventType: "demo.seq", payload: "seen" });
+    await before.received(2);
+    before.cancel();
+
+    const historyKey = createKeyspace().historyKey("oscar");
+    const slot = await cluster.slotOf(historyKey);
+    const from = await cluster.masterOf(slot);
+    const to = (await cluster.masters()).find((port) => port !== from)!;
+    const missed: string[] = [];
+    let moving = true;
+    const publishing = (async () => {
+      while (moving || missed.length < 20) {
+        missed.push(
+          await first.publish({
+            userId: "oscar",
+            eventType: "demo.seq",
+            payload: `${missed.length}`,
+          }),
+        );
+        await new Promise((wake) => setTimeout(wake, 5));
+      }
+    })();
+    await cluster.moveSlot(slot, to, () => new Promise((wake) => setTimeout(wake, 200)));
+    moving = false;
+    await publishing;
+    expect(await cluster.masterOf(slot)).toBe(to);
+    await waitFor(
+      "the router to copy every event into the moved history",
+      async () => (await publisher.xlen(historyKey)) >= missed.length + 1,
+    );
+
+    const resumed = subscribe(
+      second.grpc,
+      subscribeRequest(device, { lastEventId: seenId }),
+      cleanup,
+    );
+    const events = await resumed.received(1 + missed.length);
+    expect(events[0]?.eventId).toBe(seenId);
+    expect(eventIds(events.slice(1))).toEqual(missed);
+  });
+
   // Last: it leaves the cluster with a promoted replica in place of a master.
   it("fail calls closed while a master is down, and serve calls and events again after its replica takes over", async () => {
     const phone = newDevice("mallory");
@@ -324,4 +373,48 @@ describe("two gateway nodes on a Redis Cluster", () => {
       expect(eventIds(events.slice(1))).toEqual([id]);
     }
   }, 60_000);
+});
+
+describe("a gateway node in cluster mode at startup", () => {
+  /** The error `start()` rejects with, and how long it took. */
+  async function startFailure(env: Record<string, string>) {
+    const gateway = createGateway({ config: loadConfig(env), logger: createMemoryLogger() });
+    const startedAt = Date.now();
+    const error = await gateway.start().then(
+      () => gateway.stop().then(() => undefined),
+      (caught: Error) => caught,
+    );
+    return { error, ms: Date.now() - startedAt };
+  }
+
+  it("fails within GATEWAY_REDIS_PING_TIMEOUT, naming the seed, when no node answers", async () => {
+    const seed = { addr: `127.0.0.1:${await freePort()}`, password: cluster.password };
+    const { error, ms } = await startFailure(
+      gatewayEnv(seed, { ...CLUSTER_ENV, GATEWAY_REDIS_PING_TIMEOUT: "500ms" }),
+    );
+    expect(error?.message).toMatch(new RegExp(`^Redis PING to ${seed.addr} failed`));
+    expect(ms).toBeLessThan(3000);
+  });
+
+  it("fails naming WRONGPASS, never the password, when the password is wrong", async () => {
+    const { error } = await startFailure(
+      gatewayEnv(cluster, { ...CLUSTER_ENV, GATEWAY_REDIS_PASSWORD: "not-the-password" }),
+    );
+    expect(error?.message).toMatch(/^Redis PING to 127\.0\.0\.1:\d+ failed: WRONGPASS/);
+    expect(error?.message).not.toContain("not-the-password");
+  });
+
+  it("fails when the seed is a Redis without cluster support", async () => {
+    const single = await startRedis();
+    try {
+      const { error } = await startFailure(
+        gatewayEnv(single, { ...CLUSTER_ENV, GATEWAY_REDIS_PING_TIMEOUT: "1s" }),
+      );
+      expect(error?.message).toMatch(
+        new RegExp(`^Redis PING to ${single.addr} failed: .*cluster support disabled`),
+      );
+    } finally {
+      await single.stop();
+    }
+  });
 });

@@ -46,6 +46,7 @@ async function startGateway(options: Partial<PublicHttpOptions> = {}) {
     isReady: options.isReady ?? (() => true),
     logger: options.logger ?? logger,
     metrics,
+    ...(options.redisMode === undefined ? {} : { redisMode: options.redisMode }),
   });
   const baseUrl = await listen(createServer(toNodeListener(app)));
   /** `gateway_http_requests_total` for one route and status. */
@@ -113,6 +114,22 @@ describe("public HTTP probes", () => {
     ready = false;
     const after = await fetch(`${baseUrl}/readyz`);
     expect([after.status, await after.json()]).toEqual([503, { status: "not_ready" }]);
+  });
+
+  it("names the Redis mode in /readyz when told it, with the same statuses", async () => {
+    let ready = false;
+    const { baseUrl } = await startGateway({ isReady: () => ready, redisMode: "cluster" });
+    const before = await fetch(`${baseUrl}/readyz`);
+    expect([before.status, await before.json()]).toEqual([
+      503,
+      { status: "not_ready", redis_mode: "cluster" },
+    ]);
+    ready = true;
+    const during = await fetch(`${baseUrl}/readyz`);
+    expect([during.status, await during.json()]).toEqual([
+      200,
+      { status: "ready", redis_mode: "cluster" },
+    ]);
   });
 
   it("ignores the query string", async () => {
