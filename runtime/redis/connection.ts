@@ -188,14 +188,22 @@ export async function connectRedis(
 ): Promise<RedisClient> {
   const redis = createRedisClient(config);
   instrument?.(redis);
+  // A reply from Redis (such as WRONGPASS) says more than the connection
+  // errors that follow it, which a cluster client reports from every node.
+  let replyError = "";
   let lastError = "";
   const onError = (error: Error & { lastNodeError?: Error }) => {
-    lastError = error.lastNodeError?.message ?? error.message;
+    const cause = error.lastNodeError ?? error;
+    if (replyError === "" && (cause.name === "ReplyError" || /^[A-Z]{3,}\b/.test(cause.message))) {
+      replyError = cause.message;
+    }
+    lastError = cause.message;
   };
   redis.on("error", onError);
   redis.on("node error", onError);
 
   const address = formatAddress(config.master);
+  const deadline = Date.now() + config.pingTimeoutMs;
   try {
     await within(
       "PING",
@@ -208,7 +216,16 @@ export async function connectRedis(
     );
   } catch (error) {
     redis.disconnect();
-    const reason = redactSecret(lastError || (error as Error).message, config.password);
+    // A cluster client may report only "no node available" when the seed
+    // refused it (its slot-map connections swallow their errors): ask the
+    // seed once more, directly, within what is left of the timeout.
+    if (redis.isCluster && replyError === "" && Date.now() < deadline) {
+      replyError = await seedReplyError(config, deadline - Date.now());
+    }
+    const reason = redactSecret(
+      replyError || lastError || (error as Error).message,
+      config.password,
+    );
     throw new RedisStartupError(`Redis PING to ${address} failed: ${reason}`);
   }
 
@@ -240,4 +257,27 @@ export async function connectRedis(
     });
   }
   return redis;
+}
+
+/** The error Redis itself answers a `PING` on the seed node with, or "" (connection problems included). */
+async function seedReplyError(config: GatewayConfig["redis"], ms: number): Promise<string> {
+  const seed = new Redis({ ...redisOptions(config), db: 0, retryStrategy: null });
+  let reply = "";
+  seed.on("error", (error: Error) => {
+    if (reply === "" && /^[A-Z]{3,}\b/.test(error.message)) reply = error.message;
+  });
+  try {
+    await within(
+      "PING",
+      ms,
+      seed.connect().then(() => seed.ping()),
+    );
+  } catch (error) {
+    if (reply === "" && /^[A-Z]{3,}\b/.test((error as Error).message)) {
+      reply = (error as Error).message;
+    }
+  } finally {
+    seed.disconnect();
+  }
+  return reply;
 }
