@@ -13,6 +13,7 @@ import { type CliIo, runCli } from "../runtime/cli/cli.js";
 import { runProvisionCli } from "../runtime/cli/provision-command.js";
 import { loadConfig } from "../runtime/config/config.js";
 import { createGateway } from "../runtime/host/gateway.js";
+import { publishSessionSnapshot } from "../runtime/kit/publishers.js";
 import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { createCleanup } from "./support/cleanup.js";
 import { createMemoryLogger, gatewayEnv } from "./support/gateway.js";
@@ -183,6 +184,52 @@ describe("two gateway nodes on a Redis Cluster", () => {
     expect(eventIds(events.slice(1))).toEqual(missed);
     expect(payloads(events)).toEqual(["a", "b", "c"]);
     expect(await metric(second.admin, 'gateway_push_resumes_total{result="recovered"}')).toBe(1);
+  });
+
+  it("get the session hash and then the snapshot entry from publishSessionSnapshot on a Cluster client", async () => {
+    const device = newDevice("nina");
+    const session = {
+      deviceSessionId: device.deviceSessionId,
+      userId: "nina",
+      clientPublicKey: device.publicKeyText,
+    };
+    const hashKey = createKeyspace().sessionKey(device.deviceSessionId);
+    // The hash and the stream hash to different slots: one MULTI could not hold both.
+    expect(await cluster.slotOf(hashKey)).not.toBe(await cluster.slotOf(first.sessionEvents));
+
+    const revokedId = await publishSessionSnapshot(
+      publisher,
+      { ...session, status: "revoked", revokedAtMs: 1_700_000_000_000 },
+      { stream: first.sessionEvents, now: () => 1_700_000_000_001 },
+    );
+    expect(await publisher.hgetall(hashKey)).toEqual({
+      user_id: "nina",
+      client_public_key: device.publicKeyText,
+      status: "revoked",
+      revoked_at_ms: "1700000000000",
+      updated_at_ms: "1700000000001",
+    });
+    const [entry] = await publisher.xrange(first.sessionEvents, revokedId, revokedId);
+    expect(entry?.[1]).toEqual([
+      "device_session_id",
+      device.deviceSessionId,
+      "user_id",
+      "nina",
+      "client_public_key",
+      device.publicKeyText,
+      "status",
+      "revoked",
+      "revoked_at_ms",
+      "1700000000000",
+    ]);
+
+    await publishSessionSnapshot(
+      publisher,
+      { ...session, status: "active" },
+      { stream: first.sessionEvents },
+    );
+    expect(await publisher.hget(hashKey, "status")).toBe("active");
+    expect(await publisher.hexists(hashKey, "revoked_at_ms")).toBe(0);
   });
 
   it("serve the CLI's session put, event publish and session revoke, and infra provision", async () => {
