@@ -6,10 +6,10 @@
  * release routes commands another way, before the Redis command histogram
  * silently goes quiet or counts twice.
  */
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { timeIoredisCommands } from "../runtime/telemetry/ioredis-command-timing.js";
-import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { freePort, startRedis, type TestRedis } from "./support/redis-server.js";
 
 let redis: TestRedis;
 const opened: Redis[] = [];
@@ -124,5 +124,34 @@ describe("timeIoredisCommands on ioredis", () => {
 
     expect(first).toHaveLength(1);
     expect(second).toHaveLength(0);
+  });
+});
+
+describe("timeIoredisCommands on an ioredis Cluster", () => {
+  // Without any node to reach, a Cluster client that has no offline queue
+  // refuses each command at once: the refusal goes through the client's
+  // sendCommand, and its duplicate() copies are timed as well. The cluster
+  // end-to-end tests check the timings of commands a real cluster answers.
+  it("times a refused command once, on the client and on its duplicate", async () => {
+    const nowhere = [{ host: "127.0.0.1", port: await freePort() }];
+    const cluster = new Cluster(nowhere, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      clusterRetryStrategy: null,
+    });
+    cluster.on("error", () => {});
+    const seen: string[] = [];
+    timeIoredisCommands(cluster, (command) => seen.push(command));
+    const copy = cluster.duplicate();
+    copy.on("error", () => {});
+    try {
+      await expect(cluster.set("timing:cluster", "1")).rejects.toThrow();
+      await expect(copy.get("timing:cluster")).rejects.toThrow();
+      await settled();
+      expect(seen).toEqual(["set", "get"]);
+    } finally {
+      cluster.disconnect();
+      copy.disconnect();
+    }
   });
 });
