@@ -4,7 +4,6 @@
  * user with open streams alive (and creates it, complete from the node's live
  * position, when it is missing).
  */
-
 import type { Logger } from "../../handlers/ports.js";
 import type { RedisClient } from "../redis/connection.js";
 import type { Keyspace } from "../redis/keyspace.js";

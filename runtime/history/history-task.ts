@@ -3,7 +3,6 @@
  * startup check that Redis can keep it, the history router (one node routes at
  * a time), and the keep-alive of the histories of users with open streams.
  */
-
 import type { Logger } from "../../handlers/ports.js";
 import type { RedisClient } from "../redis/connection.js";
 import type { Keyspace } from "../redis/keyspace.js";

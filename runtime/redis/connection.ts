@@ -218,9 +218,10 @@ export async function connectRedis(
     redis.disconnect();
     // A cluster client may report only "no node available" when the seed
     // refused it (its slot-map connections swallow their errors): ask the
-    // seed once more, directly, within what is left of the timeout.
-    if (redis.isCluster && replyError === "" && Date.now() < deadline) {
-      replyError = await seedReplyError(config, deadline - Date.now());
+    // seed once more, directly, within what is left of the timeout but at
+    // least half a second, so that the reason is not lost on a busy host.
+    if (redis.isCluster && replyError === "") {
+      replyError = await seedReplyError(config, Math.max(deadline - Date.now(), 500));
     }
     const reason = redactSecret(
       replyError || lastError || (error as Error).message,

@@ -5,7 +5,6 @@
  * with backoff and resumes from the last id it processed; when it finds that
  * entries it had not read are gone, it reports a gap before reading on.
  */
-
 import type { Logger } from "../../handlers/ports.js";
 import { connectionNameOf, duplicateClient, type RedisClient } from "../redis/connection.js";
 import type { Metrics } from "../telemetry/metrics.js";
