@@ -179,7 +179,9 @@ function guardClusterResends(cluster: Cluster): void {
  * Opens the shared client and sends one `PING` bounded by the ping timeout (in
  * cluster mode the cluster must also be ready — slots known, `cluster_state:ok`
  * — within it). On failure the client is disconnected and a RedisStartupError
- * thrown (the password never appears in it).
+ * thrown (the password never appears in it); when a cluster start failed
+ * without a reply from Redis, the seed is asked directly first, for at most
+ * half a second past the ping timeout, so the error can name, say, WRONGPASS.
  */
 export async function connectRedis(
   config: GatewayConfig["redis"],
