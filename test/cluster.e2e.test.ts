@@ -444,8 +444,10 @@ describe("a gateway node in cluster mode at startup", () => {
   });
 
   it("fails naming WRONGPASS, never the password, when the password is wrong", async () => {
+    // A node that is still running: the failover test may have killed the first one.
+    const seed = { addr: cluster.nodes.find((node) => node.running)!.addr, password: "x" };
     const { error } = await startFailure(
-      gatewayEnv(cluster, { ...CLUSTER_ENV, GATEWAY_REDIS_PASSWORD: "not-the-password" }),
+      gatewayEnv(seed, { ...CLUSTER_ENV, GATEWAY_REDIS_PASSWORD: "not-the-password" }),
     );
     expect(error?.message).toMatch(/^Redis PING to 127\.0\.0\.1:\d+ failed: WRONGPASS/);
     expect(error?.message).not.toContain("not-the-password");

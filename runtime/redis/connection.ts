@@ -178,10 +178,10 @@ function guardClusterResends(cluster: Cluster): void {
 /**
  * Opens the shared client and sends one `PING` bounded by the ping timeout (in
  * cluster mode the cluster must also be ready — slots known, `cluster_state:ok`
- * — within it). On failure the client is disconnected and a RedisStartupError
- * thrown (the password never appears in it); when a cluster start failed
- * without a reply from Redis, the seed is asked directly first, for at most
- * half a second past the ping timeout, so the error can name, say, WRONGPASS.
+ * — within it; the seed node is first sent a `PING` of its own, whose error
+ * names the cause, such as WRONGPASS, that the cluster client would only report
+ * as "no node available"). On failure the client is disconnected and a
+ * RedisStartupError thrown (the password never appears in it).
  */
 export async function connectRedis(
   config: GatewayConfig["redis"],
@@ -205,26 +205,23 @@ export async function connectRedis(
   redis.on("node error", onError);
 
   const address = formatAddress(config.master);
-  const deadline = Date.now() + config.pingTimeoutMs;
+  let abandoned = false;
   try {
     await within(
       "PING",
       config.pingTimeoutMs,
       (async () => {
+        if (redis.isCluster) await pingSeed(config);
+        // Past the timeout the client is already disconnected: leave it so.
+        if (abandoned) return;
         await redis.connect();
         const pong = await redis.ping();
         if (pong !== "PONG") throw new Error(`unexpected PING reply ${String(pong)}`);
       })(),
     );
   } catch (error) {
+    abandoned = true;
     redis.disconnect();
-    // A cluster client may report only "no node available" when the seed
-    // refused it (its slot-map connections swallow their errors): ask the
-    // seed once more, directly, within what is left of the timeout but at
-    // least half a second, so that the reason is not lost on a busy host.
-    if (redis.isCluster && replyError === "") {
-      replyError = await seedReplyError(config, Math.max(deadline - Date.now(), 500));
-    }
     const reason = redactSecret(
       replyError || lastError || (error as Error).message,
       config.password,
@@ -262,25 +259,22 @@ export async function connectRedis(
   return redis;
 }
 
-/** The error Redis itself answers a `PING` on the seed node with, or "" (connection problems included). */
-async function seedReplyError(config: GatewayConfig["redis"], ms: number): Promise<string> {
+/**
+ * One `PING` to the seed node on a connection of its own; rejects with the
+ * seed's own reply (such as WRONGPASS) or connection error.
+ */
+async function pingSeed(config: GatewayConfig["redis"]): Promise<void> {
   const seed = new Redis({ ...redisOptions(config), db: 0, retryStrategy: null });
-  let reply = "";
+  let failure: string | undefined;
   seed.on("error", (error: Error) => {
-    if (reply === "" && /^[A-Z]{3,}\b/.test(error.message)) reply = error.message;
+    failure ??= error.message;
   });
   try {
-    await within(
-      "PING",
-      ms,
-      seed.connect().then(() => seed.ping()),
-    );
+    await seed.connect();
+    await seed.ping();
   } catch (error) {
-    if (reply === "" && /^[A-Z]{3,}\b/.test((error as Error).message)) {
-      reply = (error as Error).message;
-    }
+    throw new Error(failure ?? (error as Error).message);
   } finally {
     seed.disconnect();
   }
-  return reply;
 }
