@@ -249,7 +249,7 @@ class LeasedRouter implements HistoryRouter {
 }
 
 /** The Redis server's clock as a stream id (`<ms>-0`). */
-async function redisNow(redis: Redis): Promise<string> {
+async function redisNow(redis: RedisClient): Promise<string> {
   const [seconds, micros] = await redis.time();
   return `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`;
 }

@@ -24,6 +24,7 @@ import { createPublicHttpApp, toNodeListener } from "../http/public.js";
 import { createPushHub, type PushHub } from "../push/push-hub.js";
 import type { PushResume, PushSessionDeps } from "../push/push-session.js";
 import { recheckOpenStreams } from "../push/session-recheck.js";
+import { redisModeOf } from "../redis/connection.js";
 import { createKeyspace } from "../redis/keyspace.js";
 import { createRedisReplayStore } from "../redis/replay-store.js";
 import { type CachedSessionStore, createRedisSessionStore } from "../redis/session-store.js";
@@ -155,6 +156,7 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
         createPublicHttpApp({
           authUpstream,
           isReady: options.isReady,
+          redisMode: redisModeOf(config.redis),
           logger,
           metrics,
           connect: {
