@@ -88,11 +88,16 @@ async function cli(args: string[], env: Record<string, string>) {
 }
 
 describe("two gateway nodes on a Redis Cluster", () => {
-  it("log the cluster mode at startup and connect through the seed node", () => {
+  it("log the cluster mode at startup, connect through the seed node and name the mode in /readyz", async () => {
     for (const node of [first, second]) {
       expect(node.gateway.logger.lines.join("\n")).toContain(
         `Redis connected: mode=cluster addr=${cluster.addr} db=0`,
       );
+      const ready = await fetch(`http://${node.publicHttp}/readyz`);
+      expect([ready.status, await ready.json()]).toEqual([
+        200,
+        { status: "ready", redis_mode: "cluster" },
+      ]);
     }
   });
 

@@ -116,7 +116,13 @@ describe("public HTTP probes", () => {
     expect([after.status, await after.json()]).toEqual([503, { status: "not_ready" }]);
   });
 
-  it("names the Redis mode in /readyz when told it, with the same statuses", async () => {
+  it("answers §8's /readyz body exactly in single mode", async () => {
+    const { baseUrl } = await startGateway({ isReady: () => true, redisMode: "single" });
+    const ready = await fetch(`${baseUrl}/readyz`);
+    expect([ready.status, await ready.json()]).toEqual([200, { status: "ready" }]);
+  });
+
+  it("names cluster mode in /readyz, with the same statuses", async () => {
     let ready = false;
     const { baseUrl } = await startGateway({ isReady: () => ready, redisMode: "cluster" });
     const before = await fetch(`${baseUrl}/readyz`);

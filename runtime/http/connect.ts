@@ -290,7 +290,7 @@ function subscribeEventsMethod(
       const session = runPushSession(
         deps,
         toSubscribeEventsInput(request),
-        context.signal,
+        AbortSignal.any([context.signal, transport.done]),
         transport,
       );
       for await (const event of transport.deliver(session)) yield toSubscribeEventsResponse(event);

@@ -39,7 +39,7 @@ export interface PublicHttpOptions {
   readonly authUpstream: AuthUpstream | undefined;
   /** Whether `/readyz` answers ready. */
   readonly isReady: () => boolean;
-  /** How the node talks to Redis (`GATEWAY_REDIS_CLUSTER`); `/readyz` names it as `redis_mode` when set. */
+  /** How the node talks to Redis (`GATEWAY_REDIS_CLUSTER`); `/readyz` adds `redis_mode: "cluster"` for a cluster. */
   readonly redisMode?: "single" | "cluster";
   /** Where unexpected errors and upstream failures are logged. */
   readonly logger: Logger;
@@ -106,7 +106,8 @@ export const PUBLIC_HTTP_ROUTES: readonly PublicHttpRoute[] = [
     route: "/readyz",
     method: "GET",
     handler: ({ isReady, redisMode }) => {
-      const mode = redisMode === undefined ? {} : { redis_mode: redisMode };
+      // §8's body exactly in single mode; a cluster node says so (§13).
+      const mode = redisMode === "cluster" ? { redis_mode: redisMode } : {};
       return isReady()
         ? { status: 200, body: { status: "ready", ...mode } }
         : { status: 503, body: { status: "not_ready", ...mode } };
