@@ -5,29 +5,8 @@
  * the runtime supplies no other.
  */
 import { createHash, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
+import { isLowOrderKeyHex } from "./low-order-keys.js";
 import type { SignatureVerifier } from "./ports.js";
-
-/**
- * The 14 encodings of low-order points (canonical or not), every distinct key
- * flagged `low_order_A` in the CCTV Ed25519 vectors. Node's verifier accepts
- * forged signatures under these keys, so they never enter the system.
- */
-const LOW_ORDER_KEYS: ReadonlySet<string> = new Set([
-  "0000000000000000000000000000000000000000000000000000000000000000",
-  "0000000000000000000000000000000000000000000000000000000000000080",
-  "0100000000000000000000000000000000000000000000000000000000000000",
-  "0100000000000000000000000000000000000000000000000000000000000080",
-  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-]);
 
 const BASE64_KEY = /^[A-Za-z0-9+/_-]{43}={0,1}$/;
 
@@ -41,7 +20,7 @@ export type ParsedPublicKey =
 
 /** True for any of the 14 low-order encodings. */
 export function isLowOrderPublicKey(raw: Uint8Array): boolean {
-  return LOW_ORDER_KEYS.has(Buffer.from(raw).toString("hex"));
+  return isLowOrderKeyHex(Buffer.from(raw).toString("hex"));
 }
 
 /**

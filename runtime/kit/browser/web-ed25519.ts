@@ -5,31 +5,10 @@
  * `handlers/ed25519.ts`: raw 32-byte keys only, low-order encodings refused.
  */
 import type { webcrypto } from "node:crypto";
+import { isLowOrderKeyHex } from "../../../handlers/low-order-keys.js";
 
 /** A WebCrypto key (the browser's `CryptoKey`). */
 export type WebCryptoKey = webcrypto.CryptoKey;
-
-/**
- * The 14 encodings of low-order points, as `handlers/ed25519.ts` lists them
- * (that module needs `node:crypto`, so the list is repeated here; a test keeps
- * the two in step). Signatures under these keys can be forged.
- */
-const LOW_ORDER_KEYS: ReadonlySet<string> = new Set([
-  "0000000000000000000000000000000000000000000000000000000000000000",
-  "0000000000000000000000000000000000000000000000000000000000000080",
-  "0100000000000000000000000000000000000000000000000000000000000000",
-  "0100000000000000000000000000000000000000000000000000000000000080",
-  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-]);
 
 const ED25519 = { name: "Ed25519" } as const;
 
@@ -54,7 +33,7 @@ export function fromBase64(text: string): Uint8Array {
 
 /** True for any of the 14 low-order encodings. */
 export function isLowOrderPublicKey(raw: Uint8Array): boolean {
-  return LOW_ORDER_KEYS.has(toHex(raw));
+  return isLowOrderKeyHex(toHex(raw));
 }
 
 /** `key_id`: first 16 lowercase hex chars of SHA-256 of the raw 32-byte public key. */
