@@ -77,79 +77,78 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
     metrics,
     logger,
   });
-  let sessions: CachedSessionStore | undefined;
-  const sessionStore = () => {
-    sessions ??= createRedisSessionStore({
+  const sessionStore = once(() =>
+    createRedisSessionStore({
       redis: core.redis(),
       keyPrefix: config.redis.keyPrefix,
       ttlMs: config.sessionCacheTtlMs,
       maxEntries: config.sessionCacheMaxEntries,
       clock,
       logger,
-    });
-    return sessions;
-  };
+    }),
+  );
   // One handler pipeline for ExecuteCommand, whichever listener a call arrives on.
-  let ports: HandlerPorts | undefined;
-  const handlerPorts = () => {
-    ports ??= createHandlerPorts(options, core, sessionStore());
-    return ports;
-  };
-  let history: HistoryStore | undefined;
-  const historyStore = () => {
-    history ??= createHistoryStore({
+  const handlerPorts = once(() => createHandlerPorts(options, core, sessionStore()));
+  const historyStore = once(() =>
+    createHistoryStore({
       redis: core.redis(),
       keyspace: createKeyspace(config.redis.keyPrefix),
       clientEventsStream: config.clientEventsStream,
       ttlMs: config.pushHistory?.ttlMs ?? 0,
-    });
-    return history;
-  };
-  const readers = createReadersComponent(options, () => {
-    const clientEvents = createClientEventsReader(options, core, hub);
-    return [
-      createSessionEventsReader(options, core, hub, sessionStore()),
-      clientEvents,
-      config.pushHistory === undefined
-        ? undefined
-        : createHistoryTask({
-            redis: core.redis(),
-            store: historyStore(),
-            keyspace: createKeyspace(config.redis.keyPrefix),
-            clientEventsStream: config.clientEventsStream,
-            history: config.pushHistory,
-            maxPayloadBytes: config.maxEventPayloadBytes,
-            count: readerBatch(config.pushStreamQueueSize),
-            users: () => hub.openUserIds(),
-            position: () => clientEvents.cursor(),
-            logger,
-            metrics,
-          }),
-    ];
-  });
+    }),
+  );
+  const readers = createReadersComponent(options, () =>
+    createReaders(options, core, hub, sessionStore(), historyStore()),
+  );
   // One push session pipeline for SubscribeEvents, whichever listener a call arrives on.
-  let pushDeps: PushSessionDeps | undefined;
-  const pushSessionDeps = () => {
-    pushDeps ??= createPushSessionDeps(
+  const pushSessionDeps = once(() =>
+    createPushSessionDeps(
       options,
       hub,
       handlerPorts(),
       readers.clientEvents(),
       pushResume(options, historyStore()),
-    );
-    return pushDeps;
-  };
+    ),
+  );
   const grpc = createGrpcComponent(
     options,
     () => createServices(options, handlerPorts(), pushSessionDeps()),
     options.isShuttingDown,
   );
+  const http = createPublicHttp(options, handlerPorts, pushSessionDeps);
+  const telemetry: Component = {
+    stopped: "telemetry flushed",
+    shutdownStep: 7,
+    stop: async () => options.telemetry?.shutdown(),
+  };
+  return {
+    components: [
+      telemetry,
+      core,
+      createPushHubComponent(hub, options.health),
+      readers,
+      grpc,
+      http,
+      options.readiness,
+    ],
+    core,
+    addresses: () => ({ ...http.addresses(), grpc: grpc.address() }),
+  };
+}
+
+/** The public listener: §8 routes, Connect and gRPC-Web over the shared pipelines, CORS. */
+function createPublicHttp(
+  options: AssembleOptions,
+  handlerPorts: () => HandlerPorts,
+  pushSessionDeps: () => PushSessionDeps,
+): ReturnType<typeof createHttpComponent> {
+  const { config, logger, metrics } = options;
   const authUpstream =
     options.authUpstream ??
     (config.authUpstreamUrl === undefined
       ? undefined
       : createHttpAuthUpstream({ baseUrl: config.authUpstreamUrl, logger }));
-  const http = createHttpComponent(
+  return createHttpComponent(
     options,
     () =>
       toNodeListener(
@@ -173,24 +172,49 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
     options.servePublicHttp,
     authUpstream,
   );
-  const telemetry: Component = {
-    stopped: "telemetry flushed",
-    shutdownStep: 7,
-    stop: async () => options.telemetry?.shutdown(),
+}
+
+/** A factory that builds its value on first use and hands out the same one after. */
+function once<T>(build: () => T): () => T {
+  let value: T | undefined;
+  return () => {
+    value ??= build();
+    return value;
   };
-  return {
-    components: [
-      telemetry,
-      core,
-      createPushHubComponent(hub, options.health),
-      readers,
-      grpc,
-      http,
-      options.readiness,
-    ],
-    core,
-    addresses: () => ({ ...http.addresses(), grpc: grpc.address() }),
-  };
+}
+
+/**
+ * Both stream readers, and the history task when history is on (it follows
+ * the client-events reader's position).
+ */
+function createReaders(
+  options: AssembleOptions,
+  core: CoreComponent,
+  hub: PushHub,
+  sessions: CachedSessionStore,
+  history: HistoryStore,
+): ReturnType<Parameters<typeof createReadersComponent>[1]> {
+  const { config, logger, metrics } = options;
+  const clientEvents = createClientEventsReader(options, core, hub);
+  return [
+    createSessionEventsReader(options, core, hub, sessions),
+    clientEvents,
+    config.pushHistory === undefined
+      ? undefined
+      : createHistoryTask({
+          redis: core.redis(),
+          store: history,
+          keyspace: createKeyspace(config.redis.keyPrefix),
+          clientEventsStream: config.clientEventsStream,
+          history: config.pushHistory,
+          maxPayloadBytes: config.maxEventPayloadBytes,
+          count: readerBatch(config.pushStreamQueueSize),
+          users: () => hub.openUserIds(),
+          position: () => clientEvents.cursor(),
+          logger,
+          metrics,
+        }),
+  ];
 }
 
 /** The stateless handlers' ports over the started Redis, and the ExecuteCommand handler built on them. */
