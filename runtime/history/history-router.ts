@@ -203,39 +203,47 @@ class LeasedRouter implements HistoryRouter {
     }
   }
 
+  /**
+   * Writes a batch: one script call per user, with that user's events in
+   * ingress order (calls for different users run together).
+   */
   private async write(entries: readonly StreamEntry[]): Promise<void> {
     const { keyspace, history, maxPayloadBytes, metrics } = this.options;
     let previous = this.routed;
-    const writes: Promise<number>[] = [];
+    let events = 0;
+    /** Per history key: the floor if the call creates it, then the events' arguments. */
+    const calls = new Map<string, (string | number | Buffer)[]>();
     for (const entry of entries) {
       const parsed = parseClientEvent(entry, { maxPayloadBytes });
       if (parsed.ok) {
-        const fields: (string | Buffer)[] = [];
+        const key = keyspace.historyKey(parsed.event.userId);
+        let args = calls.get(key);
+        if (args === undefined) {
+          // No event of this user lies between the entry routed just before
+          // and its first one here.
+          args = [history.size, history.ttlMs, previous];
+          calls.set(key, args);
+        }
+        const fields: Buffer[] = [];
         for (const name of KEPT_FIELDS) {
           const value = entry.fields.get(name);
-          if (value !== undefined && value.length > 0) fields.push(name, value);
+          if (value !== undefined && value.length > 0) fields.push(Buffer.from(name), value);
         }
-        writes.push(
-          this.redis.historyAppend(
-            keyspace.historyKey(parsed.event.userId),
-            entry.id,
-            history.size,
-            history.ttlMs,
-            previous,
-            ...fields,
-          ),
-        );
+        args.push(entry.id, fields.length, ...fields);
+        events++;
       }
       previous = entry.id;
     }
-    const results = await Promise.all(writes);
-    const outOfOrder = results.filter((result) => result === -1).length;
+    const results = await Promise.all(
+      [...calls].map(([key, args]) => this.redis.historyAppend(key, ...args)),
+    );
+    const outOfOrder = results.reduce((sum, [, late]) => sum + late, 0);
     if (outOfOrder > 0) {
       this.options.logger.warn(
         `history router: ${outOfOrder} event(s) arrived below their history's top (two routers at once?); those histories now start after them`,
       );
     }
-    metrics?.historyEntriesRouted.inc(writes.length);
+    metrics?.historyEntriesRouted.inc(events);
   }
 
   /** Entries vanished before they were routed: history is complete only from now. */

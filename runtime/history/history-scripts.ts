@@ -22,40 +22,49 @@
 import type { Cluster, Redis } from "ioredis";
 
 /**
- * `KEYS[1]` history stream; `ARGV`: id, size, ttl ms, floor when created,
- * then field/value pairs. Returns 1 when written, 0 when the id was already
- * there (a retried write), -1 when it came out of order.
+ * `KEYS[1]` history stream; `ARGV`: size, ttl ms, floor when created, then
+ * for each event in ingress order: its id, its field count × 2, its
+ * field/value pairs. One call per user per routed batch, so the user's events
+ * arrive in order even when a cluster redirects commands (redirected commands
+ * can overtake each other). Returns `{written, outOfOrder}`: an id already
+ * there (a retried write) counts in neither.
  */
 const APPEND = `
 local key = KEYS[1]
-local id = ARGV[1]
-local size = tonumber(ARGV[2])
+local size = tonumber(ARGV[1])
 local created = redis.call('EXISTS', key) == 0
-local added = redis.pcall('XADD', key, id, unpack(ARGV, 5))
-if type(added) == 'table' and added.err then
-  if #redis.call('XRANGE', key, id, id) > 0 then
-    redis.call('PEXPIRE', key, ARGV[3])
-    return 0
+local written, outOfOrder = 0, 0
+local i = 4
+while i <= #ARGV do
+  local id = ARGV[i]
+  local count = tonumber(ARGV[i + 1])
+  local added = redis.pcall('XADD', key, id, unpack(ARGV, i + 2, i + 1 + count))
+  i = i + 2 + count
+  if type(added) == 'table' and added.err then
+    if #redis.call('XRANGE', key, id, id) == 0 then
+      local info = redis.call('XINFO', 'STREAM', key)
+      local last
+      for j = 1, #info, 2 do
+        if info[j] == 'last-generated-id' then last = info[j + 1] end
+      end
+      redis.call('XSETID', key, last, 'MAXDELETEDID', id)
+      outOfOrder = outOfOrder + 1
+    end
+  else
+    if created and ARGV[3] ~= '0-0' then
+      redis.call('XSETID', key, id, 'MAXDELETEDID', ARGV[3])
+    end
+    created = false
+    written = written + 1
   end
-  local info = redis.call('XINFO', 'STREAM', key)
-  local last
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
-  end
-  redis.call('XSETID', key, last, 'MAXDELETEDID', id)
-  redis.call('PEXPIRE', key, ARGV[3])
-  return -1
-end
-if created and ARGV[4] ~= '0-0' then
-  redis.call('XSETID', key, id, 'MAXDELETEDID', ARGV[4])
 end
 local length = redis.call('XLEN', key)
 if length > size then
   local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - size)
   for _, entry in ipairs(oldest) do redis.call('XDEL', key, entry[1]) end
 end
-redis.call('PEXPIRE', key, ARGV[3])
-return 1
+redis.call('PEXPIRE', key, ARGV[2])
+return {written, outOfOrder}
 `;
 
 /**
@@ -137,7 +146,7 @@ return 0
 
 /** The history commands, as methods on a client that {@link withHistoryScripts} prepared. */
 export interface HistoryCommands {
-  historyAppend(key: string, ...args: (string | number | Buffer)[]): Promise<number>;
+  historyAppend(key: string, ...args: (string | number | Buffer)[]): Promise<[number, number]>;
   historyTouch(key: string, floor: string, ttlMs: number): Promise<number>;
   historyReadBuffer(
     key: string,
