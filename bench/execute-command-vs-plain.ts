@@ -19,7 +19,9 @@
  * profiles, not that run's figures); `--heap-prof DIR` does the same with
  * `node --heap-prof` (sampled allocations by stack). `--server-cores LIST`
  * pins the servers to a `taskset -c` list other than core 0, such as `0,1`
- * (the client and redis-server then share those cores).
+ * (the client and redis-server then share those cores). Both servers also
+ * load `bench/alloc-probe.ts`, which reports the bytes their JavaScript heap
+ * allocated per call: unlike calls/s, that does not move with other load.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomUUID, sign } from "node:crypto";
@@ -28,6 +30,7 @@ import http2 from "node:http2";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { executeCommandSignedBytes } from "../handlers/signing.js";
 import {
@@ -115,6 +118,8 @@ interface RoundResult {
   readonly serverCpuMicros: number;
   /** CPU time of this client process per call at full rate (warm-up included). */
   readonly clientCpuMicros: number;
+  /** Bytes the server's JavaScript heap allocated per call at full rate (warm-up included). */
+  readonly serverAllocBytes: number;
 }
 
 const cleanups: (() => unknown)[] = [];
@@ -166,6 +171,31 @@ function cpuMicros(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND) * 1e6;
 }
 
+/** Where the servers' `alloc-probe` writes its counts, and the probe's compiled module. */
+const alloc = { dir: "", probe: "" };
+const lastAllocSequence = new Map<number, number>();
+
+/** Bytes `pid`'s JavaScript heap has allocated so far, asked of its `alloc-probe` by SIGUSR2. */
+async function allocatedBytes(pid: number): Promise<number> {
+  const last = lastAllocSequence.get(pid) ?? 0;
+  process.kill(pid, "SIGUSR2");
+  for (let waited = 0; waited < 10_000; waited += 10) {
+    await settle(10);
+    let text: string;
+    try {
+      text = readFileSync(join(alloc.dir, String(pid)), "utf8");
+    } catch {
+      continue;
+    }
+    const [sequence, bytes] = text.split(" ").map(Number);
+    if (sequence !== undefined && bytes !== undefined && sequence > last) {
+      lastAllocSequence.set(pid, sequence);
+      return bytes;
+    }
+  }
+  throw new Error(`process ${pid} did not report its allocations`);
+}
+
 /** Spawns `script` under Node, pinned to the server core, and waits for its ready lines. */
 async function launch(
   name: string,
@@ -176,9 +206,9 @@ async function launch(
 ): Promise<ServerProcess> {
   const child: ChildProcess = spawn(
     "taskset",
-    ["-c", SERVER_CORE, process.execPath, ...PROFILE_ARGS, script],
+    ["-c", SERVER_CORE, process.execPath, ...PROFILE_ARGS, "--import", alloc.probe, script],
     {
-      env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...env },
+      env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", BENCH_ALLOC_DIR: alloc.dir, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
@@ -420,6 +450,7 @@ try {
     [
       "--ignoreConfig",
       join(ROOT, "bench", "plain", "server.ts"),
+      join(ROOT, "bench", "alloc-probe.ts"),
       ...["--outDir", plainOut, "--rootDir", ROOT],
       ...["--module", "nodenext", "--moduleResolution", "nodenext", "--target", "es2023"],
       ...["--types", "node", "--skipLibCheck", "--strict"],
@@ -436,6 +467,8 @@ try {
   const dir = mkdtempSync(join(tmpdir(), "edge-gateway-bench-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   atExit.push(() => rmSync(dir, { recursive: true, force: true }));
+  alloc.dir = mkdtempSync(join(dir, "alloc-"));
+  alloc.probe = pathToFileURL(join(plainOut, "bench", "alloc-probe.js")).href;
   const routesPath = join(dir, "routes.mjs");
   writeFileSync(
     routesPath,
@@ -499,11 +532,14 @@ try {
       }, 100);
       try {
         const frames = signFrames(devices, `${label}-max`, poolSize);
+        const allocBefore = await allocatedBytes(variant.server.pid);
         const serverCpuBefore = cpuMicros(variant.server.pid);
         const clientCpuBefore = process.cpuUsage();
         const max = await closedLoop(variant.client, frames);
         const clientCpu = process.cpuUsage(clientCpuBefore);
         const serverCpuMicros = (cpuMicros(variant.server.pid) - serverCpuBefore) / max.calls;
+        const serverAllocBytes =
+          ((await allocatedBytes(variant.server.pid)) - allocBefore) / max.calls;
         const clientCpuMicros = (clientCpu.user + clientCpu.system) / max.calls;
         await settle(200);
         const halfRate = max.callsPerSecond / 2;
@@ -525,6 +561,7 @@ try {
           peakRssKiB: peak,
           serverCpuMicros,
           clientCpuMicros,
+          serverAllocBytes,
         };
         results.get(variant.name)!.push(result);
         console.error(
@@ -532,7 +569,8 @@ try {
             ` (${result.maxErrors} errors${result.poolExhausted ? ", pool ran out" : ""}),` +
             ` at ${fmt(halfRate)}/s p50 ${fmt(result.p50Ms, 2)} ms p99 ${fmt(result.p99Ms, 2)} ms` +
             ` (${result.halfErrors} errors), peak RSS ${fmt(peak / 1024, 1)} MiB,` +
-            ` CPU/call server ${fmt(serverCpuMicros)} µs, client ${fmt(clientCpuMicros)} µs`,
+            ` CPU/call server ${fmt(serverCpuMicros)} µs, client ${fmt(clientCpuMicros)} µs,` +
+            ` heap allocated/call ${fmt(serverAllocBytes / 1024, 1)} KiB`,
         );
       } finally {
         clearInterval(sampler);
@@ -555,6 +593,8 @@ try {
         fmt(r.p50Ms, 2),
         fmt(r.p99Ms, 2),
         mib(r.peakRssKiB),
+        fmt(r.serverCpuMicros),
+        fmt(r.serverAllocBytes / 1024, 1),
         [
           ...(errors === 0 ? [] : [`${errors} errors`]),
           ...(r.poolExhausted ? ["pool ran out"] : []),
@@ -571,6 +611,8 @@ try {
       ratio(g.p50Ms / p.p50Ms),
       ratio(g.p99Ms / p.p99Ms),
       ratio(g.peakRssKiB / p.peakRssKiB),
+      ratio(g.serverCpuMicros / p.serverCpuMicros),
+      ratio(g.serverAllocBytes / p.serverAllocBytes),
       "",
     ]);
   }
@@ -585,6 +627,7 @@ try {
       peak: median(rounds.map((r) => r.peakRssKiB)),
       serverCpu: median(rounds.map((r) => r.serverCpuMicros)),
       clientCpu: median(rounds.map((r) => r.clientCpuMicros)),
+      alloc: median(rounds.map((r) => r.serverAllocBytes)),
       errors: rounds.reduce((sum, r) => sum + r.maxErrors + r.halfErrors, 0),
     };
   };
@@ -599,6 +642,7 @@ try {
     mib(s.peak),
     fmt(s.serverCpu),
     fmt(s.clientCpu),
+    fmt(s.alloc / 1024, 1),
     String(s.errors),
   ];
   const medians = table(
@@ -611,6 +655,7 @@ try {
       "RSS peak MiB",
       "server CPU µs/call",
       "client CPU µs/call",
+      "server heap KiB allocated/call",
       "errors",
     ],
     [
@@ -625,12 +670,24 @@ try {
         ratio(g.peak / p.peak),
         ratio(g.serverCpu / p.serverCpu),
         "",
+        ratio(g.alloc / p.alloc),
         "",
       ],
     ],
   );
   const rounds = table(
-    ["round", "server", "calls/s", "half rate/s", "p50 ms", "p99 ms", "peak RSS MiB", "status"],
+    [
+      "round",
+      "server",
+      "calls/s",
+      "half rate/s",
+      "p50 ms",
+      "p99 ms",
+      "peak RSS MiB",
+      "server CPU µs/call",
+      "heap KiB/call",
+      "status",
+    ],
     perRound,
   );
   console.log("\n## ExecuteCommand: gateway vs a plain grpc-js + ioredis implementation\n");
@@ -641,7 +698,7 @@ try {
     `${ROUNDS} rounds A B A B; per round: ${CONCURRENCY} calls in flight over ${CONNECTIONS} HTTP/2 connections,` +
       ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured; then ${SECONDS} s open loop at half that rate.`,
     `${SESSIONS} device sessions, ${PAYLOAD.length}-byte payloads, unique request_ids, signed and framed before each phase.`,
-    "Medians over rounds; RSS at rest is after start, before any call; CPU per call at full rate, warm-up included;",
+    "Medians over rounds; RSS at rest is after start, before any call; CPU and heap allocated per call at full rate, warm-up included;",
     "ratios are gateway / plain.",
   ]) {
     console.log(note);
