@@ -5,10 +5,11 @@
 import type { ServiceImplementation } from "nice-grpc";
 import type { createExecuteCommandHandler } from "../../handlers/execute-command.js";
 import type { Logger } from "../../handlers/ports.js";
+import type { DirectUnaryMethod } from "./direct-unary.js";
 import type { GrpcHealth } from "./health.js";
 import { deadlineOf, SafeEdgeGatewayServiceDefinition } from "./server.js";
 import type { createSubscribeEventsMethod } from "./subscribe-events.js";
-import { traceHeadersOf } from "./tracing.js";
+import { traceHeadersOnce } from "./tracing.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: each service has its own nice-grpc types.
 type AnyService = any;
@@ -19,7 +20,15 @@ export interface GrpcService {
   readonly implementation: AnyService;
   /** Served through the gateway middleware (shutdown gate, error table, metrics) and tracing. */
   readonly gated: boolean;
+  /**
+   * Unary methods of the service also served straight on grpc-js
+   * (`createDirectUnaryInterceptor`) while no tracer provider is registered.
+   */
+  readonly direct?: readonly DirectUnaryMethod[];
 }
+
+/** The HTTP/2 path of ExecuteCommand. */
+const EXECUTE_COMMAND_PATH = `/${SafeEdgeGatewayServiceDefinition.fullName}/${SafeEdgeGatewayServiceDefinition.methods.executeCommand.name}`;
 
 /** The handlers behind `edgegateway.v1.EdgeGatewayService`. */
 export interface GatewayMethods {
@@ -35,17 +44,26 @@ export interface GatewayMethods {
  */
 export function gatewayServices(methods: GatewayMethods): readonly GrpcService[] {
   const edgeGateway: ServiceImplementation<typeof SafeEdgeGatewayServiceDefinition> = {
-    executeCommand: (request, context) =>
-      methods.executeCommand(request, {
+    executeCommand: (request, context) => {
+      const traceHeaders = traceHeadersOnce();
+      return methods.executeCommand(request, {
         signal: context.signal,
         deadline: deadlineOf(context),
         logger: methods.logger,
-        traceHeaders: traceHeadersOf(),
-      }),
+        get traceHeaders() {
+          return traceHeaders();
+        },
+      });
+    },
     subscribeEvents: methods.subscribeEvents,
   };
   return [
-    { definition: SafeEdgeGatewayServiceDefinition, implementation: edgeGateway, gated: true },
+    {
+      definition: SafeEdgeGatewayServiceDefinition,
+      implementation: edgeGateway,
+      gated: true,
+      direct: [{ path: EXECUTE_COMMAND_PATH, handle: methods.executeCommand }],
+    },
     {
       definition: methods.health.definition,
       implementation: methods.health.implementation,

@@ -58,7 +58,8 @@ export const SafeEdgeGatewayServiceDefinition = {
   ),
 } as unknown as typeof EdgeGatewayServiceDefinition;
 
-function isUndecodable(request: unknown): boolean {
+/** True for a request {@link SafeEdgeGatewayServiceDefinition} could not decode. */
+export function isUndecodable(request: unknown): boolean {
   return typeof request === "object" && request !== null && UNDECODABLE in request;
 }
 

@@ -164,9 +164,11 @@ function claimTransport(ctx: CallContext): GrpcPushTransport | "none" | "over" {
  * const server = createGrpcServer({ maxCommandPayloadBytes, interceptors: [pushStreamInterceptor] });
  */
 export const pushStreamInterceptor: ServerInterceptor = (method, call) =>
+  // Other calls pass unwrapped. grpc-js chains interceptors through the call
+  // interface only; its ServerInterceptor type names the class.
   method.path === SUBSCRIBE_EVENTS_PATH
     ? new PushStreamCall(call)
-    : new ServerInterceptingCall(call);
+    : (call as ServerInterceptingCall);
 
 /** What the SubscribeEvents method needs: a push session's dependencies. */
 export type SubscribeEventsMethodDeps = PushSessionDeps;

@@ -119,6 +119,19 @@ export function traceHeadersOf(context: Context = contextApi.active()): Record<s
   return headers;
 }
 
+/**
+ * {@link traceHeadersOf} the context active now, injected on the first call
+ * of the returned function and kept: most routes never read them.
+ */
+export function traceHeadersOnce(): () => Readonly<Record<string, string>> {
+  const context = contextApi.active();
+  let headers: Record<string, string> | undefined;
+  return () => {
+    headers ??= traceHeadersOf(context);
+    return headers;
+  };
+}
+
 /** The request a {@link withHttpSpan} span describes. */
 export interface HttpSpanRequest {
   /** The matched route template, e.g. `/api/v1/public/auth/send-email-code`. */
@@ -183,7 +196,7 @@ function recordHttpStatus(span: Span, status: number): void {
  * so an SDK started after the server still gets its spans; while none is
  * registered the check allocates nothing.
  */
-function tracerProviderRegistered(): boolean {
+export function tracerProviderRegistered(): boolean {
   const provider = trace.getTracerProvider();
   return (
     !(provider instanceof ProxyTracerProvider) ||

@@ -14,6 +14,7 @@ import { formatAddress, type GatewayConfig } from "../config/config.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { loadResponseSigner } from "../config/signer.js";
 import { loadEd25519 } from "../config/sodium-ed25519.js";
+import { createDirectUnaryInterceptor } from "../grpc/direct-unary.js";
 import type { GrpcHealth } from "../grpc/health.js";
 import type { GrpcService } from "../grpc/methods.js";
 import { addGrpcReflection } from "../grpc/reflection.js";
@@ -176,14 +177,19 @@ export function createGrpcComponent(
       if (config.grpcTls !== undefined) credentials = await loadGrpcTls(config.grpcTls);
     },
     async start() {
+      const mounted = services();
+      const direct = createDirectUnaryInterceptor(
+        mounted.flatMap((service) => service.direct ?? []),
+        { logger, metrics, isShuttingDown },
+      );
       server = createGrpcServer({
         maxCommandPayloadBytes: config.maxCommandPayloadBytes,
-        interceptors: [pushStreamInterceptor],
+        interceptors: [pushStreamInterceptor, direct],
       });
       const gated = server
         .with(createGrpcTracingMiddleware())
         .with(createGatewayMiddleware({ logger, metrics, isShuttingDown }));
-      for (const service of services()) {
+      for (const service of mounted) {
         (service.gated ? gated : server).add(service.definition, service.implementation);
       }
       addGrpcReflection(server);
