@@ -8,7 +8,7 @@ import { credentials, Metadata, makeGenericClientConstructor } from "@grpc/grpc-
 import { SpanKind } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import type { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import {
   ExecuteCommandRequest,
@@ -136,9 +136,14 @@ describe("ExecuteCommand with a tracer provider", () => {
 
     const seen = await callContext(deadline);
 
-    const span = exporter
-      .getFinishedSpans()
-      .find((finished) => finished.name === "edgegateway.v1.EdgeGatewayService/ExecuteCommand");
+    // The span processor exports a span a little after the call ends.
+    const span = await vi.waitFor(() => {
+      const found = exporter
+        .getFinishedSpans()
+        .find((finished) => finished.name === "edgegateway.v1.EdgeGatewayService/ExecuteCommand");
+      if (found === undefined) throw new Error("no ExecuteCommand span yet");
+      return found;
+    });
     expect(span?.kind).toBe(SpanKind.SERVER);
     expect(span?.spanContext().traceId).toBe(callerTraceId);
     expect(seen.traceHeaders).toEqual({
