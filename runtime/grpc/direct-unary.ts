@@ -44,8 +44,10 @@ type Listener = Parameters<ServerInterceptingCallInterface["start"]>[0];
 /** A method with what every call of it shares. */
 interface Served extends DirectUnaryOptions {
   readonly path: string;
-  /** The `method` label of `gateway_grpc_*`. */
-  readonly method: string;
+  /** The labels of its `gateway_grpc_request_duration_seconds`. */
+  readonly durationLabels: { readonly method: string };
+  /** The labels of its `gateway_grpc_requests_total`, by status name, made as each is first needed. */
+  readonly requestLabels: Map<string, { readonly method: string; readonly code: string }>;
   readonly handle: (request: unknown, ctx: RouteContext) => Promise<unknown>;
 }
 
@@ -65,7 +67,8 @@ export function createDirectUnaryInterceptor(
       {
         ...options,
         path: method.path,
-        method: method.path.slice(method.path.lastIndexOf("/") + 1),
+        durationLabels: { method: method.path.slice(method.path.lastIndexOf("/") + 1) },
+        requestLabels: new Map(),
         handle: method.handle as Served["handle"],
       },
     ]),
@@ -170,8 +173,8 @@ class DirectUnaryCall implements ServerInterceptingCallInterface, Listener {
 
   /** The gateway middleware's steps around the method, then the answer. */
   private async run(): Promise<void> {
-    const { metrics, method } = this.served;
-    const stopTimer = metrics.grpcDuration.startTimer({ method });
+    const { metrics, durationLabels, requestLabels } = this.served;
+    const start = performance.now();
     let code = "OK";
     let response: unknown;
     let failure: ServerError | undefined;
@@ -191,8 +194,14 @@ class DirectUnaryCall implements ServerInterceptingCallInterface, Listener {
           : toServerError(error, this.served.logger);
       code = Status[failure.code] ?? "UNKNOWN";
     } finally {
-      metrics.grpcRequests.inc({ method, code });
-      stopTimer();
+      // Label objects made once per method and status, not once per call.
+      let labels = requestLabels.get(code);
+      if (labels === undefined) {
+        labels = { method: durationLabels.method, code };
+        requestLabels.set(code, labels);
+      }
+      metrics.grpcRequests.inc(labels);
+      metrics.grpcDuration.observe(durationLabels, (performance.now() - start) / 1000);
     }
     if (failure !== undefined) {
       this.answer(failure.code, failure.details);
