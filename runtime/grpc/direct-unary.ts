@@ -54,8 +54,8 @@ interface Served extends DirectUnaryOptions {
 /**
  * A grpc-js server interceptor that serves `methods` itself; other calls,
  * and every call while a tracer provider is registered, pass through
- * untouched. Put it last in the server's interceptors: it answers the call
- * it is given, so interceptors after it would never see the request.
+ * untouched. Give it to `createGrpcServer` as `direct`: it answers the call
+ * it is given, so no other interceptor may wrap the calls it serves.
  */
 export function createDirectUnaryInterceptor(
   methods: readonly DirectUnaryMethod[],

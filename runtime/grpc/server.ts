@@ -4,7 +4,12 @@
  */
 import { readFile } from "node:fs/promises";
 import { createSecureContext } from "node:tls";
-import { ServerCredentials, ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
+import {
+  ServerCredentials,
+  ServerInterceptingCall,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+} from "@grpc/grpc-js";
 import {
   type CallContext,
   createServer,
@@ -156,16 +161,35 @@ export interface GrpcServerOptions {
   readonly maxCommandPayloadBytes: number;
   /** Extra grpc-js interceptors, run after the deadline interceptor. */
   readonly interceptors?: readonly ServerInterceptor[];
+  /**
+   * An interceptor that answers some calls itself (`createDirectUnaryInterceptor`),
+   * run first: the calls it answers skip every other interceptor.
+   */
+  readonly direct?: ServerInterceptor;
 }
 
 /** Creates the nice-grpc server with transport limits and HTTP/2 keepalive. */
 export function createGrpcServer(options: GrpcServerOptions): Server {
+  const interceptors = [deadlineInterceptor, ...(options.interceptors ?? [])];
+  const { direct } = options;
   return createServer({
     "grpc.max_receive_message_length": options.maxCommandPayloadBytes + 4096,
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
-    interceptors: [deadlineInterceptor, ...(options.interceptors ?? [])],
+    interceptors:
+      direct === undefined
+        ? interceptors
+        : [
+            (method: Parameters<ServerInterceptor>[0], call: ServerInterceptingCallInterface) => {
+              const answered = direct(method, call);
+              if (answered !== call) return answered;
+              return interceptors.reduce<ServerInterceptingCallInterface>(
+                (next, interceptor) => interceptor(method, next),
+                call,
+              );
+            },
+          ],
   } as Parameters<typeof createServer>[0]);
 }
 

@@ -184,7 +184,8 @@ export function createGrpcComponent(
       );
       server = createGrpcServer({
         maxCommandPayloadBytes: config.maxCommandPayloadBytes,
-        interceptors: [pushStreamInterceptor, direct],
+        interceptors: [pushStreamInterceptor],
+        direct,
       });
       const gated = server
         .with(createGrpcTracingMiddleware())
