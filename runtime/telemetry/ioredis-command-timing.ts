@@ -25,6 +25,8 @@ import type { Cluster, Command, Redis } from "ioredis";
 export type CommandTimer = (command: string, seconds: number) => void;
 
 const timedBy = Symbol.for("edge-gateway.redis-command-timer");
+/** Marks a command already timed, so a re-send is not timed again. */
+const timed = Symbol("edge-gateway.redis-command-timed");
 
 /**
  * Calls `onCommand` for every command sent on `redis` — and on every
@@ -41,11 +43,16 @@ export function timeIoredisCommands<Client extends Redis | Cluster>(
   if (client[timedBy] !== undefined) return redis;
   client[timedBy] = onCommand;
 
-  const timed = new WeakSet<Command>();
   const sendCommand = client.sendCommand;
-  client.sendCommand = function (this: Client, command: Command, ...rest: unknown[]) {
-    if (!timed.has(command)) {
-      timed.add(command);
+  client.sendCommand = function (
+    this: Client,
+    command: Command & { [timed]?: true },
+    ...rest: unknown[]
+  ) {
+    // A mark on the command rather than a WeakSet entry: weak collections
+    // cost the garbage collector extra work for every command.
+    if (command[timed] === undefined) {
+      command[timed] = true;
       const startedAt = performance.now();
       const done = () => onCommand(command.name, (performance.now() - startedAt) / 1000);
       command.promise.then(done, done);
@@ -80,5 +87,14 @@ export function observeRedisCommands<Client extends Redis | Cluster>(
   redis: Client,
   histogram: RedisCommandHistogram,
 ): Client {
-  return timeIoredisCommands(redis, (command, seconds) => histogram.observe({ command }, seconds));
+  // One label object per command name, not one per command.
+  const labels = new Map<string, { command: string }>();
+  return timeIoredisCommands(redis, (command, seconds) => {
+    let label = labels.get(command);
+    if (label === undefined) {
+      label = { command };
+      labels.set(command, label);
+    }
+    histogram.observe(label, seconds);
+  });
 }
