@@ -4,23 +4,17 @@
  * `grpc.health.v1.Health`, so `grpcurl` and `buf curl` work without the proto
  * files.
  *
- * `@grpc/reflection` only knows how to add itself to a grpc-js server; the
- * shim here hands it an object with grpc-js's `addService` that adds the
- * service to nice-grpc instead, adapting its grpc-js duplex handlers.
+ * The services are mounted with pass-through codecs, and `@grpc/reflection`
+ * (`reflection-service.ts`) is loaded on the first reflection call. It only
+ * knows grpc-js servers: its duplex handlers are adapted to nice-grpc here,
+ * decoding requests and encoding responses with its own codecs.
  */
 import { EventEmitter } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import {
-  FieldDescriptorProto_Label,
-  FieldDescriptorProto_Type,
-  FileDescriptorProtoSchema,
-  FileDescriptorSetSchema,
-} from "@bufbuild/protobuf/wkt";
 import type { ServiceDefinition as GrpcJsServiceDefinition } from "@grpc/grpc-js";
-import { ReflectionService } from "@grpc/reflection";
 import type { CallContext, ServerAddBuilder } from "nice-grpc";
+import type { ReflectionMethod } from "./reflection-service.js";
 
 /**
  * The edge gateway's compiled proto files (a `FileDescriptorSet`), written
@@ -32,6 +26,12 @@ const DESCRIPTOR_SET_CANDIDATES = [
   "../../proto/gen/edge_gateway.binpb",
   "../../../proto/gen/edge_gateway.binpb",
 ].map((relative) => fileURLToPath(new URL(relative, import.meta.url)));
+
+/** The HTTP/2 paths of the one method of each reflection service (v1, v1alpha). */
+const REFLECTION_PATHS = [
+  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /** Options of {@link addGrpcReflection}. */
 export interface GrpcReflectionOptions {
@@ -45,7 +45,9 @@ export type ReflectionTarget = Pick<ServerAddBuilder<object>, "add">;
 /**
  * Adds the reflection services (v1 and v1alpha) to a nice-grpc server before
  * it listens. They describe the edge gateway's proto files and the standard
- * health service.
+ * health service. The descriptor set is read now (a missing one throws);
+ * it is parsed, and the reflection library loaded, on the first reflection
+ * call, which fails if either fails.
  *
  * @example
  * const server = createServer(options);
@@ -57,78 +59,68 @@ export function addGrpcReflection(
   server: ReflectionTarget,
   options: GrpcReflectionOptions = {},
 ): void {
-  const files = [...readDescriptorSet(options.descriptorSetPath), HEALTH_FILE];
-  const reflection = new ReflectionService(asPackageDefinition(files));
-  reflection.addToServer({
-    addService(service: GrpcJsServiceDefinition, implementation: object) {
-      // An untyped grpc-js definition gives nice-grpc no method types to check against.
-      server.add(service, toNiceGrpcImplementation(service, implementation) as never);
-    },
-  });
+  const descriptorSet = readDescriptorSet(options.descriptorSetPath);
+  let loading: Promise<Map<string, ReflectionMethod>> | undefined;
+  const methods = () => {
+    loading ??= import("./reflection-service.js").then((loaded) =>
+      loaded.loadReflectionMethods(descriptorSet),
+    );
+    return loading;
+  };
+  for (const path of REFLECTION_PATHS) {
+    // An untyped grpc-js definition gives nice-grpc no method types to check against.
+    server.add(passThroughDefinition(path), {
+      ServerReflectionInfo: async function* (
+        requests: AsyncIterable<Buffer>,
+        context: CallContext,
+      ) {
+        const method = (await methods()).get(path);
+        if (method === undefined) throw new Error(`gRPC reflection: no method ${path}`);
+        yield* fromDuplexHandler(method)(requests, context);
+      },
+    } as never);
+  }
 }
 
-/** The serialized `FileDescriptorProto`s of a `FileDescriptorSet` file. */
-function readDescriptorSet(path?: string): Uint8Array[] {
+/** The bytes of a `FileDescriptorSet` file. */
+function readDescriptorSet(path?: string): Buffer {
   const found = path ?? DESCRIPTOR_SET_CANDIDATES.find((candidate) => existsSync(candidate));
   if (found === undefined) {
     throw new Error(
       `gRPC reflection: no descriptor set at ${DESCRIPTOR_SET_CANDIDATES.join(" or ")}`,
     );
   }
-  const set = fromBinary(FileDescriptorSetSchema, readFileSync(found));
-  return set.file.map((file) => toBinary(FileDescriptorProtoSchema, file));
+  return readFileSync(found);
 }
 
-/**
- * `ReflectionService` reads only `fileDescriptorProtos` from the package
- * definition it is given. Passing the files as they are keeps their names and
- * contents exact (`@grpc/proto-loader` would rename them after their package).
- */
-function asPackageDefinition(
-  files: Uint8Array[],
-): ConstructorParameters<typeof ReflectionService>[0] {
-  const fileDescriptorProtos = files.map((file) => Buffer.from(file));
-  return { files: { fileDescriptorProtos } } as unknown as ConstructorParameters<
-    typeof ReflectionService
-  >[0];
+/** A bidirectional method at `path` whose messages stay bytes. */
+function passThroughDefinition(path: string): GrpcJsServiceDefinition {
+  const bytes = (value: Buffer) => value;
+  return {
+    ServerReflectionInfo: {
+      path,
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: bytes,
+      requestDeserialize: bytes,
+      responseSerialize: bytes,
+      responseDeserialize: bytes,
+      originalName: "serverReflectionInfo",
+    },
+  };
 }
-
-/** A grpc-js duplex call, as far as the reflection handlers use it. */
-interface DuplexCall extends EventEmitter {
-  write(message: unknown): boolean;
-  end(): void;
-  getPeer(): string;
-}
-
-type DuplexHandler = (call: DuplexCall) => void;
 
 type BidiImplementation = (
-  requests: AsyncIterable<unknown>,
+  requests: AsyncIterable<Buffer>,
   context: CallContext,
-) => AsyncGenerator<unknown, void, undefined>;
-
-function toNiceGrpcImplementation(
-  service: GrpcJsServiceDefinition,
-  implementation: object,
-): Record<string, BidiImplementation> {
-  const handlers = implementation as Record<string, DuplexHandler | undefined>;
-  const adapted: Record<string, BidiImplementation> = {};
-  for (const [name, method] of Object.entries(service)) {
-    const handler = handlers[name];
-    if (!method.requestStream || !method.responseStream || handler === undefined) {
-      throw new Error(`gRPC reflection: cannot adapt ${method.path}`);
-    }
-    adapted[name] = fromDuplexHandler(handler);
-  }
-  return adapted;
-}
+) => AsyncGenerator<Buffer, void, undefined>;
 
 /**
  * A nice-grpc bidirectional method running a grpc-js duplex handler: each
- * request is emitted as `data` (then `end`), and what the handler writes is
- * streamed back until it calls `end()`.
+ * request is decoded and emitted as `data` (then `end`), and what the
+ * handler writes is encoded and streamed back until it calls `end()`.
  */
-function fromDuplexHandler(handler: DuplexHandler): BidiImplementation {
+function fromDuplexHandler(method: ReflectionMethod): BidiImplementation {
   return async function* (requests, context) {
     const written: unknown[] = [];
     let ended = false;
@@ -150,10 +142,12 @@ function fromDuplexHandler(handler: DuplexHandler): BidiImplementation {
       },
       getPeer: () => context.peer,
     });
-    handler(call);
+    method.handler(call);
 
     const reading = (async () => {
-      for await (const request of requests) call.emit("data", request);
+      for await (const request of requests) {
+        call.emit("data", method.requestDeserialize(request));
+      }
       call.emit("end");
     })().catch((error: unknown) => {
       failure = { error };
@@ -163,7 +157,7 @@ function fromDuplexHandler(handler: DuplexHandler): BidiImplementation {
     while (true) {
       const next = written.shift();
       if (next !== undefined) {
-        yield next;
+        yield method.responseSerialize(next);
         continue;
       }
       if (failure !== undefined) throw failure.error;
@@ -175,72 +169,3 @@ function fromDuplexHandler(handler: DuplexHandler): BidiImplementation {
     await reading;
   };
 }
-
-/**
- * `grpc/health/v1/health.proto` as nice-grpc-server-health serves it
- * (`Check` and `Watch`); the package ships no descriptor of its own.
- */
-const HEALTH_FILE = toBinary(
-  FileDescriptorProtoSchema,
-  create(FileDescriptorProtoSchema, {
-    name: "grpc/health/v1/health.proto",
-    package: "grpc.health.v1",
-    syntax: "proto3",
-    messageType: [
-      {
-        name: "HealthCheckRequest",
-        field: [
-          {
-            name: "service",
-            number: 1,
-            label: FieldDescriptorProto_Label.OPTIONAL,
-            type: FieldDescriptorProto_Type.STRING,
-            jsonName: "service",
-          },
-        ],
-      },
-      {
-        name: "HealthCheckResponse",
-        field: [
-          {
-            name: "status",
-            number: 1,
-            label: FieldDescriptorProto_Label.OPTIONAL,
-            type: FieldDescriptorProto_Type.ENUM,
-            typeName: ".grpc.health.v1.HealthCheckResponse.ServingStatus",
-            jsonName: "status",
-          },
-        ],
-        enumType: [
-          {
-            name: "ServingStatus",
-            value: [
-              { name: "UNKNOWN", number: 0 },
-              { name: "SERVING", number: 1 },
-              { name: "NOT_SERVING", number: 2 },
-              { name: "SERVICE_UNKNOWN", number: 3 },
-            ],
-          },
-        ],
-      },
-    ],
-    service: [
-      {
-        name: "Health",
-        method: [
-          {
-            name: "Check",
-            inputType: ".grpc.health.v1.HealthCheckRequest",
-            outputType: ".grpc.health.v1.HealthCheckResponse",
-          },
-          {
-            name: "Watch",
-            inputType: ".grpc.health.v1.HealthCheckRequest",
-            outputType: ".grpc.health.v1.HealthCheckResponse",
-            serverStreaming: true,
-          },
-        ],
-      },
-    ],
-  }),
-);
