@@ -42,7 +42,8 @@ import { gatewayEnv, type SeededDevice, seedDevices } from "../test/support/gate
 import { vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
 import { removeTempDirs } from "../test/support/temp-dir.js";
-import { fmt, machineFacts, median, percentile, ratio, settle, table, watchdog } from "./report.js";
+import { cpuMicros, createRunCleanup, rssKiB } from "./processes.js";
+import { fmt, machineFacts, median, percentile, ratio, settle, table } from "./report.js";
 
 const { values: options } = parseArgs({
   options: {
@@ -122,54 +123,10 @@ interface RoundResult {
   readonly serverAllocBytes: number;
 }
 
-const cleanups: (() => unknown)[] = [];
-/**
- * Synchronous steps run when this process exits however it ends (a crash
- * included): kill what is still running by its PID, remove temporary files.
- */
-const atExit: (() => void)[] = [];
-process.once("exit", () => {
-  for (const step of atExit) {
-    try {
-      step();
-    } catch {
-      // Best effort: everything else still gets removed.
-    }
-  }
-});
-async function cleanUp(): Promise<void> {
-  for (const cleanup of cleanups.splice(0).reverse()) {
-    try {
-      await cleanup();
-    } catch {
-      // Best effort: everything else still gets stopped.
-    }
-  }
-}
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
-}
-watchdog(
+const { cleanups, atExit, cleanUp } = createRunCleanup(
   "execute-command-vs-plain",
   120_000 + 2 * FIRST_WARM_MS + ROUNDS * 2 * (3 * SECONDS * 1000 + WARM_MS + 20_000),
-  cleanUp,
 );
-
-/** VmRSS of `pid` in KiB, from /proc. */
-function rssKiB(pid: number): number {
-  const match = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+) kB/m);
-  return match ? Number(match[1]) : Number.NaN;
-}
-
-const CLOCK_TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
-
-/** CPU time (user + system, all threads) `pid` has used so far, in µs, from /proc. */
-function cpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND) * 1e6;
-}
 
 /** Where the servers' `alloc-probe` writes its counts, and the probe's compiled module. */
 const alloc = { dir: "", probe: "" };

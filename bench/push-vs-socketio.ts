@@ -51,6 +51,7 @@ import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { newDeviceKey, vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
 import { removeTempDirs } from "../test/support/temp-dir.js";
+import { cpuMicros, createRunCleanup } from "./processes.js";
 import {
   fmt,
   interleave,
@@ -60,7 +61,6 @@ import {
   ratio,
   settle,
   table,
-  watchdog,
 } from "./report.js";
 
 const { values: options } = parseArgs({
@@ -113,41 +113,10 @@ const SOCKET_IO_STREAM = "bench:socket.io";
 // Taken before this process pins itself to one core, which would hide the others.
 const MACHINE = machineFacts();
 
-const cleanups: (() => unknown)[] = [];
-/** Synchronous steps run when this process exits however it ends: kill what still runs. */
-const atExit: (() => void)[] = [];
-process.once("exit", () => {
-  for (const step of atExit) {
-    try {
-      step();
-    } catch {
-      // Best effort: everything else still gets removed.
-    }
-  }
-});
-async function cleanUp(): Promise<void> {
-  for (const cleanup of cleanups.splice(0).reverse()) {
-    try {
-      await cleanup();
-    } catch {
-      // Best effort: everything else still gets stopped.
-    }
-  }
-}
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => void cleanUp().finally(() => process.exit(130)));
-}
-watchdog("push-vs-socketio", 300_000 + ROUNDS * 4 * 60_000, cleanUp);
-
-const CLOCK_TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
-
-/** CPU time (user + system, all threads) `pid` has used so far, in µs, from /proc. */
-function cpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND) * 1e6;
-}
+const { cleanups, atExit, cleanUp } = createRunCleanup(
+  "push-vs-socketio",
+  300_000 + ROUNDS * 4 * 60_000,
+);
 
 /** Resident set size of `pid` in bytes, from /proc. */
 function rssBytes(pid: number): number {
