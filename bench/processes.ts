@@ -3,7 +3,7 @@
  * the run ends (normally, on a signal, on the watchdog, or at exit after a
  * crash), and CPU time and RSS of a process read from /proc.
  */
-import { execFileSync } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { watchdog } from "./report.js";
 
@@ -66,4 +66,70 @@ export function cpuMicros(pid: number): number {
 export function rssKiB(pid: number): number {
   const match = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+) kB/m);
   return match ? Number(match[1]) : Number.NaN;
+}
+
+/** A server process a benchmark started, pinned to its core. */
+export interface PinnedProcess {
+  readonly pid: number;
+  /** What the `ready` pattern's first group matched (its address). */
+  readonly address: string;
+}
+
+/**
+ * Spawns `node args…` pinned with `taskset -c core`, stopped by the run's
+ * cleanups (SIGTERM, then SIGKILL after 3 s) or killed at exit, and resolves
+ * once its output matches `ready` (group 1: its address). Its output keeps
+ * being drained so it never blocks on a full pipe.
+ */
+export async function launchPinned(
+  run: RunCleanup,
+  options: {
+    readonly label: string;
+    readonly core: string;
+    readonly args: readonly string[];
+    readonly env: Record<string, string>;
+    readonly ready: RegExp;
+    readonly cwd?: string;
+  },
+): Promise<PinnedProcess> {
+  const { label } = options;
+  const child: ChildProcess = spawn(
+    "taskset",
+    ["-c", options.core, process.execPath, ...options.args],
+    {
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  run.cleanups.push(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+    await exited;
+    clearTimeout(timer);
+  });
+  run.atExit.push(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
+  let output = "";
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${label} did not start:\n${output}`)), 30_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString("utf8");
+      const match = options.ready.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        child.stdout?.off("data", onData).on("data", () => {});
+        child.stderr?.off("data", onData).on("data", () => {});
+        resolve(match[1]!);
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    void exited.then(() => reject(new Error(`${label} exited:\n${output}`)));
+  });
+  if (child.pid === undefined) throw new Error(`${label} has no pid`);
+  return { pid: child.pid, address };
 }

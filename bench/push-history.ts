@@ -18,7 +18,7 @@
  * history takes: 1000 users × 100 events of 64-byte payloads routed through
  * the history-on gateway.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
@@ -32,7 +32,7 @@ import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { newDeviceKey } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
 import { removeTempDirs } from "../test/support/temp-dir.js";
-import { cpuMicros, createRunCleanup } from "./processes.js";
+import { cpuMicros, createRunCleanup, launchPinned } from "./processes.js";
 import { fmt, interleave, machineFacts, median, ratio, settle, table } from "./report.js";
 
 const { values: options } = parseArgs({
@@ -92,56 +92,7 @@ interface RoundResult {
   readonly gatewayCpuMicros: number;
 }
 
-const { cleanups, atExit, cleanUp } = createRunCleanup(
-  "push-history",
-  240_000 + ROUNDS * 4 * 60_000,
-);
-
-/** Spawns the bin pinned to the server core and waits until it is ready. */
-async function launch(
-  label: string,
-  env: Record<string, string>,
-): Promise<{ pid: number; grpc: string }> {
-  const child: ChildProcess = spawn(
-    "taskset",
-    ["-c", SERVER_CORE, process.execPath, join(ROOT, "dist", "runtime", "bin.js")],
-    {
-      env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  cleanups.push(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
-    await exited;
-    clearTimeout(timer);
-  });
-  atExit.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
-  let output = "";
-  const grpc = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${label} did not start:\n${output}`)), 30_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString("utf8");
-      const address = output.match(/authenticated gRPC listening on (\S+)/);
-      if (address && /gateway ready/.test(output)) {
-        clearTimeout(timer);
-        // Keep draining its output so it never blocks on a full pipe.
-        child.stdout?.off("data", onData).on("data", () => {});
-        child.stderr?.off("data", onData).on("data", () => {});
-        resolve(address[1]!);
-      }
-    };
-    child.stdout?.on("data", onData);
-    child.stderr?.on("data", onData);
-    void exited.then(() => reject(new Error(`${label} exited:\n${output}`)));
-  });
-  if (child.pid === undefined) throw new Error(`${label} has no pid`);
-  return { pid: child.pid, grpc };
-}
+const run = createRunCleanup("push-history", 240_000 + ROUNDS * 4 * 60_000);
 
 /** Open streams of one user on one gateway, counting what they receive. */
 interface StreamGroup {
@@ -166,8 +117,8 @@ async function openGroup(
   const consumers: Promise<void>[] = [];
   const aborts: AbortController[] = [];
   // Cleanups run last first: cancel the streams, then wait for their consumers.
-  cleanups.push(() => Promise.allSettled(consumers));
-  cleanups.push(() => {
+  run.cleanups.push(() => Promise.allSettled(consumers));
+  run.cleanups.push(() => {
     for (const abort of aborts) abort.abort();
   });
   for (let i = 0; i < count; i++) {
@@ -333,15 +284,15 @@ try {
   execFileSync("npm", ["run", "-s", "build"], { cwd: ROOT, stdio: "inherit" });
 
   const testRedis = await startRedis();
-  cleanups.push(() => testRedis.stop());
-  atExit.push(() => void testRedis.kill());
-  cleanups.push(removeTempDirs);
-  atExit.push(removeTempDirs);
+  run.cleanups.push(() => testRedis.stop());
+  run.atExit.push(() => void testRedis.kill());
+  run.cleanups.push(removeTempDirs);
+  run.atExit.push(removeTempDirs);
   const redis = testRedis.client();
-  cleanups.push(() => redis.quit());
+  run.cleanups.push(() => redis.quit());
   // Polling the router's position on a connection of its own, never behind a burst.
   const poller = testRedis.client();
-  cleanups.push(() => poller.quit());
+  run.cleanups.push(() => poller.quit());
 
   // Both gateways sign with the same key; each has streams and keys of its own.
   const baseEnv = gatewayEnv(testRedis);
@@ -351,14 +302,20 @@ try {
     const label = `history ${name}`;
     const clientEvents = `${name}:client_events`;
     const keyPrefix = `${name}:`;
-    const { pid, grpc } = await launch(label, {
-      ...baseEnv,
-      GATEWAY_CLIENT_EVENTS_REDIS_STREAM: clientEvents,
-      GATEWAY_SESSION_EVENTS_REDIS_STREAM: `${name}:session_events`,
-      GATEWAY_REDIS_KEY_PREFIX: keyPrefix,
-      // A whole burst fits in each stream's queue however the writes are scheduled.
-      GATEWAY_PUSH_STREAM_QUEUE_SIZE: String(Math.max(EVENTS, FANOUT_EVENTS) + 1000),
-      ...(historyOn ? {} : { GATEWAY_PUSH_HISTORY_SIZE: "0" }),
+    const { pid, address: grpc } = await launchPinned(run, {
+      label,
+      core: SERVER_CORE,
+      args: [join(ROOT, "dist", "runtime", "bin.js")],
+      env: {
+        ...baseEnv,
+        GATEWAY_CLIENT_EVENTS_REDIS_STREAM: clientEvents,
+        GATEWAY_SESSION_EVENTS_REDIS_STREAM: `${name}:session_events`,
+        GATEWAY_REDIS_KEY_PREFIX: keyPrefix,
+        // A whole burst fits in each stream's queue however the writes are scheduled.
+        GATEWAY_PUSH_STREAM_QUEUE_SIZE: String(Math.max(EVENTS, FANOUT_EVENTS) + 1000),
+        ...(historyOn ? {} : { GATEWAY_PUSH_HISTORY_SIZE: "0" }),
+      },
+      ready: /authenticated gRPC listening on (\S+)[\s\S]*gateway ready/,
     });
     gateways.push({ label, pid, grpc, clientEvents, keyPrefix, historyOn });
   }
@@ -373,7 +330,7 @@ try {
         "grpc.use_local_subchannel_pool": 1,
       }),
     );
-    cleanups.push(() => {
+    run.cleanups.push(() => {
       for (const channel of channels) channel.close();
     });
     groups.set(gateway, {
@@ -556,5 +513,5 @@ try {
   console.log(`${memory}\n`);
 } finally {
   closing = true;
-  await cleanUp();
+  await run.cleanUp();
 }

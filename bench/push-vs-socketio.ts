@@ -26,7 +26,7 @@
  * after a settle delay. Then, for (a), an open-loop run at half of each
  * server's median rate: p50/p99 from publish to receipt, every event timed.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
@@ -51,7 +51,7 @@ import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { newDeviceKey, vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
 import { removeTempDirs } from "../test/support/temp-dir.js";
-import { cpuMicros, createRunCleanup } from "./processes.js";
+import { cpuMicros, createRunCleanup, launchPinned } from "./processes.js";
 import {
   fmt,
   interleave,
@@ -113,60 +113,12 @@ const SOCKET_IO_STREAM = "bench:socket.io";
 // Taken before this process pins itself to one core, which would hide the others.
 const MACHINE = machineFacts();
 
-const { cleanups, atExit, cleanUp } = createRunCleanup(
-  "push-vs-socketio",
-  300_000 + ROUNDS * 4 * 60_000,
-);
+const run = createRunCleanup("push-vs-socketio", 300_000 + ROUNDS * 4 * 60_000);
 
 /** Resident set size of `pid` in bytes, from /proc. */
 function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1]) * 1024;
-}
-
-/** Spawns `args` pinned to the server core; resolves its pid and the address its output names. */
-async function launch(
-  label: string,
-  args: readonly string[],
-  env: Record<string, string>,
-  ready: RegExp,
-): Promise<{ pid: number; address: string }> {
-  const child: ChildProcess = spawn("taskset", ["-c", SERVER_CORE, process.execPath, ...args], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  cleanups.push(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
-    await exited;
-    clearTimeout(timer);
-  });
-  atExit.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
-  let output = "";
-  const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${label} did not start:\n${output}`)), 30_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString("utf8");
-      const match = ready.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        // Keep draining its output so it never blocks on a full pipe.
-        child.stdout?.off("data", onData).on("data", () => {});
-        child.stderr?.off("data", onData).on("data", () => {});
-        resolve(match[1]!);
-      }
-    };
-    child.stdout?.on("data", onData);
-    child.stderr?.on("data", onData);
-    void exited.then(() => reject(new Error(`${label} exited:\n${output}`)));
-  });
-  if (child.pid === undefined) throw new Error(`${label} has no pid`);
-  return { pid: child.pid, address };
 }
 
 /** A 64-byte payload that starts with the send time, so the receiver can time it. */
@@ -254,7 +206,7 @@ async function openGatewayFleet(
       for (const channel of channels) channel.close();
     },
   };
-  cleanups.push(() => (closed ? undefined : fleet.close()));
+  run.cleanups.push(() => (closed ? undefined : fleet.close()));
   for (const userId of users) {
     for (let i = 0; i < perUser; i++) {
       const index = fleet.received.length;
@@ -317,7 +269,7 @@ async function openSocketIoFleet(
       for (const socket of sockets) socket.disconnect();
     },
   };
-  cleanups.push(() => (closed ? undefined : fleet.close()));
+  run.cleanups.push(() => (closed ? undefined : fleet.close()));
   for (const userId of users) {
     for (let i = 0; i < perUser; i++) {
       const index = fleet.received.length;
@@ -474,38 +426,42 @@ try {
   execFileSync("npm", ["run", "-s", "build"], { cwd: ROOT, stdio: "inherit" });
 
   const testRedis = await startRedis();
-  cleanups.push(() => testRedis.stop());
-  atExit.push(() => void testRedis.kill());
-  cleanups.push(removeTempDirs);
-  atExit.push(removeTempDirs);
+  run.cleanups.push(() => testRedis.stop());
+  run.atExit.push(() => void testRedis.kill());
+  run.cleanups.push(removeTempDirs);
+  run.atExit.push(removeTempDirs);
   const redis = testRedis.client();
-  cleanups.push(() => redis.quit());
+  run.cleanups.push(() => redis.quit());
   const gatewayRedis = testRedis.client();
-  cleanups.push(() => gatewayRedis.quit());
+  run.cleanups.push(() => gatewayRedis.quit());
   const socketIoRedis = testRedis.client();
-  cleanups.push(() => socketIoRedis.disconnect());
+  run.cleanups.push(() => socketIoRedis.disconnect());
 
-  const gatewayServer = await launch(
-    "gateway",
-    [join(ROOT, "dist", "runtime", "bin.js")],
-    gatewayEnv(testRedis, {
+  const gatewayServer = await launchPinned(run, {
+    label: "gateway",
+    core: SERVER_CORE,
+    cwd: ROOT,
+    args: [join(ROOT, "dist", "runtime", "bin.js")],
+    env: gatewayEnv(testRedis, {
       GATEWAY_CLIENT_EVENTS_REDIS_STREAM: GATEWAY_STREAM,
       GATEWAY_SESSION_EVENTS_REDIS_STREAM: "bench:session_events",
       // A whole burst fits in each stream's queue however the writes are scheduled.
       GATEWAY_PUSH_STREAM_QUEUE_SIZE: String(Math.max(EVENTS, FANOUT_EVENTS) + 1000),
     }),
-    /authenticated gRPC listening on (\S+)[\s\S]*gateway ready/,
-  );
-  const socketIoServer = await launch(
-    "socket.io",
-    ["--import", "tsx", join(ROOT, "bench", "peer", "socketio-server.ts")],
-    {
+    ready: /authenticated gRPC listening on (\S+)[\s\S]*gateway ready/,
+  });
+  const socketIoServer = await launchPinned(run, {
+    label: "socket.io",
+    core: SERVER_CORE,
+    cwd: ROOT,
+    args: ["--import", "tsx", join(ROOT, "bench", "peer", "socketio-server.ts")],
+    env: {
       REDIS_ADDR: testRedis.addr,
       REDIS_PASSWORD: testRedis.password,
       STREAM_NAME: SOCKET_IO_STREAM,
     },
-    /socket\.io listening on (\S+)/,
-  );
+    ready: /socket\.io listening on (\S+)/,
+  });
   // The publisher is a Socket.IO server without a listener: its emits go only to the adapter's stream.
   const publisherIo = new Server({
     adapter: createAdapter(socketIoRedis, {
@@ -517,7 +473,7 @@ try {
     }),
   });
   // Not attached to a listener, so `close()` has no engine to stop: closing the adapter ends its reads.
-  cleanups.push(() => publisherIo.of("/").adapter.close());
+  run.cleanups.push(() => publisherIo.of("/").adapter.close());
 
   const gateway: Side = {
     label: "gateway",
@@ -709,5 +665,5 @@ try {
   );
 } finally {
   closing = true;
-  await cleanUp();
+  await run.cleanUp();
 }
