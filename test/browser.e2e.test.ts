@@ -267,7 +267,22 @@ describe.skipIf(chromiumMissing)(
     let dev: NodeProcess | undefined;
 
     afterAll(async () => {
-      await dev?.kill();
+      if (dev === undefined) return;
+      // SIGTERM: dev mode stops its own redis-server; SIGKILL would orphan it.
+      const redisPid = /local redis-server \(pid (\d+)\)/.exec(dev.output())?.[1];
+      if (dev.child.exitCode === null && dev.child.signalCode === null) {
+        dev.child.kill("SIGTERM");
+        const timer = setTimeout(() => void dev?.kill(), 15_000);
+        await dev.exited;
+        clearTimeout(timer);
+      }
+      if (redisPid !== undefined) {
+        try {
+          process.kill(Number(redisPid), "SIGKILL");
+        } catch {
+          // Already gone, as it should be.
+        }
+      }
     });
 
     it("signs in by email code, sends a command, shows verified events and a revoke ending the stream", async () => {
