@@ -20,9 +20,10 @@ import {
   type SubscribeEventsResponse,
 } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import {
-  type ReconnectInfo,
+  type FollowOptions,
+  followStreams,
   type ResumableItem,
-  resumableSubscription,
+  type SubscribeCall,
 } from "./resumable-subscription.js";
 
 /** A response or event whose gateway signature did not verify. */
@@ -126,28 +127,10 @@ export interface DeviceClientOptions {
   readonly now?: () => number;
 }
 
-/** The options of a device client's `subscribe`. */
-export interface SubscribeCall {
-  /** The subscribe request's request_id (the first one's, when following); random by default. */
-  readonly requestId?: string;
-  /** Resume after this `event_id` (contract §12); empty or absent: live events only. */
-  readonly lastEventId?: string;
-  /** Ends the stream; a following subscription then ends without an error. */
-  readonly signal?: AbortSignal;
-}
-
-/** How a following subscription reconnects. */
-export interface FollowOptions {
-  /** The first reconnect delay, before jitter; 100 ms by default. */
-  readonly minDelayMs?: number;
-  /** The longest reconnect delay; 10 s by default. */
-  readonly maxDelayMs?: number;
-  /** Told before each reconnect delay: what ended the stream and where it resumes. */
-  readonly onReconnect?: (info: ReconnectInfo) => void;
-}
-
 /** One item of a following subscription: a verified event, or continuity lost. */
 export type FollowedItem = ResumableItem<SubscribeEventsResponse>;
+
+export type { FollowOptions, SubscribeCall } from "./resumable-subscription.js";
 
 /**
  * Creates a device client.
@@ -216,21 +199,7 @@ export function createDeviceClient(options: DeviceClientOptions) {
   ): AsyncGenerator<SubscribeEventsResponse> | AsyncGenerator<FollowedItem> {
     const { follow = false, requestId, lastEventId = "", signal } = call;
     if (follow === false) return openStream(requestId ?? randomUUID(), lastEventId, signal);
-    // A request_id is single-use (replay protection): only the first stream takes the caller's.
-    let firstRequestId = requestId;
-    const open = (resumeAfter: string, streamSignal: AbortSignal) => {
-      const id = firstRequestId ?? randomUUID();
-      firstRequestId = undefined;
-      return openStream(id, resumeAfter, streamSignal);
-    };
-    const { minDelayMs, maxDelayMs, onReconnect } = follow === true ? {} : follow;
-    return resumableSubscription(open, {
-      lastEventId,
-      signal,
-      minDelayMs,
-      maxDelayMs,
-      onReconnect,
-    });
+    return followStreams(openStream, call, follow, randomUUID);
   }
 
   return {

@@ -192,3 +192,51 @@ export async function* resumableSubscription<E extends ResumableEvent>(
     await sleep(delayMs, signal);
   }
 }
+
+/** The options of a device client's `subscribe`, whatever its transport. */
+export interface SubscribeCall {
+  /** The subscribe request's request_id (the first one's, when following); random by default. */
+  readonly requestId?: string;
+  /** Resume after this `event_id` (contract §12); empty or absent: live events only. */
+  readonly lastEventId?: string;
+  /** Ends the stream; a following subscription then ends without an error. */
+  readonly signal?: AbortSignal;
+}
+
+/** How a following subscription reconnects. */
+export interface FollowOptions {
+  /** The first reconnect delay, before jitter; 100 ms by default. */
+  readonly minDelayMs?: number;
+  /** The longest reconnect delay; 10 s by default. */
+  readonly maxDelayMs?: number;
+  /** Told before each reconnect delay: what ended the stream and where it resumes. */
+  readonly onReconnect?: (info: ReconnectInfo) => void;
+}
+
+/**
+ * A device client's `subscribe({ follow })`: a resumable subscription over
+ * `openStream(requestId, lastEventId, signal)`. A request_id is single-use
+ * (replay protection), so only the first stream takes the caller's; each
+ * later one gets `newRequestId()`.
+ */
+export function followStreams<E extends ResumableEvent>(
+  openStream: (requestId: string, lastEventId: string, signal: AbortSignal) => AsyncIterable<E>,
+  call: SubscribeCall,
+  follow: true | FollowOptions,
+  newRequestId: () => string,
+): AsyncGenerator<ResumableItem<E>> {
+  let firstRequestId = call.requestId;
+  const open = (resumeAfter: string, signal: AbortSignal) => {
+    const id = firstRequestId ?? newRequestId();
+    firstRequestId = undefined;
+    return openStream(id, resumeAfter, signal);
+  };
+  const { minDelayMs, maxDelayMs, onReconnect } = follow === true ? {} : follow;
+  return resumableSubscription(open, {
+    lastEventId: call.lastEventId ?? "",
+    signal: call.signal,
+    minDelayMs,
+    maxDelayMs,
+    onReconnect,
+  });
+}

@@ -17,9 +17,10 @@ import {
   type SubscribeEventsResponse,
 } from "../../../proto/gen-es/edgegateway/v1/edge_gateway_pb.js";
 import {
-  type ReconnectInfo,
+  type FollowOptions,
+  followStreams,
   type ResumableItem,
-  resumableSubscription,
+  type SubscribeCall,
 } from "../resumable-subscription.js";
 import {
   eventSignedBytes,
@@ -118,28 +119,14 @@ export interface BrowserDeviceClientOptions {
   readonly now?: () => number;
 }
 
-/** The options of a browser device client's `subscribe`. */
-export interface BrowserSubscribeCall {
-  /** The subscribe request's request_id (the first one's, when following); random by default. */
-  readonly requestId?: string;
-  /** Resume after this `event_id` (contract §12); empty or absent: live events only. */
-  readonly lastEventId?: string;
-  /** Ends the stream; a following subscription then ends without an error. */
-  readonly signal?: AbortSignal;
-}
-
-/** How a following subscription reconnects. */
-export interface BrowserFollowOptions {
-  /** The first reconnect delay, before jitter; 100 ms by default. */
-  readonly minDelayMs?: number;
-  /** The longest reconnect delay; 10 s by default. */
-  readonly maxDelayMs?: number;
-  /** Told before each reconnect delay: what ended the stream and where it resumes. */
-  readonly onReconnect?: (info: ReconnectInfo) => void;
-}
-
 /** One item of a following subscription: a verified event, or continuity lost. */
 export type BrowserFollowedItem = ResumableItem<SubscribeEventsResponse>;
+
+/** The options of a browser device client's `subscribe`. */
+export type BrowserSubscribeCall = SubscribeCall;
+
+/** How a following browser subscription reconnects. */
+export type BrowserFollowOptions = FollowOptions;
 
 /**
  * Creates a device client for a browser. Errors are Connect's `ConnectError`
@@ -207,21 +194,7 @@ export function createBrowserDeviceClient(options: BrowserDeviceClientOptions) {
   ): AsyncGenerator<SubscribeEventsResponse> | AsyncGenerator<BrowserFollowedItem> {
     const { follow = false, requestId, lastEventId = "", signal } = call;
     if (follow === false) return openStream(requestId ?? crypto.randomUUID(), lastEventId, signal);
-    // A request_id is single-use (replay protection): only the first stream takes the caller's.
-    let firstRequestId = requestId;
-    const open = (resumeAfter: string, streamSignal: AbortSignal) => {
-      const id = firstRequestId ?? crypto.randomUUID();
-      firstRequestId = undefined;
-      return openStream(id, resumeAfter, streamSignal);
-    };
-    const { minDelayMs, maxDelayMs, onReconnect } = follow === true ? {} : follow;
-    return resumableSubscription(open, {
-      lastEventId,
-      signal,
-      minDelayMs,
-      maxDelayMs,
-      onReconnect,
-    });
+    return followStreams(openStream, call, follow, () => crypto.randomUUID());
   }
 
   return {
