@@ -290,7 +290,7 @@ function subscribeEventsMethod(
       const session = runPushSession(
         deps,
         toSubscribeEventsInput(request),
-        AbortSignal.any([context.signal, transport.done]),
+        context.signal,
         transport,
       );
       for await (const event of transport.deliver(session)) yield toSubscribeEventsResponse(event);

@@ -35,13 +35,6 @@ export class HttpPushTransport implements PushTransport {
   private abortReason: Error | undefined;
   private isClosed = false;
   private markClosed!: () => void;
-  private readonly over = new AbortController();
-  /**
-   * Aborts once the response is done (see {@link closed}): the push session
-   * must stop then, even when the request's own signal has not noticed that
-   * the client went away.
-   */
-  readonly done: AbortSignal = this.over.signal;
   /** Settles once the response is done: its body ended, was cancelled or reset, or the client left. */
   readonly closed = new Promise<void>((resolve) => {
     this.markClosed = resolve;
@@ -183,7 +176,6 @@ export class HttpPushTransport implements PushTransport {
     if (this.isClosed) return;
     this.isClosed = true;
     this.markClosed();
-    this.over.abort();
     this.wakeWriter?.();
   }
 }

@@ -79,10 +79,13 @@ export interface PushSessionDeps {
 export async function* runPushSession(
   deps: PushSessionDeps,
   request: SubscribeEventsInput,
-  signal: AbortSignal,
+  callSignal: AbortSignal,
   transport: PushTransport | undefined,
 ): AsyncGenerator<SignedEvent, void, undefined> {
   const { hub } = deps;
+  // The session also stops once its transport is done, whether or not the
+  // call's own signal noticed the client leave.
+  const signal = transport === undefined ? callSignal : untilClosed(callSignal, transport);
   const session = await deps.authenticate(request);
   const stream = hub.open(session);
   // Read in the same turn as registering: the queue holds exactly the events after it.
@@ -133,6 +136,13 @@ export async function* runPushSession(
     if (transport === undefined) stream.release();
     else void transport.closed.then(() => stream.release());
   }
+}
+
+/** `signal`, also aborting once `transport` is done with the call. */
+function untilClosed(signal: AbortSignal, transport: PushTransport): AbortSignal {
+  const closed = new AbortController();
+  void transport.closed.then(() => closed.abort());
+  return AbortSignal.any([signal, closed.signal]);
 }
 
 /** The bootstrap's event_id and what to replay, as §12 decides it. */
