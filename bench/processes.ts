@@ -5,6 +5,8 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { startRedis, type TestRedis } from "../test/support/redis-server.js";
+import { removeTempDirs } from "../test/support/temp-dir.js";
 import { watchdog } from "./report.js";
 
 /** A benchmark run's cleanups. */
@@ -132,4 +134,25 @@ export async function launchPinned(
   });
   if (child.pid === undefined) throw new Error(`${label} has no pid`);
   return { pid: child.pid, address };
+}
+
+/**
+ * The start every server benchmark shares: moves this process (the client)
+ * to `clientCore`, builds the bin, and starts a test `redis-server` that the
+ * run's cleanups stop (and kill at exit), together with temporary files.
+ */
+export async function prepareRun(
+  run: RunCleanup,
+  clientCore: string,
+  root: string,
+): Promise<TestRedis> {
+  execFileSync("taskset", ["-a", "-pc", clientCore, String(process.pid)], { stdio: "ignore" });
+  console.error("building the bin…");
+  execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "inherit" });
+  const testRedis = await startRedis();
+  run.cleanups.push(() => testRedis.stop());
+  run.atExit.push(() => void testRedis.kill());
+  run.cleanups.push(removeTempDirs);
+  run.atExit.push(removeTempDirs);
+  return testRedis;
 }

@@ -1,24 +1,3 @@
-/**
- * The cost of per-user history (contract §12) on push delivery: two gateway
- * bins side by side, one with history on (the defaults) and one with
- * `GATEWAY_PUSH_HISTORY_SIZE=0`, each on ingress and session streams and a key
- * prefix of its own in one redis-server, both pinned to the same core. The
- * client (this process) and redis-server run on the other core.
- *
- *   npx tsx bench/push-history.ts [--rounds N] [--events E] [--fanout-events F]
- *
- * Each round bursts E events (pipelined `XADD`s) to the ingress of one
- * gateway for a user with 1 open stream, then to the other; then F events for
- * a user with 50 open streams, on each (A B A B). Events/s = events / (time
- * from the first `XADD` until the last stream received the last event). The
- * history-on gateway's router may still be copying when delivery ends: a
- * round also waits until it has routed the burst (timed from the same first
- * `XADD`), so its work never lands in the other gateway's round, and the
- * gateway's CPU per event counts it. Then, separately, the Redis memory
- * history takes: 1000 users × 100 events of 64-byte payloads routed through
- * the history-on gateway.
- */
-import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
@@ -30,9 +9,7 @@ import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_g
 import { signSubscribeEventsRequest } from "../runtime/kit/device-client.js";
 import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { newDeviceKey } from "../test/support/keys.js";
-import { startRedis } from "../test/support/redis-server.js";
-import { removeTempDirs } from "../test/support/temp-dir.js";
-import { cpuMicros, createRunCleanup, launchPinned } from "./processes.js";
+import { cpuMicros, createRunCleanup, launchPinned, prepareRun } from "./processes.js";
 import { fmt, interleave, machineFacts, median, ratio, settle, table } from "./report.js";
 
 const { values: options } = parseArgs({
@@ -279,15 +256,7 @@ async function memoryUsage(redis: Redis, keys: readonly string[]): Promise<numbe
 
 try {
   // This process (the client), redis-server and the build run on the other core from the gateways.
-  execFileSync("taskset", ["-a", "-pc", CLIENT_CORE, String(process.pid)], { stdio: "ignore" });
-  console.error("building the bin…");
-  execFileSync("npm", ["run", "-s", "build"], { cwd: ROOT, stdio: "inherit" });
-
-  const testRedis = await startRedis();
-  run.cleanups.push(() => testRedis.stop());
-  run.atExit.push(() => void testRedis.kill());
-  run.cleanups.push(removeTempDirs);
-  run.atExit.push(removeTempDirs);
+  const testRedis = await prepareRun(run, CLIENT_CORE, ROOT);
   const redis = testRedis.client();
   run.cleanups.push(() => redis.quit());
   // Polling the router's position on a connection of its own, never behind a burst.

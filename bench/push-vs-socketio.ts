@@ -1,32 +1,3 @@
-/**
- * Push against its peer: the built gateway bin (history on, the default) and a
- * Socket.IO 4 server with `@socket.io/redis-streams-adapter`
- * (`bench/peer/socketio-server.ts`) side by side, each pinned to core 0, on
- * one redis-server. This process (the devices and the publishers) and
- * redis-server run on core 1.
- *
- *   npx tsx bench/push-vs-socketio.ts [--rounds N] [--devices D] [--events E] [--fanout-events F]
- *     [--latency-seconds S]
- *
- * Every device is its own connection with one stream: a gRPC SubscribeEvents
- * stream on an HTTP/2 connection of its own for the gateway, a
- * socket.io-client websocket for Socket.IO. Workloads, A B A B for N rounds
- * each after one short warm-up burst per server:
- *
- * - (a) D devices of D users; E events round robin over the users, so each
- *   event goes to one user's one stream;
- * - (b) D devices as 10 users × D/10 streams; F events round robin over the
- *   users, so each event goes to D/10 streams.
- *
- * The gateway's events are `XADD`ed to its client-events stream in pipelines;
- * Socket.IO's are `io.to("user:<id>").emit(...)` from a publisher in this
- * process, which the adapter turns into `XADD`s to its stream. Events/s =
- * events / (first publish → every device had its share). Memory per device =
- * (server RSS with the D devices of (a) connected − RSS before) / D, each read
- * after a settle delay. Then, for (a), an open-loop run at half of each
- * server's median rate: p50/p99 from publish to receipt, every event timed.
- */
-import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
@@ -49,9 +20,7 @@ import {
 } from "../runtime/kit/device-client.js";
 import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { newDeviceKey, vectors } from "../test/support/keys.js";
-import { startRedis } from "../test/support/redis-server.js";
-import { removeTempDirs } from "../test/support/temp-dir.js";
-import { cpuMicros, createRunCleanup, launchPinned } from "./processes.js";
+import { cpuMicros, createRunCleanup, launchPinned, prepareRun } from "./processes.js";
 import {
   fmt,
   interleave,
@@ -421,15 +390,7 @@ const serverBusy = (r: RoundResult) => (r.serverCpuMicros * r.events) / (r.deliv
 
 try {
   // This process (devices, publishers), redis-server and the build run on the other core.
-  execFileSync("taskset", ["-a", "-pc", CLIENT_CORE, String(process.pid)], { stdio: "ignore" });
-  console.error("building the bin…");
-  execFileSync("npm", ["run", "-s", "build"], { cwd: ROOT, stdio: "inherit" });
-
-  const testRedis = await startRedis();
-  run.cleanups.push(() => testRedis.stop());
-  run.atExit.push(() => void testRedis.kill());
-  run.cleanups.push(removeTempDirs);
-  run.atExit.push(removeTempDirs);
+  const testRedis = await prepareRun(run, CLIENT_CORE, ROOT);
   const redis = testRedis.client();
   run.cleanups.push(() => redis.quit());
   const gatewayRedis = testRedis.client();
