@@ -295,6 +295,40 @@ describe("a stream resumed with last_event_id", () => {
     expect(events[1]!.eventId).toBe(live);
   });
 
+  it("ends open streams UNAVAILABLE when client events were trimmed before the node read them, and the device then resumes", async () => {
+    const node = await startPushGateway(redis, publisher, cleanup);
+    const device = newDevice(uniqueName("user"));
+    await node.snapshot(device, "active");
+    const { stream, bootstrap } = await open(node, device);
+
+    // Every connection but this one drops; before the node's reader is back,
+    // events are added and trimmed away on the same connection.
+    const admin = redis.client();
+    cleanup.defer(() => admin.disconnect());
+    await admin.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
+    const fields = ["user_id", device.userId, "event_type", "test.note", "payload", "gone"];
+    await admin
+      .multi()
+      .xadd(node.clientEvents, "*", ...fields)
+      .xadd(node.clientEvents, "*", ...fields)
+      .xtrim(node.clientEvents, "MAXLEN", 0)
+      .exec();
+
+    expect(await stream.terminal()).toEqual({
+      status: "UNAVAILABLE",
+      details: "push stream interrupted: events may have been lost; reconnect to resume",
+    });
+    expect(await metric(node.admin, 'gateway_push_stream_closes_total{reason="interrupted"}')).toBe(
+      1,
+    );
+    // The history router copied them (it reads the ingress too): the device
+    // resumes and gets them, or is told it cannot; never a silent gap.
+    const resumed = await open(node, device, bootstrap.eventId);
+    if (resumed.bootstrap.eventId === bootstrap.eventId) {
+      expect(payloads(await resumed.stream.received(3))).toEqual(["gone", "gone"]);
+    }
+  });
+
   it("paces a replay of ten times the queue size to a client that reads", async () => {
     const node = await startPushGateway(redis, publisher, cleanup, {
       env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "16" },

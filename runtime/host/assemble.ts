@@ -365,6 +365,9 @@ function createClientEventsReader(
     redis: core.redis(),
     stream: config.clientEventsStream,
     count: readerBatch(config.pushStreamQueueSize),
+    // Its streams end at a trimmed gap and resume from history: live
+    // delivery (the bootstrap's position) goes on after the gap.
+    skipPastTrimmedGap: true,
     logger,
     metrics,
     onEntries: createClientEventsHandler({
@@ -391,7 +394,7 @@ function createClientEventsReader(
       // published while it was down; open streams go on.)
       const ended = gap.kind === "trimmed" ? hub.interruptAll() : 0;
       logger.warn(
-        `client events ${gap.kind}: ${gap.reason}; events in the gap are not delivered live, reading on after ${gap.cursor}${ended > 0 ? `; ${ended} open stream(s) ended to resume` : ""}`,
+        `client events ${gap.kind}: ${gap.reason}; events in the gap are not delivered live, reading on after ${gap.kind === "trimmed" ? "the stream's last entry" : gap.cursor}${ended > 0 ? `; ${ended} open stream(s) ended to resume` : ""}`,
       );
     },
   });

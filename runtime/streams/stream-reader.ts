@@ -76,6 +76,14 @@ export interface StreamReaderOptions {
    * gone, as after a reconnect) instead of after the stream's last id.
    */
   readonly startAfter?: string;
+  /**
+   * After entries were trimmed before being read, read on after the stream's
+   * last id (skipping what is left after the gap) instead of after the
+   * cursor, so the cursor no longer names a position delivery continued
+   * from. For readers whose consumers resume from elsewhere (the client-events
+   * reader: its streams are ended and resume from history).
+   */
+  readonly skipPastTrimmedGap?: boolean;
 }
 
 /** A running stream reader. */
@@ -244,6 +252,9 @@ class RedisStreamReader implements StreamReader {
     );
     const gap = findGap(this.position, state);
     if (gap === undefined) return;
+    if (gap.kind === "trimmed" && this.options.skipPastTrimmedGap && state.exists) {
+      this.position = state.lastGeneratedId;
+    }
     if (onGap === undefined) {
       logger.warn(`${this.label}: ${gap.reason}; reading on after ${gap.cursor}`);
     }
