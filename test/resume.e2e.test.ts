@@ -84,6 +84,32 @@ async function open(
 }
 
 /**
+ * {@link open} as the device client does after its connections dropped: while
+ * the node's own Redis connections are still coming back the call ends
+ * `UNAVAILABLE replay store unavailable` (fail closed), and the device tries
+ * again. Any other ending fails the test.
+ */
+async function openOnceRedisIsBack(
+  node: PushGateway,
+  device: TestDevice,
+  lastEventId: string,
+): Promise<{ stream: Subscription; bootstrap: SubscribeEventsResponse }> {
+  for (let attempt = 1; ; attempt += 1) {
+    const stream = subscribe(node.grpc, subscribeRequest(device, { lastEventId }), cleanup);
+    const [bootstrap] = await stream.received(1).catch(() => []);
+    if (bootstrap !== undefined) {
+      expect(bootstrap.eventType).toBe("gateway.server_time");
+      expect(hasValidGatewaySignature(bootstrap)).toBe(true);
+      return { stream, bootstrap };
+    }
+    const ended = await stream.terminal();
+    expect(ended).toEqual({ status: "UNAVAILABLE", details: "replay store unavailable" });
+    if (attempt === 50) throw new Error("the node's Redis connections never came back");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/**
  * The device receives one event live on `node` and disconnects: resolves the
  * id of that event, the `last_event_id` it resumes with.
  */
@@ -323,7 +349,7 @@ describe("a stream resumed with last_event_id", () => {
     );
     // The history router copied them (it reads the ingress too): the device
     // resumes and gets them, or is told it cannot; never a silent gap.
-    const resumed = await open(node, device, bootstrap.eventId);
+    const resumed = await openOnceRedisIsBack(node, device, bootstrap.eventId);
     if (resumed.bootstrap.eventId === bootstrap.eventId) {
       expect(payloads(await resumed.stream.received(3))).toEqual(["gone", "gone"]);
     }
