@@ -123,6 +123,10 @@ export const OUTCOMES = {
     code: "unavailable",
     message: "device session could not be re-checked; reconnect",
   },
+  deliveryUnavailable: {
+    code: "unavailable",
+    message: "push delivery unavailable; reconnect",
+  },
   streamInterrupted: {
     code: "unavailable",
     message: "push stream interrupted: events may have been lost; reconnect to resume",

@@ -75,6 +75,7 @@ const DEFAULTS: GatewayConfig = {
   maxEventPayloadBytes: 65_536,
   pushStreamQueueSize: 256,
   pushHistory: { size: 1000, ttlMs: 600_000 },
+  pushFanout: "read",
   maxStreamsPerSession: 4,
   maxPushStreams: 100_000,
   authUpstreamUrl: undefined,
@@ -123,6 +124,7 @@ describe("loadConfig", () => {
           "GATEWAY_PUSH_STREAM_QUEUE_SIZE",
           "GATEWAY_PUSH_HISTORY_SIZE",
           "GATEWAY_PUSH_HISTORY_TTL",
+          "GATEWAY_PUSH_FANOUT",
           "GATEWAY_MAX_STREAMS_PER_SESSION",
           "GATEWAY_MAX_PUSH_STREAMS",
           "GATEWAY_AUTH_UPSTREAM_URL",
@@ -349,6 +351,39 @@ describe("loadConfig", () => {
       expect(
         loadRedisToolConfig({ ...REQUIRED, GATEWAY_REDIS_CLUSTER: "true" }).redis.cluster,
       ).toBe(true);
+    });
+  });
+
+  describe("GATEWAY_PUSH_FANOUT", () => {
+    it("defaults to read on one Redis and to routed on a cluster with history on", () => {
+      expect(load().pushFanout).toBe("read");
+      expect(load({ GATEWAY_REDIS_CLUSTER: "true" }).pushFanout).toBe("routed");
+      expect(
+        load({ GATEWAY_REDIS_CLUSTER: "true", GATEWAY_PUSH_HISTORY_SIZE: "0" }).pushFanout,
+      ).toBe("read");
+    });
+
+    it("takes read or routed whatever the Redis mode", () => {
+      expect(load({ GATEWAY_PUSH_FANOUT: "routed" }).pushFanout).toBe("routed");
+      expect(load({ GATEWAY_REDIS_CLUSTER: "true", GATEWAY_PUSH_FANOUT: "read" }).pushFanout).toBe(
+        "read",
+      );
+    });
+
+    it.each(["Routed", "pubsub", " read"])("fails naming the variable for %j", (value) => {
+      expectNamesVariable(
+        configError({ ...REQUIRED, GATEWAY_PUSH_FANOUT: value }),
+        "GATEWAY_PUSH_FANOUT",
+      );
+    });
+
+    it.each([
+      ["GATEWAY_PUSH_HISTORY_SIZE", "0"],
+      ["GATEWAY_PUSH_HISTORY_TTL", "0s"],
+    ])("fails naming it when routed and %s turns history off", (variable, value) => {
+      const error = configError({ ...REQUIRED, GATEWAY_PUSH_FANOUT: "routed", [variable]: value });
+      expectNamesVariable(error, "GATEWAY_PUSH_FANOUT");
+      expect(error.message).toContain("routed needs push history on");
     });
   });
 

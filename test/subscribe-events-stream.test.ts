@@ -125,6 +125,7 @@ async function startGateway(options: GatewayOptions = {}) {
     reconcile: hub.reconcile,
     openUserIds: hub.openUserIds,
     interruptAll: hub.interruptAll,
+    interruptUser: hub.interruptUser,
     openSessionIds: hub.openSessionIds,
     get size() {
       return hub.size;
@@ -147,7 +148,7 @@ async function startGateway(options: GatewayOptions = {}) {
     hub: recordingHub,
     signer: vectorSigner,
     clock: systemClock,
-    cursor: () => CURSOR,
+    delivery: { cursor: () => CURSOR },
     logger: silentLogger,
   });
 

@@ -42,6 +42,12 @@ export interface GatewayConfig {
   readonly pushStreamQueueSize: number;
   /** Per-user event history for resume (§12); `undefined` when either variable is 0. */
   readonly pushHistory: { readonly size: number; readonly ttlMs: number } | undefined;
+  /**
+   * How client events reach the nodes (§13): `read`, every node reads the
+   * ingress; `routed`, the history router publishes each event on its user's
+   * channel and a node subscribes the users it holds streams of.
+   */
+  readonly pushFanout: "read" | "routed";
   readonly maxStreamsPerSession: number;
   readonly maxPushStreams: number;
   /** Base URL of the HTTP auth upstream; `undefined` = no adapter. */
@@ -294,6 +300,8 @@ const VARIABLES = {
     schema: integer(0, 100_000),
   },
   GATEWAY_PUSH_HISTORY_TTL: { default: ms(DEFAULTS.pushHistoryTtlMs), schema: duration(false) },
+  // No default here: it follows GATEWAY_REDIS_CLUSTER (see loadConfig).
+  GATEWAY_PUSH_FANOUT: { schema: z.enum(["read", "routed"]) },
   GATEWAY_MAX_STREAMS_PER_SESSION: {
     default: String(DEFAULTS.maxStreamsPerSession),
     schema: integer(1, 1_000),
@@ -428,6 +436,14 @@ export function loadConfig(
     );
   }
 
+  const historyOff = v.GATEWAY_PUSH_HISTORY_SIZE === 0 || v.GATEWAY_PUSH_HISTORY_TTL === 0;
+  if (v.GATEWAY_PUSH_FANOUT === "routed" && historyOff) {
+    throw new ConfigError(
+      "GATEWAY_PUSH_FANOUT",
+      "routed needs push history on (GATEWAY_PUSH_HISTORY_SIZE and GATEWAY_PUSH_HISTORY_TTL not 0): a node subscribing a user closes the gap from history",
+    );
+  }
+
   return {
     ...redisToolConfigOf(v),
     signerKeyPath: v.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH!,
@@ -441,10 +457,11 @@ export function loadConfig(
     maxCommandPayloadBytes: v.GATEWAY_MAX_COMMAND_PAYLOAD_BYTES!,
     maxEventPayloadBytes: v.GATEWAY_MAX_EVENT_PAYLOAD_BYTES!,
     pushStreamQueueSize: v.GATEWAY_PUSH_STREAM_QUEUE_SIZE!,
-    pushHistory:
-      v.GATEWAY_PUSH_HISTORY_SIZE === 0 || v.GATEWAY_PUSH_HISTORY_TTL === 0
-        ? undefined
-        : { size: v.GATEWAY_PUSH_HISTORY_SIZE!, ttlMs: v.GATEWAY_PUSH_HISTORY_TTL! },
+    pushHistory: historyOff
+      ? undefined
+      : { size: v.GATEWAY_PUSH_HISTORY_SIZE!, ttlMs: v.GATEWAY_PUSH_HISTORY_TTL! },
+    pushFanout:
+      v.GATEWAY_PUSH_FANOUT ?? (v.GATEWAY_REDIS_CLUSTER && !historyOff ? "routed" : "read"),
     maxStreamsPerSession: v.GATEWAY_MAX_STREAMS_PER_SESSION!,
     maxPushStreams: v.GATEWAY_MAX_PUSH_STREAMS!,
     authUpstreamUrl: v.GATEWAY_AUTH_UPSTREAM_URL,

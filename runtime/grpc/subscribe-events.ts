@@ -182,12 +182,13 @@ export type SubscribeEventsMethodDeps = PushSessionDeps;
  * not read.
  *
  * @example
- * // As runtime/host/assemble.ts wires it: `clientEvents` is the client-events
- * // StreamReader, whose cursor is read as each stream registers.
+ * // As runtime/host/assemble.ts wires it when every node reads the ingress:
+ * // `clientEvents` is the client-events StreamReader, whose cursor is read as
+ * // each stream registers.
  * const subscribeEvents = createSubscribeEventsMethod({
  *   authenticate: createSubscribeEventsAuthenticator({ sessions, replay, clock, maxClockSkewMs }),
  *   sessions, hub, signer, clock, logger, resume,
- *   cursor: () => clientEvents.cursor(),
+ *   delivery: { cursor: () => clientEvents.cursor() },
  * });
  * // Mounted from the manifest (runtime/grpc/methods.ts), as runtime/host/components.ts does.
  * const server = createGrpcServer({ maxCommandPayloadBytes, interceptors: [pushStreamInterceptor] });

@@ -38,6 +38,11 @@ export interface HistoryRouterOptions {
   readonly count: number;
   readonly logger: Logger;
   readonly metrics?: Pick<Metrics, "historyEntriesRouted">;
+  /**
+   * Routed fan-out (§13): also publish each event written on its user's
+   * events channel, in the same script. Absent: history only.
+   */
+  readonly publish?: boolean;
   /** How long the lease lasts unrenewed, in ms (default 3000). */
   readonly leaseMs?: number;
   /** How often the lease is renewed or tried, in ms (default 1000). */
@@ -143,8 +148,11 @@ class LeasedRouter implements HistoryRouter {
       // may have lost it): then only from now on, by the Redis clock that
       // stamps new entries.
       const [last] = await this.redis.xrevrange(clientEventsStream, "+", "-", "COUNT", 1);
+      // With no entry, history is complete for every entry added from now
+      // on: the floor is just before the ingress master's clock, which stamps
+      // their ids.
       position = last?.[0] ?? "0-0";
-      floor = last?.[0] ?? (await redisNow(this.redis));
+      floor = last?.[0] ?? justBefore(await ingressClock(this.redis, clientEventsStream));
       await this.redis.hset(this.stateKey, "position", position, "floor", floor);
       logger.info(
         `history router state created: routing after ${position}, history complete from ${floor}`,
@@ -211,18 +219,18 @@ class LeasedRouter implements HistoryRouter {
     const { keyspace, history, maxPayloadBytes, metrics } = this.options;
     let previous = this.routed;
     let events = 0;
-    /** Per history key: the floor if the call creates it, then the events' arguments. */
+    /** Per user: the floor if the call creates the history, then the events' arguments. */
     const calls = new Map<string, (string | number | Buffer)[]>();
     for (const entry of entries) {
       const parsed = parseClientEvent(entry, { maxPayloadBytes });
       if (parsed.ok) {
-        const key = keyspace.historyKey(parsed.event.userId);
-        let args = calls.get(key);
+        const { userId } = parsed.event;
+        let args = calls.get(userId);
         if (args === undefined) {
           // No event of this user lies between the entry routed just before
           // and its first one here.
           args = [history.size, history.ttlMs, previous];
-          calls.set(key, args);
+          calls.set(userId, args);
         }
         const fields: Buffer[] = [];
         for (const name of KEPT_FIELDS) {
@@ -235,7 +243,15 @@ class LeasedRouter implements HistoryRouter {
       previous = entry.id;
     }
     const results = await Promise.all(
-      [...calls].map(([key, args]) => this.redis.historyAppend(key, ...args)),
+      [...calls].map(([userId, args]) =>
+        this.options.publish === true
+          ? this.redis.historyAppendPublish(
+              keyspace.historyKey(userId),
+              keyspace.eventsChannel(userId),
+              ...args,
+            )
+          : this.redis.historyAppend(keyspace.historyKey(userId), ...args),
+      ),
     );
     const outOfOrder = results.reduce((sum, [, late]) => sum + late, 0);
     if (outOfOrder > 0) {
@@ -248,7 +264,7 @@ class LeasedRouter implements HistoryRouter {
 
   /** Entries vanished before they were routed: history is complete only from now. */
   private async raiseFloor(reason: string): Promise<void> {
-    const floor = await redisNow(this.redis);
+    const floor = justBefore(await ingressClock(this.redis, this.options.clientEventsStream));
     await this.redis.hset(this.stateKey, "floor", floor);
     this.options.logger.warn(
       `history router: ${reason}; events in the gap are not in history, resumes from before ${floor} are not recovered`,
@@ -256,8 +272,20 @@ class LeasedRouter implements HistoryRouter {
   }
 }
 
-/** The Redis server's clock as a stream id (`<ms>-0`). */
-async function redisNow(redis: RedisClient): Promise<string> {
-  const [seconds, micros] = await redis.time();
+/**
+ * The clock of the Redis that holds the ingress stream (on a cluster, its
+ * slot's master: the clock that stamps its entry ids), as a stream id `<ms>-0`.
+ */
+async function ingressClock(redis: RedisClient, stream: string): Promise<string> {
+  const [seconds, micros] = (await redis.eval("return redis.call('TIME')", 1, stream)) as [
+    string,
+    string,
+  ];
   return `${Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)}-0`;
+}
+
+/** The last id before `<ms>-0`: reading after it reads every id from `<ms>-0` on. */
+function justBefore(id: string): string {
+  const ms = BigInt(id.slice(0, id.indexOf("-")));
+  return ms === 0n ? "0-0" : `${ms - 1n}-18446744073709551615`;
 }

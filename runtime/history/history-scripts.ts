@@ -21,34 +21,58 @@
  */
 import type { Cluster, Redis } from "ioredis";
 
+/** Lua: `info_field(key, name)` reads one field of the stream's `XINFO STREAM` reply. */
+const INFO_FIELD = `
+local function info_field(key, name)
+  local info = redis.call('XINFO', 'STREAM', key)
+  for j = 1, #info, 2 do
+    if info[j] == name then return info[j + 1] end
+  end
+end
+`;
+
 /**
- * `KEYS[1]` history stream; `ARGV`: size, ttl ms, floor when created, then
- * for each event in ingress order: its id, its field count × 2, its
- * field/value pairs. One call per user per routed batch, so the user's events
- * arrive in order even when a cluster redirects commands (redirected commands
- * can overtake each other). Returns `{written, outOfOrder}`: an id already
- * there (a retried write) counts in neither.
+ * `KEYS[1]` history stream, `KEYS[2]` (routed fan-out only) the user's events
+ * channel; `ARGV`: size, ttl ms, floor when created, then for each event in
+ * ingress order: its id, its field count × 2, its field/value pairs. One call
+ * per user per routed batch, so the user's events arrive in order even when a
+ * cluster redirects commands (redirected commands can overtake each other).
+ * Returns `{written, outOfOrder}`: an id already there (a retried write)
+ * counts in neither.
+ *
+ * With a channel, each event written is also published there (`SPUBLISH`:
+ * the channel shares the history's hash tag, so its shard) in the same atomic
+ * step, so an event is in the history exactly when it was published: a node
+ * that subscribed before reading the history misses nothing. Each message
+ * names the id written before it in this history (`prev`), so a subscriber
+ * sees any message it did not get; an event that cannot go in (below the top)
+ * publishes a gap message instead (the layout: `runtime/push/routed-message.ts`).
  */
-const APPEND = `
+const APPEND = `${INFO_FIELD}
 local key = KEYS[1]
+local channel = KEYS[2]
 local size = tonumber(ARGV[1])
 local created = redis.call('EXISTS', key) == 0
 local written, outOfOrder = 0, 0
+local prev
+if channel then
+  if created then
+    prev = ARGV[3]
+  else
+    local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+    prev = top and top[1] or info_field(key, 'last-generated-id')
+  end
+end
 local i = 4
 while i <= #ARGV do
   local id = ARGV[i]
   local count = tonumber(ARGV[i + 1])
   local added = redis.pcall('XADD', key, id, unpack(ARGV, i + 2, i + 1 + count))
-  i = i + 2 + count
   if type(added) == 'table' and added.err then
     if #redis.call('XRANGE', key, id, id) == 0 then
-      local info = redis.call('XINFO', 'STREAM', key)
-      local last
-      for j = 1, #info, 2 do
-        if info[j] == 'last-generated-id' then last = info[j + 1] end
-      end
-      redis.call('XSETID', key, last, 'MAXDELETEDID', id)
+      redis.call('XSETID', key, info_field(key, 'last-generated-id'), 'MAXDELETEDID', id)
       outOfOrder = outOfOrder + 1
+      if channel then redis.call('SPUBLISH', channel, 'g' .. id .. '\\0') end
     end
   else
     if created and ARGV[3] ~= '0-0' then
@@ -56,7 +80,17 @@ while i <= #ARGV do
     end
     created = false
     written = written + 1
+    if channel then
+      local parts = {'e', prev, '\\0', id, '\\0'}
+      for j = i + 2, i + 1 + count do
+        parts[#parts + 1] = struct.pack('>I4', #ARGV[j])
+        parts[#parts + 1] = ARGV[j]
+      end
+      redis.call('SPUBLISH', channel, table.concat(parts))
+      prev = id
+    end
   end
+  i = i + 2 + count
 end
 local length = redis.call('XLEN', key)
 if length > size then
@@ -85,6 +119,41 @@ if ARGV[1] ~= '0-0' then
 end
 redis.call('PEXPIRE', key, ARGV[2])
 return 1
+`;
+
+/**
+ * `KEYS[1]` history stream; `ARGV`: floor when created, ttl ms, the id to
+ * read after (empty: none), count. The seam of a stream under routed fan-out,
+ * run once its node subscribed the user's channel: keeps the history alive,
+ * creates a missing one empty and complete after the floor given (the
+ * router's position, read after subscribing), and returns
+ * `{created, floor, top, entries}` — `top` the id of the last event written
+ * (every later event reaches the subscriber), `entries` the first page after
+ * the id given, up to `top`.
+ */
+const SEAM = `
+local key = KEYS[1]
+local created = 0
+if redis.call('EXISTS', key) == 0 then
+  redis.call('XGROUP', 'CREATE', key, 'touch', '$', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', key, 'touch')
+  if ARGV[1] ~= '0-0' then
+    redis.call('XSETID', key, ARGV[1], 'MAXDELETEDID', ARGV[1])
+  end
+  created = 1
+end
+redis.call('PEXPIRE', key, ARGV[2])
+local info = redis.call('XINFO', 'STREAM', key)
+local floor, top
+for j = 1, #info, 2 do
+  if info[j] == 'max-deleted-entry-id' then floor = info[j + 1] end
+  if info[j] == 'last-generated-id' then top = info[j + 1] end
+end
+local entries = {}
+if ARGV[3] ~= '' then
+  entries = redis.call('XRANGE', key, '(' .. ARGV[3], top, 'COUNT', ARGV[4])
+end
+return {created, floor, top, entries}
 `;
 
 /**
@@ -147,6 +216,18 @@ return 0
 /** The history commands, as methods on a client that {@link withHistoryScripts} prepared. */
 export interface HistoryCommands {
   historyAppend(key: string, ...args: (string | number | Buffer)[]): Promise<[number, number]>;
+  historyAppendPublish(
+    key: string,
+    channel: string,
+    ...args: (string | number | Buffer)[]
+  ): Promise<[number, number]>;
+  historySeamBuffer(
+    key: string,
+    floor: string,
+    ttlMs: number,
+    after: string,
+    count: number,
+  ): Promise<[number, Buffer, Buffer, [Buffer, Buffer[]][]]>;
   historyTouch(key: string, floor: string, ttlMs: number): Promise<number>;
   historyReadBuffer(
     key: string,
@@ -161,6 +242,7 @@ export interface HistoryCommands {
 
 const SCRIPTS: Readonly<Record<string, string>> = {
   historyAppend: APPEND,
+  historySeam: SEAM,
   historyTouch: TOUCH,
   historyRead: READ,
   historyAdvance: ADVANCE,
@@ -178,6 +260,7 @@ export function withHistoryScripts<T extends Redis | Cluster>(redis: T): T & His
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       redis.defineCommand(name, { numberOfKeys: 1, lua });
     }
+    redis.defineCommand("historyAppendPublish", { numberOfKeys: 2, lua: APPEND });
   }
   return target as T & HistoryCommands;
 }

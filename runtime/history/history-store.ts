@@ -9,7 +9,7 @@ import type { RedisClient } from "../redis/connection.js";
 import type { Keyspace } from "../redis/keyspace.js";
 import type { StreamEntry } from "../streams/stream-reader.js";
 import { withHistoryScripts } from "./history-scripts.js";
-import type { ResumeSources } from "./resume.js";
+import type { ResumeSources, RoutedSources } from "./resume.js";
 
 /** What the history store needs. */
 export interface HistoryStoreOptions {
@@ -22,7 +22,7 @@ export interface HistoryStoreOptions {
 }
 
 /** Per-user history as subscribing nodes use it. */
-export interface HistoryStore extends ResumeSources {
+export interface HistoryStore extends ResumeSources, RoutedSources {
   /**
    * Keeps the users' histories alive; a missing one is created empty and
    * complete after `position` (the node's live position: every later event of
@@ -50,6 +50,21 @@ export function createHistoryStore(options: HistoryStoreOptions): HistoryStore {
       const reply = await redis.historyReadBuffer(keyspace.historyKey(userId), first, last, count);
       if (reply[0] === 0) return undefined;
       return { floor: reply[1].toString(), entries: reply[2].map(entryOf) };
+    },
+    async seam(userId, floor, after, count) {
+      const [created, floorId, top, entries] = await redis.historySeamBuffer(
+        keyspace.historyKey(userId),
+        floor,
+        ttlMs,
+        after,
+        count,
+      );
+      return {
+        created: created === 1,
+        floor: floorId.toString(),
+        top: top.toString(),
+        entries: entries.map(entryOf),
+      };
     },
     async ingressRange(first, last, count) {
       const reply = await redis.xrangeBuffer(clientEventsStream, first, last, "COUNT", count);
@@ -80,7 +95,8 @@ export function entryOf([id, flat]: [Buffer, Buffer[]]): StreamEntry {
 export function keepHistoriesAlive(options: {
   readonly store: HistoryStore;
   readonly users: () => readonly string[];
-  readonly position: () => string;
+  /** Where a missing history is complete from (the node's live position, or the router's). */
+  readonly position: () => string | Promise<string>;
   readonly intervalMs: number;
   readonly logger: Logger;
 }): () => void {
@@ -94,7 +110,9 @@ export function keepHistoriesAlive(options: {
     for (let index = 0; index < ids.length; index += 1000)
       batches.push(ids.slice(index, index + 1000));
     void (async () => {
-      for (const batch of batches) await store.touch(batch, position());
+      if (ids.length === 0) return;
+      const from = await position();
+      for (const batch of batches) await store.touch(batch, from);
     })()
       .catch((error: Error) => logger.debug(`history keep-alive failed: ${error.message}`))
       .finally(() => {

@@ -22,10 +22,12 @@ export interface HistoryTaskOptions {
   readonly count: number;
   /** Users with open streams on this node. */
   readonly users: () => readonly string[];
-  /** This node's live position (its client-events cursor). */
-  readonly position: () => string;
+  /** Where a missing history is complete from: this node's client-events cursor, or the router's position. */
+  readonly position: () => string | Promise<string>;
   readonly logger: Logger;
   readonly metrics?: Pick<Metrics, "historyEntriesRouted">;
+  /** Routed fan-out: the router also publishes each event on its user's channel. */
+  readonly publish?: boolean;
 }
 
 /** The oldest Redis that keeps a stream's `max-deleted-entry-id`, which history's floor is. */

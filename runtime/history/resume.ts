@@ -47,6 +47,28 @@ export interface ResumeSources {
   ingressRange(first: string, last: string, count: number): Promise<readonly StreamEntry[]>;
 }
 
+/** The seam of a stream under routed fan-out, as one script on the user's history reads it. */
+export interface SeamReply {
+  /** The history was missing and is now created, empty and complete after the floor given. */
+  readonly created: boolean;
+  /** History is complete for every id after this one. */
+  readonly floor: string;
+  /** The id of the last event written: every later one reaches the subscribed node. */
+  readonly top: string;
+  /** The first page after the id asked for, up to `top`. */
+  readonly entries: readonly StreamEntry[];
+}
+
+/** Where a stream's seam comes from under routed fan-out. */
+export interface RoutedSources extends Pick<ResumeSources, "routerState" | "historyPage"> {
+  /**
+   * Keeps the user's history alive (creating it, complete after `floor`, when
+   * missing) and reads its floor, its top and the first page after `after`
+   * (none when empty).
+   */
+  seam(userId: string, floor: string, after: string, count: number): Promise<SeamReply>;
+}
+
 /** Whose stream resumes. */
 export interface ResumeTarget {
   readonly userId: string;
@@ -169,6 +191,82 @@ export async function planResume(
   };
 }
 
+/** Where a stream under routed fan-out starts, and what it replays first. */
+export interface RoutedSeam {
+  /** The bootstrap's `event_id`: L when recovered, else where live delivery continues from. */
+  readonly bootstrapId: string;
+  readonly replay: AsyncIterable<ClientEvent> | undefined;
+  /** Live events at or before this id are in the replay or before the stream: skip them. */
+  readonly skipThrough: string;
+  /** For a resume: whether it recovered. */
+  readonly recovered?: boolean;
+  /** For the debug log. */
+  readonly detail: string;
+}
+
+/**
+ * The seam of a stream under routed fan-out (§13), planned once its node has
+ * subscribed the user's channel: every event written to the user's history
+ * after that reaches the node, and the seam script reads the history's top
+ * after it, so live events above the top and the history up to it meet with
+ * neither gap nor overlap. A fresh stream starts at the top. A resume from L
+ * (`lastEventId`) is recovered when the history is complete after L (L at or
+ * after the router's floor and the history's) and L is not beyond what was
+ * routed (the top, or the router's position read before the seam: every
+ * event up to it was written); it then replays the history in (L, top].
+ * Throws when Redis cannot say (the stream must not start).
+ */
+export async function planRoutedSeam(
+  lastEventId: string,
+  target: ResumeTarget,
+  sources: RoutedSources,
+  limits: ResumeLimits,
+): Promise<RoutedSeam> {
+  const router = await sources.routerState();
+  if (router === undefined) throw new Error("no history router has run yet");
+  const seam = await sources.seam(target.userId, router.position, lastEventId, limits.pageSize);
+  const { top } = seam;
+  // Every event up to the router's position was written before the seam
+  // read the top, so none of this user's lies between the top and it; and
+  // what lies before the router's floor may be lost: the stream starts after
+  // the latest of the three, and skips live events up to it.
+  const live = maxId(maxId(top, router.position), router.floor);
+  if (lastEventId === "") {
+    return { bootstrapId: live, replay: undefined, skipThrough: live, detail: "fresh" };
+  }
+  const reason =
+    compareIds(lastEventId, router.floor) < 0
+      ? `history starts at ${router.floor}, after ${lastEventId}`
+      : compareIds(lastEventId, seam.floor) < 0
+        ? seam.created
+          ? "the user has no history (expired or lost)"
+          : `the user's history was trimmed past ${lastEventId} (floor ${seam.floor})`
+        : compareIds(lastEventId, live) > 0
+          ? `${lastEventId} is after everything routed (${live})`
+          : undefined;
+  if (reason !== undefined) {
+    // Never L: L = live passes every check above.
+    return {
+      bootstrapId: live,
+      replay: undefined,
+      skipThrough: live,
+      recovered: false,
+      detail: reason,
+    };
+  }
+  const replay =
+    compareIds(lastEventId, top) < 0
+      ? replayHistory(lastEventId, top, seam, target, sources, limits)
+      : undefined;
+  return {
+    bootstrapId: lastEventId,
+    replay,
+    skipThrough: maxId(top, lastEventId),
+    recovered: true,
+    detail: `history through ${top}`,
+  };
+}
+
 /**
  * The target's events in (after, upTo] read from the ingress stream. The entry
  * at `after` must still be there (or `after` be `0-0`): the stream is trimmed
@@ -209,7 +307,7 @@ async function* replayHistory(
   upTo: string,
   first: HistoryPage | undefined,
   target: ResumeTarget,
-  sources: ResumeSources,
+  sources: Pick<ResumeSources, "historyPage">,
   limits: ResumeLimits,
 ): AsyncGenerator<ClientEvent> {
   let page = first;

@@ -18,20 +18,27 @@ import { type GrpcService, gatewayServices } from "../grpc/methods.js";
 import { createSubscribeEventsMethod } from "../grpc/subscribe-events.js";
 import { createHistoryStore, type HistoryStore } from "../history/history-store.js";
 import { createHistoryTask } from "../history/history-task.js";
+import type { ResumeLimits } from "../history/resume.js";
 import { createHttpAuthUpstream } from "../http/auth-upstream.js";
 import type { ExecuteCommandHandler } from "../http/connect.js";
 import { createPublicHttpApp, toNodeListener } from "../http/public.js";
 import { createPushHub, type PushHub } from "../push/push-hub.js";
 import type { PushResume, PushSessionDeps } from "../push/push-session.js";
 import { recheckOpenStreams } from "../push/session-recheck.js";
-import { redisModeOf } from "../redis/connection.js";
+import { createUserChannels, type UserChannels } from "../push/user-channels.js";
+import { connectSubscriber, redisModeOf } from "../redis/connection.js";
 import { createKeyspace } from "../redis/keyspace.js";
 import { createRedisReplayStore } from "../redis/replay-store.js";
 import { type CachedSessionStore, createRedisSessionStore } from "../redis/session-store.js";
-import { createClientEventsHandler } from "../streams/client-events.js";
+import { type ClientEvent, createClientEventsHandler } from "../streams/client-events.js";
 import { createSessionEventsHandler } from "../streams/session-events.js";
-import { createStreamReader, type StreamReader } from "../streams/stream-reader.js";
 import {
+  createStreamReader,
+  type StreamEntry,
+  type StreamReader,
+} from "../streams/stream-reader.js";
+import {
+  type BackgroundTask,
   type ComponentContext,
   type CoreComponent,
   createCoreComponent,
@@ -97,8 +104,9 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
       ttlMs: config.pushHistory?.ttlMs ?? 0,
     }),
   );
+  const channels = once(() => createNodeUserChannels(options, core, hub));
   const readers = createReadersComponent(options, () =>
-    createReaders(options, core, hub, sessionStore(), historyStore()),
+    createReaders(options, core, hub, sessionStore(), historyStore(), channels),
   );
   // One push session pipeline for SubscribeEvents, whichever listener a call arrives on.
   const pushSessionDeps = once(() =>
@@ -106,7 +114,7 @@ export function assembleGateway(options: AssembleOptions): AssembledGateway {
       options,
       hub,
       handlerPorts(),
-      readers.clientEvents(),
+      deliveryOf(options, readers.clientEvents(), historyStore(), channels),
       pushResume(options, historyStore()),
     ),
   );
@@ -184,8 +192,10 @@ function once<T>(build: () => T): () => T {
 }
 
 /**
- * Both stream readers, and the history task when history is on (it follows
- * the client-events reader's position).
+ * The session-events reader; the client-events reader unless fan-out is
+ * routed; the history task when history is on (it follows the client-events
+ * reader's position, or publishes to the users' channels when routed), and
+ * the user channels' shutdown.
  */
 function createReaders(
   options: AssembleOptions,
@@ -193,28 +203,101 @@ function createReaders(
   hub: PushHub,
   sessions: CachedSessionStore,
   history: HistoryStore,
+  channels: () => UserChannels,
 ): ReturnType<Parameters<typeof createReadersComponent>[1]> {
   const { config, logger, metrics } = options;
-  const clientEvents = createClientEventsReader(options, core, hub);
-  return [
-    createSessionEventsReader(options, core, hub, sessions),
-    clientEvents,
-    config.pushHistory === undefined
-      ? undefined
-      : createHistoryTask({
-          redis: core.redis(),
-          store: history,
-          keyspace: createKeyspace(config.redis.keyPrefix),
-          clientEventsStream: config.clientEventsStream,
-          history: config.pushHistory,
-          maxPayloadBytes: config.maxEventPayloadBytes,
-          count: readerBatch(config.pushStreamQueueSize),
-          users: () => hub.openUserIds(),
-          position: () => clientEvents.cursor(),
-          logger,
-          metrics,
+  const routed = config.pushFanout === "routed";
+  const clientEvents = routed ? undefined : createClientEventsReader(options, core, hub);
+  const tasks: BackgroundTask[] = [];
+  if (config.pushHistory !== undefined) {
+    tasks.push(
+      createHistoryTask({
+        redis: core.redis(),
+        store: history,
+        keyspace: createKeyspace(config.redis.keyPrefix),
+        clientEventsStream: config.clientEventsStream,
+        history: config.pushHistory,
+        maxPayloadBytes: config.maxEventPayloadBytes,
+        count: readerBatch(config.pushStreamQueueSize),
+        publish: routed,
+        users: () => hub.openUserIds(),
+        position:
+          clientEvents === undefined ? () => routerPosition(history) : () => clientEvents.cursor(),
+        logger,
+        metrics,
+      }),
+    );
+  }
+  if (routed) tasks.push({ start: async () => {}, stop: () => channels().stop() });
+  return [createSessionEventsReader(options, core, hub, sessions), clientEvents, tasks];
+}
+
+/** The router's position: where a history created now is complete from, under routed fan-out. */
+async function routerPosition(history: HistoryStore): Promise<string> {
+  const state = await history.routerState();
+  if (state === undefined) throw new Error("no history router has run yet");
+  return state.position;
+}
+
+/** Where each push stream's live delivery continues from (§7, §13). */
+function deliveryOf(
+  { config }: ComponentContext,
+  clientEvents: StreamReader | undefined,
+  history: HistoryStore,
+  channels: () => UserChannels,
+): PushSessionDeps["delivery"] {
+  // Read at registration: where live delivery continues from.
+  if (clientEvents !== undefined) return { cursor: () => clientEvents.cursor() };
+  const userChannels = channels();
+  return {
+    routed: {
+      acquire: (userId) => userChannels.acquire(userId),
+      sources: history,
+      limits: resumeLimits(config),
+    },
+  };
+}
+
+/**
+ * The user channels of routed fan-out (§13): a subscriber connection of its
+ * own, opened with the first subscription; each event is signed once and
+ * handed to the hub, as the client-events reader does.
+ */
+function createNodeUserChannels(
+  { config, logger, metrics, clock }: AssembleOptions,
+  core: CoreComponent,
+  hub: PushHub,
+): UserChannels {
+  return createUserChannels({
+    connect: (onLost) => connectSubscriber(core.redis(), onLost),
+    keyspace: createKeyspace(config.redis.keyPrefix),
+    deliver: signedDelivery(core, hub, clock),
+    interrupt: (userId) => (userId === undefined ? hub.interruptAll() : hub.interruptUser(userId)),
+    maxPayloadBytes: config.maxEventPayloadBytes,
+    idleMs: 10_000,
+    metrics,
+    logger,
+  });
+}
+
+/** Hands a client event to the hub, signed at most once and only if some stream wants it. */
+function signedDelivery(
+  core: CoreComponent,
+  hub: PushHub,
+  clock: Clock,
+): (event: ClientEvent) => number {
+  return (event) =>
+    hub.publish(
+      () =>
+        signEvent(core.signer(), {
+          eventId: event.eventId,
+          eventType: event.eventType,
+          requestId: event.requestId,
+          timestampMs: clock.now(),
+          payload: event.payload,
         }),
-  ];
+      { userId: event.userId, deviceSessionId: event.deviceSessionId },
+    );
 }
 
 /** The stateless handlers' ports over the started Redis, and the ExecuteCommand handler built on them. */
@@ -279,7 +362,7 @@ function createPushSessionDeps(
   { config, logger, metrics }: AssembleOptions,
   hub: PushHub,
   handlerPorts: HandlerPorts,
-  clientEvents: StreamReader,
+  delivery: PushSessionDeps["delivery"],
   resume: PushResume,
 ): PushSessionDeps {
   const { executeCommand: _executeCommand, ...ports } = handlerPorts;
@@ -290,8 +373,7 @@ function createPushSessionDeps(
       maxClockSkewMs: config.maxClockSkewMs,
     }),
     hub,
-    // Read at registration: where live delivery continues from.
-    cursor: () => clientEvents.cursor(),
+    delivery,
     resume,
     metrics,
     logger,
@@ -302,12 +384,7 @@ function createPushSessionDeps(
 function pushResume({ config, logger }: ComponentContext, store: HistoryStore): PushResume {
   return {
     sources: store,
-    limits: {
-      historyOn: config.pushHistory !== undefined,
-      maxPayloadBytes: config.maxEventPayloadBytes,
-      maxIngressScan: 10_000,
-      pageSize: readerBatch(config.pushStreamQueueSize),
-    },
+    limits: resumeLimits(config),
     ...(config.pushHistory === undefined
       ? {}
       : {
@@ -317,6 +394,16 @@ function pushResume({ config, logger }: ComponentContext, store: HistoryStore): 
             });
           },
         }),
+  };
+}
+
+/** What a resume may read (§12). */
+function resumeLimits(config: ComponentContext["config"]): ResumeLimits {
+  return {
+    historyOn: config.pushHistory !== undefined,
+    maxPayloadBytes: config.maxEventPayloadBytes,
+    maxIngressScan: 10_000,
+    pageSize: readerBatch(config.pushStreamQueueSize),
   };
 }
 
@@ -370,23 +457,15 @@ function createClientEventsReader(
     skipPastTrimmedGap: true,
     logger,
     metrics,
-    onEntries: createClientEventsHandler({
-      deliver: (event) =>
-        hub.publish(
-          () =>
-            signEvent(core.signer(), {
-              eventId: event.eventId,
-              eventType: event.eventType,
-              requestId: event.requestId,
-              timestampMs: clock.now(),
-              payload: event.payload,
-            }),
-          { userId: event.userId, deviceSessionId: event.deviceSessionId },
-        ),
+    onEntries: countedAsReceived(
       metrics,
-      logger,
-      maxPayloadBytes: config.maxEventPayloadBytes,
-    }),
+      createClientEventsHandler({
+        deliver: signedDelivery(core, hub, clock),
+        metrics,
+        logger,
+        maxPayloadBytes: config.maxEventPayloadBytes,
+      }),
+    ),
     onGap: (gap) => {
       // Entries trimmed before this node read them were never delivered: end
       // the streams open now, so their devices resume and learn whether
@@ -398,6 +477,17 @@ function createClientEventsReader(
       );
     },
   });
+}
+
+/** `handle`, counting each ingress entry as received (every node reads them all under fan-out `read`). */
+function countedAsReceived(
+  metrics: ComponentContext["metrics"],
+  handle: (entries: readonly StreamEntry[]) => void,
+): (entries: readonly StreamEntry[]) => void {
+  return (entries) => {
+    metrics?.pushEventsReceived.inc({ via: "ingress" }, entries.length);
+    handle(entries);
+  };
 }
 
 /** Entries read per XREAD: the queue size, at most 128. */

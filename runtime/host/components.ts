@@ -114,37 +114,47 @@ export interface BackgroundTask {
 }
 
 /**
- * Both stream readers, and the history tasks when history is on; built when
- * they start, since they need the Redis client.
+ * The stream readers — session events, and client events unless fan-out is
+ * routed — and the background tasks (history); built when they start, since
+ * they need the Redis client.
  */
 export function createReadersComponent(
   context: ComponentContext,
   build: () => readonly [
     sessionEvents: StreamReader,
-    clientEvents: StreamReader,
-    history?: BackgroundTask,
+    clientEvents: StreamReader | undefined,
+    background: readonly BackgroundTask[],
   ],
-): Component & { readonly clientEvents: () => StreamReader } {
+): Component & { readonly clientEvents: () => StreamReader | undefined } {
   let readers: readonly StreamReader[] = [];
-  let history: BackgroundTask | undefined;
+  let clientEventsReader: StreamReader | undefined;
+  let tasks: readonly BackgroundTask[] = [];
   return {
     stopped: "stream readers stopped",
     shutdownStep: 2,
     async start() {
       const [sessionEvents, clientEvents, background] = build();
-      readers = [sessionEvents, clientEvents];
-      await sessionEvents.start();
-      await clientEvents.start();
+      clientEventsReader = clientEvents;
+      readers = clientEvents === undefined ? [sessionEvents] : [sessionEvents, clientEvents];
+      for (const reader of readers) await reader.start();
+      const { sessionEventsStream, clientEventsStream } = context.config;
       context.logger.info(
-        `stream readers started: ${context.config.sessionEventsStream} from ${sessionEvents.cursor()}, ${context.config.clientEventsStream} from ${clientEvents.cursor()}`,
+        `stream readers started: ${sessionEventsStream} from ${sessionEvents.cursor()}, ${
+          clientEvents === undefined
+            ? `${clientEventsStream} routed to users' channels (fan-out routed)`
+            : `${clientEventsStream} from ${clientEvents.cursor()}`
+        }`,
       );
-      history = background;
-      await history?.start();
+      tasks = background;
+      for (const task of tasks) await task.start();
     },
     async stop() {
-      await Promise.all([...readers.map((reader) => reader.stop()), history?.stop()]);
+      await Promise.all([
+        ...readers.map((reader) => reader.stop()),
+        ...tasks.map((task) => task.stop()),
+      ]);
     },
-    clientEvents: () => defined(readers[1], "client events reader"),
+    clientEvents: () => clientEventsReader,
   };
 }
 

@@ -95,6 +95,8 @@ export interface PushHub {
    * whether they can be recovered. Returns how many ended.
    */
   interruptAll(): number;
+  /** {@link interruptAll} for the streams of one user. */
+  interruptUser(userId: string): number;
   /** Open streams right now. */
   readonly size: number;
   /**
@@ -140,6 +142,7 @@ export function createPushHub(options: PushHubOptions): PushHub {
     openSessionIds: () => hub.openSessionIds(),
     openUserIds: () => hub.openUserIds(),
     interruptAll: () => hub.interruptAll(),
+    interruptUser: (userId) => hub.interruptUser(userId),
     get size() {
       return hub.size;
     },
@@ -275,7 +278,15 @@ class StreamHub implements StreamRegistry {
   }
 
   interruptAll(): number {
-    const streams = [...this.live].filter((stream) => stream.isRegistered);
+    return this.interrupt([...this.live]);
+  }
+
+  interruptUser(userId: string): number {
+    return this.interrupt([...(this.byUser.get(userId) ?? [])]);
+  }
+
+  private interrupt(candidates: readonly HubStream[]): number {
+    const streams = candidates.filter((stream) => stream.isRegistered);
     for (const stream of streams) this.end(stream, terminalError("interrupted"), "interrupted");
     return streams.length;
   }

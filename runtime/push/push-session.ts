@@ -22,9 +22,11 @@ import {
 import {
   HistoryTrimmedError,
   planResume,
+  planRoutedSeam,
   type ResumeLimits,
   type ResumePlan,
   type ResumeSources,
+  type RoutedSources,
 } from "../history/resume.js";
 import { compareIds } from "../streams/stream-ids.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -53,6 +55,18 @@ export interface PushResume {
   readonly touch?: (userId: string, position: string) => void;
 }
 
+/**
+ * Routed fan-out (§13): the node takes each user's events from the user's
+ * channel, subscribed while the user has streams here, and each stream's seam
+ * from the user's history.
+ */
+export interface RoutedDelivery {
+  /** Subscribes the user's channel; resolves once subscribed, with the release. */
+  acquire(userId: string): Promise<() => void>;
+  readonly sources: RoutedSources;
+  readonly limits: ResumeLimits;
+}
+
 /** What a push session needs. */
 export interface PushSessionDeps {
   /** Shape checks and §5 authentication (`createSubscribeEventsAuthenticator`). */
@@ -62,8 +76,11 @@ export interface PushSessionDeps {
   readonly hub: PushHub;
   readonly signer: ResponseSigner;
   readonly clock: Clock;
-  /** The node's client-events cursor: where live delivery continues from. */
-  readonly cursor: () => string;
+  /**
+   * Where live delivery continues from: the node's client-events cursor
+   * (every node reads the ingress), or per user under routed fan-out.
+   */
+  readonly delivery: { readonly cursor: () => string } | { readonly routed: RoutedDelivery };
   /** Absent: a resume recovers only at the live position itself. */
   readonly resume?: PushResume;
   readonly metrics?: Pick<Metrics, "pushResumes">;
@@ -88,8 +105,10 @@ export async function* runPushSession(
   const signal = transport === undefined ? callSignal : untilClosed(callSignal, transport);
   const session = await deps.authenticate(request);
   const stream = hub.open(session);
+  const { delivery } = deps;
   // Read in the same turn as registering: the queue holds exactly the events after it.
-  const position = deps.cursor();
+  const position = "cursor" in delivery ? delivery.cursor() : undefined;
+  let unsubscribe: (() => void) | undefined;
 
   if (transport !== undefined) stream.onReset(() => transport.reset());
   const endSignals = [signal, stream.ended];
@@ -101,9 +120,13 @@ export async function* runPushSession(
 
   try {
     if (signal.aborted) return;
+    if ("routed" in delivery) unsubscribe = await subscribeUser(delivery.routed, stream);
     await recheckSession(deps, stream);
-    const { bootstrapId, replay, skipThrough } = await resumeOf(deps, request, stream, position);
-    deps.resume?.touch?.(stream.userId, position);
+    const { bootstrapId, replay, skipThrough } =
+      position === undefined
+        ? await routedSeamOf(deps, request, stream)
+        : await resumeOf(deps, request, stream, position);
+    if (position !== undefined) deps.resume?.touch?.(stream.userId, position);
     yield bootstrapEvent(deps.signer, {
       cursor: bootstrapId,
       requestId: request.requestId,
@@ -133,8 +156,12 @@ export async function* runPushSession(
     throw failure;
   } finally {
     unwatch?.();
-    if (transport === undefined) stream.release();
-    else void transport.closed.then(() => stream.release());
+    const release = () => {
+      stream.release();
+      unsubscribe?.();
+    };
+    if (transport === undefined) release();
+    else void transport.closed.then(release);
   }
 }
 
@@ -143,6 +170,57 @@ function untilClosed(signal: AbortSignal, transport: PushTransport): AbortSignal
   const closed = new AbortController();
   void transport.closed.then(() => closed.abort());
   return AbortSignal.any([signal, closed.signal]);
+}
+
+/** Subscribes the stream's user; a stream that cannot be fed fails at once. */
+async function subscribeUser(routed: RoutedDelivery, stream: PushStream): Promise<() => void> {
+  try {
+    return await routed.acquire(stream.userId);
+  } catch {
+    const error = outcomeError(OUTCOMES.deliveryUnavailable);
+    stream.fail(error);
+    throw error;
+  }
+}
+
+/** Under routed fan-out: the stream's seam (§13), and for a resume the §12 outcome. */
+async function routedSeamOf(
+  deps: PushSessionDeps,
+  request: SubscribeEventsInput,
+  stream: PushStream,
+): Promise<{
+  bootstrapId: string;
+  replay?: AsyncIterable<{
+    eventId: string;
+    eventType: string;
+    requestId: string;
+    payload: Uint8Array;
+  }>;
+  skipThrough?: string;
+}> {
+  const { routed } = deps.delivery as { routed: RoutedDelivery };
+  const target = { userId: stream.userId, deviceSessionId: stream.deviceSessionId };
+  let seam: Awaited<ReturnType<typeof planRoutedSeam>>;
+  try {
+    seam = await planRoutedSeam(request.lastEventId, target, routed.sources, routed.limits);
+  } catch (error) {
+    deps.logger.debug(
+      `push stream seam failed (user ${stream.userId}): ${(error as Error).message}`,
+    );
+    const failure = outcomeError(OUTCOMES.deliveryUnavailable);
+    stream.fail(failure);
+    throw failure;
+  }
+  if (seam.recovered !== undefined) {
+    deps.metrics?.pushResumes.inc({ result: seam.recovered ? "recovered" : "not_recovered" });
+    const label = `user ${stream.userId} session ${stream.deviceSessionId} from ${request.lastEventId}`;
+    deps.logger.debug(
+      seam.recovered
+        ? `push resume recovered (${label}): ${seam.detail}`
+        : `push resume not recovered (${label}): ${seam.detail}; live from ${seam.bootstrapId}`,
+    );
+  }
+  return seam;
 }
 
 /** The bootstrap's event_id and what to replay, as §12 decides it. */

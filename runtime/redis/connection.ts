@@ -116,7 +116,11 @@ export function connectionNameOf(client: RedisClient): string | undefined {
  * configured seed, which may be the master that failed) and never reconnects
  * by itself, like a single connection with `retryStrategy: null`.
  */
-export function duplicateClient(client: RedisClient, override: RedisOptions): RedisClient {
+export function duplicateClient(
+  client: RedisClient,
+  override: RedisOptions,
+  clusterOverride: Partial<ClusterOptions> = {},
+): RedisClient {
   if (!client.isCluster) return (client as Redis).duplicate(override);
   const cluster = client as Cluster;
   const known = cluster.nodes("all").map((node) => ({
@@ -140,6 +144,7 @@ export function duplicateClient(client: RedisClient, override: RedisOptions): Re
     enableReadyCheck: false,
     ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
     redisOptions: { ...cluster.options.redisOptions, ...perNode },
+    ...clusterOverride,
   });
   guardClusterResends(copy);
   refreshSlotsOnNodeLoss(copy);
@@ -277,4 +282,40 @@ async function pingSeed(config: GatewayConfig["redis"]): Promise<void> {
   } finally {
     seed.disconnect();
   }
+}
+
+/**
+ * A subscriber connection for routed fan-out (§13), connected: a duplicate of
+ * `client` that never reconnects by itself — `onLost` is called once it lost
+ * its connection (or, on a cluster, a shard's subscriber), since messages may
+ * have been missed, and the caller opens a new one. On a cluster it subscribes
+ * through ioredis's sharded subscribers (one connection per master).
+ */
+export async function connectSubscriber(
+  client: RedisClient,
+  onLost: (why: string) => void,
+): Promise<RedisClient> {
+  const name = connectionNameOf(client);
+  const subscriber = duplicateClient(
+    client,
+    {
+      retryStrategy: null,
+      enableOfflineQueue: true,
+      ...(name === undefined ? {} : { connectionName: `${name}:events` }),
+    },
+    { shardedSubscribers: true },
+  );
+  subscriber.on("error", () => {}); // reported through onLost
+  try {
+    await subscriber.connect();
+  } catch (error) {
+    subscriber.disconnect();
+    throw error;
+  }
+  subscriber.on("end", () => onLost("subscriber connection closed"));
+  if (subscriber.isCluster) {
+    subscriber.on("-node", () => onLost("a shard's subscriber connection closed"));
+    subscriber.on("-subscriber", () => onLost("a shard's subscriber was replaced"));
+  }
+  return subscriber;
 }

@@ -24,6 +24,11 @@ export interface Keyspace {
    */
   historyKey(userId: string): string;
   /**
+   * A user's events channel under routed fan-out (§13), sharded pub/sub:
+   * `{prefix}events:{<user_id>}`, in the user's slot (the history's hash tag).
+   */
+  eventsChannel(userId: string): string;
+  /**
    * The state of the router that copies `stream` into the histories, a hash
    * (`position`, `floor`): `{prefix}history-router:{stream}`.
    */
@@ -44,6 +49,7 @@ export function createKeyspace(prefix: string = DEFAULTS.keyPrefix): Keyspace {
     sessionKey: (deviceSessionId) => `${prefix}session:${deviceSessionId}`,
     replayKey: (deviceSessionId, requestId) => `${prefix}replay:${deviceSessionId}/${requestId}`,
     historyKey: (userId) => `${prefix}history:{${userId}}`,
+    eventsChannel: (userId) => `${prefix}events:{${userId}}`,
     historyRouterKey: (stream) => `${prefix}history-router:${stream}`,
     historyLeaseKey: (stream) => `${prefix}history-lease:${stream}`,
   };

@@ -72,6 +72,18 @@ export function createMetrics() {
       help: "Client events this node wrote into users' histories (as the history router).",
       registers,
     }),
+    pushEventsReceived: new client.Counter({
+      name: "gateway_push_events_received_total",
+      help: "Client events this node took in to deliver to its streams: every ingress entry (fan-out read) or its users' channel messages (fan-out routed).",
+      labelNames: ["via"] as const,
+      registers,
+    }),
+    redisConnections: new client.Gauge({
+      name: "gateway_redis_connections",
+      help: "Redis connections of this node that are ready, by role.",
+      labelNames: ["role"] as const,
+      registers,
+    }),
     clientEvents: new client.Counter({
       name: "gateway_client_events_total",
       help: "Client-events stream entries consumed, by result.",
