@@ -46,15 +46,15 @@ const INTERRUPTED = {
   details: "push stream interrupted: events may have been lost; reconnect to resume",
 };
 
-/** `count` routed nodes sharing one pair of streams. */
-async function startNodes(count: number): Promise<PushGateway[]> {
-  const name = uniqueName("routed");
+/** `count` nodes sharing one pair of streams (routed unless told). */
+async function startNodes(count: number, fanout = "routed"): Promise<PushGateway[]> {
+  const name = uniqueName(fanout);
   const nodes: PushGateway[] = [];
   for (let index = 0; index < count; index++) {
     nodes.push(
       await startPushGateway(redis, publisher, cleanup, {
         name,
-        env: { GATEWAY_PUSH_FANOUT: "routed" },
+        env: { GATEWAY_PUSH_FANOUT: fanout },
       }),
     );
   }
@@ -139,6 +139,21 @@ describe("routed fan-out on one Redis", () => {
       expect(await metric(other.admin, "gateway_push_events_delivered_total")).toBe(0);
     }
     expect(stream.ended).toBeUndefined();
+
+    // Each node's Redis connections by role: no client-events reader anywhere,
+    // a subscriber only where a user is subscribed, one router.
+    const connections = async (node: PushGateway, role: string) =>
+      metric(node.admin, `gateway_redis_connections{role="${role}"}`);
+    for (const node of nodes) {
+      expect(await connections(node, "commands")).toBe(1);
+      expect(await connections(node, "session_events")).toBe(1);
+      expect(await connections(node, "client_events")).toBe(0);
+    }
+    expect(await connections(holder, "events_subscriber")).toBe(1);
+    for (const other of others) expect(await connections(other, "events_subscriber")).toBe(0);
+    let routers = 0;
+    for (const node of nodes) routers += await connections(node, "history_router");
+    expect(routers).toBe(1);
   });
 
   it("starts a fresh stream at the user's last routed event, and a resume there on another node recovers", async () => {
@@ -253,5 +268,28 @@ describe("routed fan-out on one Redis", () => {
     const revoked = { status: "FAILED_PRECONDITION", details: "device session is revoked" };
     expect(await onFirst.stream.terminal()).toEqual(revoked);
     expect(await onSecond.stream.terminal()).toEqual(revoked);
+  });
+});
+
+describe("fan-out read, for comparison", () => {
+  it("has every node read every ingress entry, streams or not", async () => {
+    const [holder, other] = (await startNodes(2, "read")) as [PushGateway, PushGateway];
+    const device = newDevice(uniqueName("user"));
+    await holder.snapshot(device, "active");
+    const { stream } = await open(holder, device);
+    const ids = await publishAll(holder, device, ["a", "b", "c"]);
+    expect((await stream.received(4)).slice(1).map((event) => event.eventId)).toEqual(ids);
+    await waitFor(
+      "read by the other node",
+      async () =>
+        (await metric(other.admin, 'gateway_push_events_received_total{via="ingress"}')) === 3,
+    );
+    expect(await metric(holder.admin, 'gateway_push_events_received_total{via="ingress"}')).toBe(3);
+    for (const node of [holder, other]) {
+      expect(await metric(node.admin, 'gateway_redis_connections{role="client_events"}')).toBe(1);
+      expect(await metric(node.admin, 'gateway_redis_connections{role="events_subscriber"}')).toBe(
+        0,
+      );
+    }
   });
 });

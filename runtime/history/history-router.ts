@@ -37,7 +37,8 @@ export interface HistoryRouterOptions {
   /** Entries per read. */
   readonly count: number;
   readonly logger: Logger;
-  readonly metrics?: Pick<Metrics, "historyEntriesRouted">;
+  readonly metrics?: Pick<Metrics, "historyEntriesRouted"> &
+    Partial<Pick<Metrics, "trackRedisConnections">>;
   /**
    * Routed fan-out (§13): also publish each event written on its user's
    * events channel, in the same script. Absent: history only.
@@ -166,6 +167,10 @@ class LeasedRouter implements HistoryRouter {
       count: this.options.count,
       startAfter: position,
       logger,
+      role: "history_router",
+      ...(this.options.metrics?.trackRedisConnections === undefined
+        ? {}
+        : { metrics: { trackRedisConnections: this.options.metrics.trackRedisConnections } }),
       onEntries: (entries) => this.route(entries),
       onGap: (gap) => this.raiseFloor(gap.reason),
     });

@@ -26,7 +26,7 @@ import { createPushHub, type PushHub } from "../push/push-hub.js";
 import type { PushResume, PushSessionDeps } from "../push/push-session.js";
 import { recheckOpenStreams } from "../push/session-recheck.js";
 import { createUserChannels, type UserChannels } from "../push/user-channels.js";
-import { connectSubscriber, redisModeOf } from "../redis/connection.js";
+import { connectSubscriber, redisModeOf, subscriberConnections } from "../redis/connection.js";
 import { createKeyspace } from "../redis/keyspace.js";
 import { createRedisReplayStore } from "../redis/replay-store.js";
 import { type CachedSessionStore, createRedisSessionStore } from "../redis/session-store.js";
@@ -269,7 +269,14 @@ function createNodeUserChannels(
   hub: PushHub,
 ): UserChannels {
   return createUserChannels({
-    connect: (onLost) => connectSubscriber(core.redis(), onLost),
+    connect: async (onLost) => {
+      const subscriber = await connectSubscriber(core.redis(), onLost);
+      const untrack = metrics.trackRedisConnections("events_subscriber", () =>
+        subscriberConnections(subscriber),
+      );
+      subscriber.once("end", untrack);
+      return subscriber;
+    },
     keyspace: createKeyspace(config.redis.keyPrefix),
     deliver: signedDelivery(core, hub, clock),
     interrupt: (userId) => (userId === undefined ? hub.interruptAll() : hub.interruptUser(userId)),
@@ -417,6 +424,7 @@ function createSessionEventsReader(
   return createStreamReader({
     redis: core.redis(),
     stream: config.sessionEventsStream,
+    role: "session_events",
     count: readerBatch(config.pushStreamQueueSize),
     logger,
     metrics,
@@ -451,6 +459,7 @@ function createClientEventsReader(
   return createStreamReader({
     redis: core.redis(),
     stream: config.clientEventsStream,
+    role: "client_events",
     count: readerBatch(config.pushStreamQueueSize),
     // Its streams end at a trimmed gap and resume from history: live
     // delivery (the bootstrap's position) goes on after the gap.

@@ -24,7 +24,12 @@ import { createGrpcTracingMiddleware } from "../grpc/tracing.js";
 import { createAdminHttpServer } from "../http/admin.js";
 import { closeHttp, listenHttp } from "../http/listen.js";
 import type { PushHub } from "../push/push-hub.js";
-import { connectRedis, type RedisClient, redisModeOf } from "../redis/connection.js";
+import {
+  connectRedis,
+  type RedisClient,
+  readyConnections,
+  redisModeOf,
+} from "../redis/connection.js";
 import type { StreamReader } from "../streams/stream-reader.js";
 import { observeRedisCommands } from "../telemetry/ioredis-command-timing.js";
 import type { Metrics } from "../telemetry/metrics.js";
@@ -62,6 +67,7 @@ export function createCoreComponent(
   let signer: ResponseSigner | undefined;
   let router: Router | undefined;
   let redis: RedisClient | undefined;
+  let untrackRedis: (() => void) | undefined;
   return {
     stopped: "Redis connections closed",
     shutdownStep: 6,
@@ -79,6 +85,8 @@ export function createCoreComponent(
       redis = await connectRedis(config.redis, logger, (client) =>
         observeRedisCommands(client, metrics.redisCommandDuration),
       );
+      const shared = redis;
+      untrackRedis = metrics.trackRedisConnections("commands", () => readyConnections(shared));
       logger.info(
         `Redis connected: mode=${redisModeOf(config.redis)} addr=${formatAddress(config.redis.master)} db=${config.redis.db} key_prefix=${config.redis.keyPrefix}`,
       );
@@ -92,6 +100,7 @@ export function createCoreComponent(
       logger.info(`response signer key_id=${signer?.keyId}`);
     },
     async stop(budgetMs) {
+      untrackRedis?.();
       if (redis === undefined || redis.status === "end") return;
       try {
         await within("Redis QUIT", budgetMs, redis.quit());

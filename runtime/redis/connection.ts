@@ -102,6 +102,12 @@ export function createRedisClient(config: GatewayConfig["redis"]): RedisClient {
   return cluster;
 }
 
+/** How many of `client`'s connections are ready: 0 or 1, or one per cluster node. */
+export function readyConnections(client: RedisClient): number {
+  if (!client.isCluster) return client.status === "ready" ? 1 : 0;
+  return (client as Cluster).nodes("all").filter((node) => node.status === "ready").length;
+}
+
 /** The connection name `client` gives its Redis connections, if any. */
 export function connectionNameOf(client: RedisClient): string | undefined {
   return client.isCluster
@@ -284,6 +290,14 @@ async function pingSeed(config: GatewayConfig["redis"]): Promise<void> {
   }
 }
 
+/** The sharded subscribers of each cluster subscriber connection, as counted. */
+const SHARD_SUBSCRIBERS = new WeakMap<RedisClient, () => number>();
+
+/** How many connections of a {@link connectSubscriber} connection are up. */
+export function subscriberConnections(subscriber: RedisClient): number {
+  return SHARD_SUBSCRIBERS.get(subscriber)?.() ?? readyConnections(subscriber);
+}
+
 /**
  * A subscriber connection for routed fan-out (§13), connected: a duplicate of
  * `client` that never reconnects by itself — `onLost` is called once it lost
@@ -306,6 +320,14 @@ export async function connectSubscriber(
     { shardedSubscribers: true },
   );
   subscriber.on("error", () => {}); // reported through onLost
+  if (subscriber.isCluster) {
+    // ioredis keeps its sharded subscribers (one per master) to itself:
+    // they are counted as they come and go.
+    let shards = 0;
+    subscriber.on("+subscriber", () => shards++);
+    subscriber.on("-subscriber", () => shards--);
+    SHARD_SUBSCRIBERS.set(subscriber, () => shards);
+  }
   try {
     await subscriber.connect();
   } catch (error) {

@@ -6,7 +6,12 @@
  * entries it had not read are gone, it reports a gap before reading on.
  */
 import type { Logger } from "../../handlers/ports.js";
-import { connectionNameOf, duplicateClient, type RedisClient } from "../redis/connection.js";
+import {
+  connectionNameOf,
+  duplicateClient,
+  type RedisClient,
+  readyConnections,
+} from "../redis/connection.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { compareIds, idMs, successor } from "./stream-ids.js";
 
@@ -67,8 +72,13 @@ export interface StreamReaderOptions {
    * disconnect.
    */
   readonly onGap?: (gap: StreamGap) => void | Promise<void>;
-  /** Sets `gateway_stream_reader_lag_seconds{stream}` after each batch. */
-  readonly metrics?: Pick<Metrics, "readerLag">;
+  /**
+   * Sets `gateway_stream_reader_lag_seconds{stream}` after each batch, and
+   * counts the reader's connection in `gateway_redis_connections{role}`.
+   */
+  readonly metrics?: Partial<Pick<Metrics, "readerLag" | "trackRedisConnections">>;
+  /** The `role` its connection is counted under (default `stream_reader`). */
+  readonly role?: string;
   /** Wall clock in Unix ms, for the lag. Defaults to `Date.now`. */
   readonly now?: () => number;
   /**
@@ -143,6 +153,7 @@ class RedisStreamReader implements StreamReader {
   private position = ZERO_ID;
   private started = false;
   private stopped = false;
+  private untrack: (() => void) | undefined;
   private loop: Promise<void> | undefined;
 
   constructor(options: StreamReaderOptions) {
@@ -176,6 +187,10 @@ class RedisStreamReader implements StreamReader {
     this.connection.on("error", (error: Error) => {
       this.lastConnectionError = error.message;
     });
+    const connection = this.connection;
+    this.untrack = options.metrics?.trackRedisConnections?.(options.role ?? "stream_reader", () =>
+      readyConnections(connection),
+    );
   }
 
   async start(): Promise<void> {
@@ -212,6 +227,7 @@ class RedisStreamReader implements StreamReader {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.untrack?.();
     this.stopping.abort();
     this.connection.disconnect();
     if (this.loop === undefined) return;
@@ -281,7 +297,7 @@ class RedisStreamReader implements StreamReader {
     }
     this.position = last.id;
     const now = this.options.now ?? Date.now;
-    this.options.metrics?.readerLag.set(
+    this.options.metrics?.readerLag?.set(
       { stream: this.options.stream },
       Math.max(0, now() - idMs(last.id)) / 1000,
     );

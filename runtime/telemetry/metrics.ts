@@ -14,6 +14,8 @@ const PROMTOOL_REJECTED = [
 /** Creates the gateway's metrics, with prom-client's process and Node.js defaults. */
 export function createMetrics() {
   const registry = new client.Registry();
+  /** What each tracked Redis client reports to `gateway_redis_connections`. */
+  const redisConnectionSources = new Set<{ role: string; count: () => number }>();
   client.collectDefaultMetrics({ register: registry });
   for (const name of PROMTOOL_REJECTED) registry.removeSingleMetric(name);
   const registers = [registry];
@@ -83,7 +85,24 @@ export function createMetrics() {
       help: "Redis connections of this node that are ready, by role.",
       labelNames: ["role"] as const,
       registers,
+      collect() {
+        const totals = new Map<string, number>();
+        for (const { role, count } of redisConnectionSources) {
+          totals.set(role, (totals.get(role) ?? 0) + count());
+        }
+        this.reset();
+        for (const [role, total] of totals) this.set({ role }, total);
+      },
     }),
+    /**
+     * Counts what `count` says (ready connections) under `role` in
+     * `gateway_redis_connections` until the returned function is called.
+     */
+    trackRedisConnections(role: string, count: () => number): () => void {
+      const source = { role, count };
+      redisConnectionSources.add(source);
+      return () => redisConnectionSources.delete(source);
+    },
     clientEvents: new client.Counter({
       name: "gateway_client_events_total",
       help: "Client-events stream entries consumed, by result.",
