@@ -159,6 +159,53 @@ describe("two gateway nodes on a Redis Cluster", () => {
     }
   });
 
+  it("end a session's streams on both nodes when the revoke comes while every node's connections drop", async () => {
+    const phone = newDevice("ivan");
+    await activate(phone);
+    const onFirst = subscribe(first.grpc, subscribeRequest(phone), cleanup);
+    const onSecond = subscribe(second.grpc, subscribeRequest(phone), cleanup);
+    await Promise.all([onFirst.received(1), onSecond.received(1)]);
+
+    // Every client connection to every master drops, then the revoke is
+    // written at once, before the nodes' readers are back.
+    const admins = (await cluster.masters()).map((port) => cluster.nodeClient(port));
+    cleanup.defer(() => {
+      for (const admin of admins) admin.disconnect();
+    });
+    await Promise.all(admins.map((admin) => admin.ping()));
+    await Promise.all(
+      admins.map((admin) => admin.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")),
+    );
+    const sessionMaster = await cluster.masterOf(await cluster.slotOf(first.sessionEvents));
+    const hashMaster = await cluster.masterOf(
+      await cluster.slotOf(createKeyspace().sessionKey(phone.deviceSessionId)),
+    );
+    const masters = await cluster.masters();
+    const on = (port: number) => admins[masters.indexOf(port)]!;
+    await Promise.all([
+      on(hashMaster).hset(createKeyspace().sessionKey(phone.deviceSessionId), {
+        status: "revoked",
+      }),
+      on(sessionMaster).xadd(
+        first.sessionEvents,
+        "*",
+        "device_session_id",
+        phone.deviceSessionId,
+        "user_id",
+        phone.userId,
+        "client_public_key",
+        phone.publicKeyText,
+        "status",
+        "revoked",
+        "revoked_at_ms",
+        String(Date.now()),
+      ),
+    ]);
+
+    expect(await onFirst.terminal()).toEqual(REVOKED);
+    expect(await onSecond.terminal()).toEqual(REVOKED);
+  });
+
   it("resume on the other node with every event missed, recovered", async () => {
     const device = newDevice("heidi");
     await activate(device);
