@@ -38,7 +38,7 @@ export interface HistoryRouterOptions {
   readonly count: number;
   readonly logger: Logger;
   readonly metrics?: Pick<Metrics, "historyEntriesRouted"> &
-    Partial<Pick<Metrics, "trackRedisConnections">>;
+    Partial<Pick<Metrics, "trackRedisConnections" | "readerLag">>;
   /**
    * Routed fan-out (§13): also publish each event written on its user's
    * events channel, in the same script. Absent: history only.
@@ -168,9 +168,12 @@ class LeasedRouter implements HistoryRouter {
       startAfter: position,
       logger,
       role: "history_router",
-      ...(this.options.metrics?.trackRedisConnections === undefined
-        ? {}
-        : { metrics: { trackRedisConnections: this.options.metrics.trackRedisConnections } }),
+      // Under routed fan-out the router is the ingress's only reader: its
+      // lag is the delivery lag. Otherwise the nodes' own readers report it.
+      metrics: {
+        trackRedisConnections: this.options.metrics?.trackRedisConnections,
+        readerLag: this.options.publish === true ? this.options.metrics?.readerLag : undefined,
+      },
       onEntries: (entries) => this.route(entries),
       onGap: (gap) => this.raiseFloor(gap.reason),
     });
