@@ -338,6 +338,10 @@ export async function connectSubscriber(
   if (subscriber.isCluster) {
     subscriber.on("-node", () => onLost("a shard's subscriber connection closed"));
     subscriber.on("-subscriber", () => onLost("a shard's subscriber was replaced"));
+    // After slots moved, ioredis subscribes the moved channels again on their
+    // new master; what was published there in between never reached us. (The
+    // first such event, at connect, comes before connect() resolves.)
+    subscriber.on("subscribersReady", () => onLost("slots moved; channels subscribed again"));
   }
   return subscriber;
 }
