@@ -183,21 +183,43 @@ async function subscribeUser(routed: RoutedDelivery, stream: PushStream): Promis
   }
 }
 
-/** Under routed fan-out: the stream's seam (§13), and for a resume the §12 outcome. */
-async function routedSeamOf(
-  deps: PushSessionDeps,
-  request: SubscribeEventsInput,
-  stream: PushStream,
-): Promise<{
-  bootstrapId: string;
-  replay?: AsyncIterable<{
+/** Where a stream starts: its bootstrap's `event_id`, what it replays first, which live events it skips. */
+interface StreamStart {
+  readonly bootstrapId: string;
+  readonly replay?: AsyncIterable<{
     eventId: string;
     eventType: string;
     requestId: string;
     payload: Uint8Array;
   }>;
-  skipThrough?: string;
-}> {
+  /** Live events at or before this id are skipped. */
+  readonly skipThrough?: string;
+}
+
+/** Counts a resume's outcome and logs it at debug (§12). */
+function reportResume(
+  deps: PushSessionDeps,
+  stream: PushStream,
+  lastEventId: string,
+  outcome:
+    | { recovered: true; detail: string }
+    | { recovered: false; reason: string; liveFrom: string },
+): void {
+  deps.metrics?.pushResumes.inc({ result: outcome.recovered ? "recovered" : "not_recovered" });
+  const label = `user ${stream.userId} session ${stream.deviceSessionId} from ${lastEventId}`;
+  deps.logger.debug(
+    outcome.recovered
+      ? `push resume recovered (${label}): ${outcome.detail}`
+      : `push resume not recovered (${label}): ${outcome.reason}; live from ${outcome.liveFrom}`,
+  );
+}
+
+/** Under routed fan-out: the stream's seam (§13), and for a resume the §12 outcome. */
+async function routedSeamOf(
+  deps: PushSessionDeps,
+  request: SubscribeEventsInput,
+  stream: PushStream,
+): Promise<StreamStart> {
   const { routed } = deps.delivery as { routed: RoutedDelivery };
   const target = { userId: stream.userId, deviceSessionId: stream.deviceSessionId };
   let seam: Awaited<ReturnType<typeof planRoutedSeam>>;
@@ -212,12 +234,13 @@ async function routedSeamOf(
     throw failure;
   }
   if (seam.recovered !== undefined) {
-    deps.metrics?.pushResumes.inc({ result: seam.recovered ? "recovered" : "not_recovered" });
-    const label = `user ${stream.userId} session ${stream.deviceSessionId} from ${request.lastEventId}`;
-    deps.logger.debug(
+    reportResume(
+      deps,
+      stream,
+      request.lastEventId,
       seam.recovered
-        ? `push resume recovered (${label}): ${seam.detail}`
-        : `push resume not recovered (${label}): ${seam.detail}; live from ${seam.bootstrapId}`,
+        ? { recovered: true, detail: seam.detail }
+        : { recovered: false, reason: seam.detail, liveFrom: seam.bootstrapId },
     );
   }
   return seam;
@@ -229,16 +252,7 @@ async function resumeOf(
   request: SubscribeEventsInput,
   stream: PushStream,
   position: string,
-): Promise<{
-  bootstrapId: string;
-  replay?: AsyncIterable<{
-    eventId: string;
-    eventType: string;
-    requestId: string;
-    payload: Uint8Array;
-  }>;
-  skipThrough?: string;
-}> {
+): Promise<StreamStart> {
   const lastEventId = request.lastEventId;
   if (lastEventId === "") return { bootstrapId: position };
   const target = { userId: stream.userId, deviceSessionId: stream.deviceSessionId };
@@ -258,15 +272,15 @@ async function resumeOf(
   } catch (error) {
     plan = { recovered: false, reason: `history unavailable (${(error as Error).message})` };
   }
-  const label = `user ${stream.userId} session ${stream.deviceSessionId} from ${lastEventId}`;
-  deps.metrics?.pushResumes.inc({ result: plan.recovered ? "recovered" : "not_recovered" });
   if (!plan.recovered) {
-    deps.logger.debug(
-      `push resume not recovered (${label}): ${plan.reason}; live from ${position}`,
-    );
+    reportResume(deps, stream, lastEventId, {
+      recovered: false,
+      reason: plan.reason,
+      liveFrom: position,
+    });
     return { bootstrapId: position };
   }
-  deps.logger.debug(`push resume recovered (${label}): ${plan.detail}`);
+  reportResume(deps, stream, lastEventId, { recovered: true, detail: plan.detail });
   return { bootstrapId: lastEventId, replay: plan.replay, skipThrough: plan.skipThrough };
 }
 
