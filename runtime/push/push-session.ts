@@ -121,12 +121,7 @@ export async function* runPushSession(
   try {
     if (signal.aborted) return;
     if ("routed" in delivery) unsubscribe = await subscribeUser(delivery.routed, stream);
-    await recheckSession(deps, stream);
-    const { bootstrapId, replay, skipThrough } =
-      position === undefined
-        ? await routedSeamOf(deps, request, stream)
-        : await resumeOf(deps, request, stream, position);
-    if (position !== undefined) deps.resume?.touch?.(stream.userId, position);
+    const { bootstrapId, replay, skipThrough } = await startOf(deps, request, stream, position);
     yield bootstrapEvent(deps.signer, {
       cursor: bootstrapId,
       requestId: request.requestId,
@@ -170,6 +165,23 @@ function untilClosed(signal: AbortSignal, transport: PushTransport): AbortSignal
   const closed = new AbortController();
   void transport.closed.then(() => closed.abort());
   return AbortSignal.any([signal, closed.signal]);
+}
+
+/**
+ * Re-checks the session, then where the stream starts: from the node's live
+ * `position` (fan-out `read`), or from its seam (`routed`, no position).
+ */
+async function startOf(
+  deps: PushSessionDeps,
+  request: SubscribeEventsInput,
+  stream: PushStream,
+  position: string | undefined,
+): Promise<StreamStart> {
+  await recheckSession(deps, stream);
+  if (position === undefined) return routedSeamOf(deps, request, stream);
+  const start = await resumeOf(deps, request, stream, position);
+  deps.resume?.touch?.(stream.userId, position);
+  return start;
 }
 
 /** Subscribes the stream's user; a stream that cannot be fed fails at once. */
