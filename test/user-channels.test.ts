@@ -10,6 +10,7 @@ import { createUserChannels, type SubscriberConnection } from "../runtime/push/u
 import { createKeyspace } from "../runtime/redis/keyspace.js";
 import type { ClientEvent } from "../runtime/streams/client-events.js";
 import { silentLogger } from "./support/logger.js";
+import { waitFor } from "./support/wait.js";
 
 /** An in-memory subscriber connection: records (un)subscriptions, delivers what a test sends. */
 class MemoryConnection extends EventEmitter implements SubscriberConnection {
@@ -161,7 +162,7 @@ describe("user channels", () => {
     const release = await channels.acquire("u1");
     const stay = await channels.acquire("u2");
     release();
-    await new Promise((resolve) => setTimeout(resolve, 350));
+    await waitFor("the idle user to be unsubscribed", () => connections[0]!.log.length === 3);
     expect(connections[0]!.log).toEqual([
       `+${channel("u1")}`,
       `+${channel("u2")}`,
