@@ -11,6 +11,7 @@ import { publishClientEvent } from "../runtime/kit/publishers.js";
 import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { newDeviceKey } from "../test/support/keys.js";
 import { metricValue, scrapeMetrics } from "../test/support/push.js";
+import { startRedisCluster } from "../test/support/redis-cluster.js";
 import { freePort } from "../test/support/redis-server.js";
 import { cpuMicros, createRunCleanup, launchPinned, prepareRun } from "./processes.js";
 import { fmt, interleave, machineFacts, median, ratio, settle, table } from "./report.js";
@@ -25,8 +26,11 @@ const { values: options } = parseArgs({
     events: { type: "string", default: "5000" },
     rate: { type: "string", default: "1000" },
     streams: { type: "string", default: "200" },
+    cluster: { type: "boolean", default: false },
   },
 });
+/** `--cluster`: the nodes share a Redis Cluster (3 masters) instead of one redis-server. */
+const ON_CLUSTER = options.cluster;
 const MODES = options.modes.split(",").map((mode) => mode.trim()) as Mode[];
 const ROUNDS = Number(options.rounds);
 const EVENTS = Number(options.events);
@@ -317,13 +321,18 @@ function routedBy(rounds: readonly RoundResult[]): string {
 try {
   // This process (publisher, devices), redis-server and the build run on the other core from the nodes.
   const testRedis = await prepareRun(run, CLIENT_CORE, ROOT);
-  const redis = testRedis.client();
+  // On a cluster its redis-server processes start from this process, so on its core.
+  const redisCluster = ON_CLUSTER ? await startRedisCluster({ replicas: 0 }) : undefined;
+  if (redisCluster !== undefined) run.cleanups.push(() => redisCluster.stop());
+  const target = redisCluster ?? testRedis;
+  // A Cluster client takes the same commands here (putSession's HSET, publishClientEvent's XADD).
+  const redis = target.client() as Redis;
   run.cleanups.push(() => redis.quit());
-  const publisher = testRedis.client();
+  const publisher = target.client() as Redis;
   run.cleanups.push(() => publisher.quit());
 
   // All nodes sign with the same key; each mode's three nodes have an ingress stream and key prefix of their own.
-  const baseEnv = gatewayEnv(testRedis);
+  const baseEnv = gatewayEnv(target, ON_CLUSTER ? { GATEWAY_REDIS_CLUSTER: "true" } : {});
   const clusters: Cluster[] = [];
   for (const mode of MODES) {
     const clientEvents = `${mode}:client_events`;
@@ -415,11 +424,13 @@ try {
     ratioLines.push(`${mode}: B/A cpu ratio: ${bA.toFixed(2)}, C/A: ${cA.toFixed(2)}`);
   }
 
-  console.log("\n## Push fan-out cost per gateway node, three nodes on one Redis\n");
+  console.log(
+    `\n## Push fan-out cost per gateway node, three nodes on ${ON_CLUSTER ? "a Redis Cluster (3 masters)" : "one Redis"}\n`,
+  );
   console.log(MACHINE);
   for (const note of [
-    `per mode three gateway bins (A, B, C), all pinned to core ${SERVER_CORE}, on an ingress stream and key prefix of their own in one redis-server;`,
-    `publisher and devices (this process) and redis-server on core ${CLIENT_CORE}. GATEWAY_PUSH_FANOUT=<mode> on all three; history on (defaults).`,
+    `per mode three gateway bins (A, B, C), all pinned to core ${SERVER_CORE}, on an ingress stream and key prefix of their own in ${ON_CLUSTER ? "a 3-master Redis Cluster" : "one redis-server"};`,
+    `publisher and devices (this process) and Redis on core ${CLIENT_CORE}. GATEWAY_PUSH_FANOUT=<mode> on all three; history on (defaults).`,
     `${fmt(STREAMS)} SubscribeEvents streams of ${fmt(STREAMS)} distinct users, all on node A (${CHANNELS} connections); B and C have none.`,
     `per round ${fmt(EVENTS)} events (${PAYLOAD.length}-byte payloads, round robin over the users) published with publishClientEvent at ${fmt(RATE)}/s, open loop;`,
     `every event must reach its stream, or the run fails. ${ROUNDS} rounds, modes alternating (A B A B), after one ${fmt(WARM_UP_EVENTS)}-event warm-up round each.`,
