@@ -92,6 +92,8 @@ export async function launchPinned(
     readonly env: Record<string, string>;
     readonly ready: RegExp;
     readonly cwd?: string;
+    /** Receives its output (stdout and stderr), the lines before `ready` included. */
+    readonly onOutput?: (text: string) => void;
   },
 ): Promise<PinnedProcess> {
   const { label } = options;
@@ -118,13 +120,15 @@ export async function launchPinned(
   let output = "";
   const address = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${label} did not start:\n${output}`)), 30_000);
+    const drain = (chunk: Buffer) => options.onOutput?.(chunk.toString("utf8"));
     const onData = (chunk: Buffer) => {
       output += chunk.toString("utf8");
+      drain(chunk);
       const match = options.ready.exec(output);
       if (match) {
         clearTimeout(timer);
-        child.stdout?.off("data", onData).on("data", () => {});
-        child.stderr?.off("data", onData).on("data", () => {});
+        child.stdout?.off("data", onData).on("data", drain);
+        child.stderr?.off("data", onData).on("data", drain);
         resolve(match[1]!);
       }
     };
