@@ -1,0 +1,644 @@
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { join } from "node:path";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
+import type { Redis } from "ioredis";
+import {
+  type Channel,
+  ChannelCredentials,
+  ClientError,
+  createChannel,
+  createClient,
+  Status,
+} from "nice-grpc";
+import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { signSubscribeEventsRequest } from "../runtime/kit/device-client.js";
+import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
+import { gatewayEnv, putSession } from "../test/support/gateway.js";
+import { metricValue, scrapeMetrics } from "../test/support/push.js";
+import type { TestRedis } from "../test/support/redis-server.js";
+import { cpuMicros, createRunCleanup, launchPinned, prepareRun, rssKiB } from "./processes.js";
+import { fmt, interleave, machineFacts, median, percentile, settle, table } from "./report.js";
+
+const KNOWN_MODES = ["read", "routed"] as const;
+type Mode = (typeof KNOWN_MODES)[number];
+
+const { values: options } = parseArgs({
+  options: {
+    modes: { type: "string", default: KNOWN_MODES.join(",") },
+    rounds: { type: "string", default: "2" },
+    devices: { type: "string", default: "10000" },
+    batch: { type: "string", default: "500" },
+    "idle-seconds": { type: "string", default: "30" },
+    revokes: { type: "string", default: "200" },
+    deliveries: { type: "string", default: "100" },
+  },
+});
+const MODES = options.modes.split(",").map((mode) => mode.trim()) as Mode[];
+const ROUNDS = Number(options.rounds);
+const DEVICES = Number(options.devices);
+const BATCH = Number(options.batch);
+const IDLE_SECONDS = Number(options["idle-seconds"]);
+const REVOKES = Number(options.revokes);
+const DELIVERIES = Number(options.deliveries);
+for (const mode of MODES) {
+  if (!KNOWN_MODES.includes(mode)) {
+    throw new Error(`--modes takes a comma-separated list of ${KNOWN_MODES.join(", ")}`);
+  }
+}
+if (MODES.length === 0 || new Set(MODES).size !== MODES.length) {
+  throw new Error("--modes must name each mode at most once");
+}
+for (const [name, value] of [
+  ["--rounds", ROUNDS],
+  ["--devices", DEVICES],
+  ["--batch", BATCH],
+  ["--idle-seconds", IDLE_SECONDS],
+  ["--revokes", REVOKES],
+  ["--deliveries", DELIVERIES],
+] as const) {
+  if (!(Number.isInteger(value) && value >= 1))
+    throw new Error(`${name} must be a whole number ≥ 1`);
+}
+if (REVOKES + DELIVERIES > DEVICES) {
+  throw new Error("--revokes plus --deliveries must not exceed --devices");
+}
+
+/** The goals the project tracks for one node holding many idle devices. */
+const GOALS = {
+  idleCpuPercent: 2,
+  revokeP99Ms: 10,
+  kibPerDevice: 25,
+  kibPerDeviceStretch: 15,
+};
+/** How long RSS is left to settle (GC, freed buffers) before it is read. */
+const RSS_SETTLE_MS = 3000;
+/** A batch of streams must have opened within this. */
+const BATCH_TIMEOUT_MS = 60_000;
+/** How often a stream that ended UNAVAILABLE while opening is opened again, and after how long. */
+const OPEN_RETRIES = 3;
+const OPEN_RETRY_DELAY_MS = 200;
+/** A revoked stream must have ended within this. */
+const REVOKE_TIMEOUT_MS = 5000;
+/** The sanity events must have arrived within this. */
+const DELIVERY_TIMEOUT_MS = 10_000;
+/** The server's HTTP/2 keepalive ping interval (runtime/grpc/server.ts). */
+const KEEPALIVE_SECONDS = 30;
+const SERVER_CORE = "0";
+const CLIENT_CORE = availableParallelism() >= 2 ? "1" : "0";
+const ROOT = new URL("..", import.meta.url).pathname;
+// Taken before this process pins itself to one core, which would hide the others.
+const MACHINE = machineFacts();
+
+const run = createRunCleanup(
+  "push-idle",
+  120_000 + ROUNDS * MODES.length * (IDLE_SECONDS * 1000 + 90_000 + DEVICES * 10),
+);
+
+/** How a device's stream ended, as its client saw it. */
+interface StreamEnd {
+  /** `performance.now()` when the client saw the end. */
+  readonly at: number;
+  /** The gRPC status name, or `OK` for an end without error. */
+  readonly code: string;
+  readonly message: string;
+}
+
+/** One device: its session, its own connection and its one SubscribeEvents stream. */
+interface Device {
+  readonly index: number;
+  readonly userId: string;
+  readonly deviceSessionId: string;
+  readonly privateKey: KeyObject;
+  /** The raw public key, base64url, as the session stores it. */
+  readonly publicKeyText: string;
+  channel?: Channel;
+  abort?: AbortController;
+  /** Settles when the stream has ended, however. */
+  done?: Promise<void>;
+  /** Set once the bootstrap event arrived. */
+  open: boolean;
+  /** Event types received after the bootstrap event. */
+  readonly events: string[];
+  end?: StreamEnd;
+  /** Called on the bootstrap event, on each later event, and at the end. */
+  onChange?: () => void;
+}
+
+/** What one run (one gateway process, one mode) measured. */
+interface RunResult {
+  readonly rssBeforeKiB: number;
+  readonly rssAfterKiB: number;
+  /** From the first stream requested to the last bootstrap event. */
+  readonly openMs: number;
+  /** Gateway CPU over the idle window, in % of one core. */
+  readonly idleCpuPercent: number;
+  /** Publish → stream ended with FAILED_PRECONDITION, ms, one per revoke. */
+  readonly revokeMs: readonly number[];
+  /** Publish → Redis acknowledged the snapshot, ms, one per revoke. */
+  readonly revokeAckMs: readonly number[];
+  /** This process's event-loop delay while revoking (p99, max), ms: how much of a latency the client added. */
+  readonly clientLoopDelayMs: { readonly p99: number; readonly max: number };
+  /** This process's CPU (every thread) over the idle window, in % of one core. */
+  readonly clientIdleCpuPercent: number;
+  /** Devices that received the sanity event. */
+  readonly delivered: number;
+  /** Streams that ended UNAVAILABLE before their bootstrap event and were opened again: how each ended. */
+  readonly openRetries: readonly string[];
+  /** The gateway's longest event-loop delay while the streams opened (its own /metrics), ms. */
+  readonly openLoopLagMaxMs: number;
+  /** Warnings and errors the gateway logged once started. */
+  readonly logProblems: readonly string[];
+}
+
+/** The stream end a device's client saw, from what its `for await` threw (or not). */
+function streamEnd(error: unknown): StreamEnd {
+  const at = performance.now();
+  if (error === undefined) return { at, code: "OK", message: "ended" };
+  if (error instanceof ClientError) {
+    return { at, code: Status[error.code], message: error.details };
+  }
+  return { at, code: (error as Error).name, message: (error as Error).message };
+}
+
+/** Opens `device`'s connection and stream; `device.done` settles once the stream ended. */
+function openDevice(device: Device, address: string, label: string): void {
+  const channel = createChannel(address, ChannelCredentials.createInsecure(), {
+    // Its own HTTP/2 connection, as a real device has.
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  const client = createClient(EdgeGatewayServiceDefinition, channel);
+  const abort = new AbortController();
+  device.channel = channel;
+  device.abort = abort;
+  const { deviceSessionId, privateKey } = device;
+  const request = signSubscribeEventsRequest(
+    { deviceSessionId, requestId: `${label}-${device.index}`, timestampMs: Date.now() },
+    privateKey,
+  );
+  device.done = (async () => {
+    let failure: unknown;
+    try {
+      for await (const event of client.subscribeEvents(request, { signal: abort.signal })) {
+        if (device.open) device.events.push(event.eventType);
+        else device.open = true;
+        device.onChange?.();
+      }
+    } catch (error) {
+      failure = error;
+    }
+    device.end = streamEnd(failure);
+    device.onChange?.();
+  })();
+}
+
+/** Resolves once `ready(device)` holds for every one of `devices`, or rejects after `ms`. */
+function untilAll(
+  devices: readonly Device[],
+  ready: (device: Device) => boolean,
+  ms: number,
+  what: string,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let remaining = devices.length;
+    const timer = setTimeout(() => {
+      for (const device of devices) device.onChange = undefined;
+      reject(new Error(`${remaining} of ${devices.length} ${what} after ${ms} ms`));
+    }, ms);
+    const check = (device: Device) => {
+      if (!ready(device)) return;
+      device.onChange = undefined;
+      if (--remaining === 0) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    for (const device of devices) {
+      device.onChange = () => check(device);
+      check(device);
+    }
+  });
+}
+
+/** Fails with the first few stream ends of `devices` no one asked for. */
+function requireNoEnds(devices: readonly Device[], when: string): void {
+  const ended = devices.filter((device) => device.end !== undefined);
+  if (ended.length === 0) return;
+  const sample = ended
+    .slice(0, 5)
+    .map((device) => `${device.deviceSessionId}: ${device.end!.code} ${device.end!.message}`);
+  throw new Error(`${ended.length} stream(s) ended ${when}:\n  ${sample.join("\n  ")}`);
+}
+
+/** Ends every stream from the client side and closes the connections. */
+async function closeDevices(devices: readonly Device[]): Promise<void> {
+  for (const device of devices) device.abort?.abort();
+  await Promise.allSettled(devices.map((device) => device.done));
+  for (const device of devices) device.channel?.close();
+}
+
+/** Sends SIGTERM to `pid` and waits for it to be gone, SIGKILL after `ms`. */
+async function stopProcess(pid: number, ms = 10_000): Promise<void> {
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!alive()) return;
+  process.kill(pid, "SIGTERM");
+  const start = Date.now();
+  while (alive()) {
+    if (Date.now() - start > ms) process.kill(pid, "SIGKILL");
+    await settle(50);
+  }
+}
+
+/** `count` indices spread evenly over the devices, starting at `offset`. */
+function spread(count: number, offset: number): number[] {
+  const step = DEVICES / (REVOKES + DELIVERIES);
+  return Array.from({ length: count }, (_, i) => Math.floor((offset + i) * step));
+}
+
+/**
+ * `count` device keys. The public key comes out of the key generation as DER
+ * rather than from exporting the key object as JWK (as `newDeviceKey` does):
+ * on Node 20 that export can deadlock when a garbage collection runs inside
+ * it, which this process, holding thousands of connections, hit while
+ * writing sessions.
+ */
+function deviceKeys(count: number): { privateKey: KeyObject; publicKeyText: string }[] {
+  return Array.from({ length: count }, () => {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519", {
+      privateKeyEncoding: { type: "pkcs8", format: "der" },
+      publicKeyEncoding: { type: "spki", format: "der" },
+    });
+    return {
+      privateKey: createPrivateKey({ key: privateKey, format: "der", type: "pkcs8" }),
+      // An Ed25519 SPKI ends with the 32-byte raw key.
+      publicKeyText: publicKey.subarray(-32).toString("base64url"),
+    };
+  });
+}
+
+/** Writes every device's session as active (the previous run revoked some of them). */
+async function writeSessions(redis: Redis, devices: readonly Device[]): Promise<void> {
+  await Promise.all(
+    devices.map(({ deviceSessionId, userId, publicKeyText }) =>
+      putSession(redis, { deviceSessionId, userId, publicKeyText }),
+    ),
+  );
+}
+
+/** One run: a fresh gateway in `mode`, D devices, memory, idle CPU, revokes, deliveries. */
+async function measureRun(
+  testRedis: TestRedis,
+  redis: Redis,
+  keys: readonly { privateKey: KeyObject; publicKeyText: string }[],
+  mode: Mode,
+  label: string,
+): Promise<RunResult> {
+  console.error(`${label}: writing ${fmt(DEVICES)} device sessions…`);
+  const devices: Device[] = keys.map((key, index) => ({
+    index,
+    userId: `user-${index}`,
+    deviceSessionId: `ds-bench-${index}`,
+    ...key,
+    open: false,
+    events: [],
+  }));
+  await writeSessions(redis, devices);
+  const log: string[] = [];
+  const gateway = await launchPinned(run, {
+    label: `gateway (${mode})`,
+    core: SERVER_CORE,
+    cwd: ROOT,
+    args: [join(ROOT, "dist", "runtime", "bin.js")],
+    env: gatewayEnv(testRedis, { GATEWAY_PUSH_FANOUT: mode }),
+    ready: /authenticated gRPC listening on (\S+)[\s\S]*gateway ready/,
+    onOutput: (text) => log.push(text),
+  });
+  try {
+    await settle(RSS_SETTLE_MS);
+    const rssBeforeKiB = rssKiB(gateway.pid);
+
+    const admin = /admin HTTP listening on (\S+)/.exec(log.join(""))?.[1];
+    if (admin === undefined) throw new Error("the gateway did not log its admin address");
+    // What it logs from here on: its start-up output (stdout and stderr, in either order) is in by now.
+    const logFrom = log.length;
+    // Each scrape resets the event-loop delay figures: the next one covers the opening alone.
+    await scrapeMetrics(admin);
+    console.error(`${label}: opening ${fmt(DEVICES)} streams, ${fmt(BATCH)} at a time…`);
+    const openStart = performance.now();
+    const openRetries: string[] = [];
+    for (let from = 0; from < DEVICES; from += BATCH) {
+      const batch = devices.slice(from, from + BATCH);
+      let opening = batch;
+      for (let attempt = 0; opening.length > 0; attempt++) {
+        for (const device of opening) openDevice(device, gateway.address, `${label}-${attempt}`);
+        await untilAll(
+          opening,
+          (device) => device.open || device.end !== undefined,
+          BATCH_TIMEOUT_MS,
+          "streams not open",
+        );
+        // UNAVAILABLE tells a device to retry, and real devices do: so do these, a few times, and say so.
+        opening = batch.filter((device) => !device.open && device.end?.code === "UNAVAILABLE");
+        if (attempt === OPEN_RETRIES) break;
+        for (const device of opening) {
+          openRetries.push(`${device.deviceSessionId}: ${device.end!.code} ${device.end!.message}`);
+          device.channel?.close();
+          device.end = undefined;
+        }
+        if (opening.length > 0) await settle(OPEN_RETRY_DELAY_MS);
+      }
+      requireNoEnds(batch, `while opening (devices ${from}–${from + batch.length - 1})`);
+    }
+    if (openRetries.length > 0) {
+      console.error(
+        `${label}: ${openRetries.length} stream(s) retried, e.g.:\n  ${openRetries.slice(0, 5).join("\n  ")}`,
+      );
+    }
+    const openMs = performance.now() - openStart;
+    const openLoopLagMaxMs =
+      metricValue(await scrapeMetrics(admin), "nodejs_eventloop_lag_max_seconds") * 1000;
+    console.error(`${label}: ${fmt(DEVICES)} streams open in ${fmt(openMs / 1000, 1)} s`);
+
+    await settle(RSS_SETTLE_MS);
+    const rssAfterKiB = rssKiB(gateway.pid);
+
+    console.error(`${label}: idle for ${IDLE_SECONDS} s…`);
+    const cpuBefore = cpuMicros(gateway.pid);
+    const clientCpuBefore = process.cpuUsage();
+    const idleStart = performance.now();
+    await settle(IDLE_SECONDS * 1000);
+    const idleMs = performance.now() - idleStart;
+    const idleCpuPercent = ((cpuMicros(gateway.pid) - cpuBefore) / 1000 / idleMs) * 100;
+    const clientCpu = process.cpuUsage(clientCpuBefore);
+    const clientIdleCpuPercent = ((clientCpu.user + clientCpu.system) / 1000 / idleMs) * 100;
+    requireNoEnds(devices, "while idle");
+
+    console.error(`${label}: ${REVOKES} revokes, one after another…`);
+    const revokeMs: number[] = [];
+    const revokeAckMs: number[] = [];
+    const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+    loopDelay.enable();
+    for (const index of spread(REVOKES, 0)) {
+      const device = devices[index]!;
+      const ended = untilAll([device], (d) => d.end !== undefined, REVOKE_TIMEOUT_MS, "revoked");
+      const { deviceSessionId } = device;
+      const snapshot = {
+        deviceSessionId,
+        userId: device.userId,
+        clientPublicKey: device.publicKeyText,
+        status: "revoked" as const,
+        revokedAtMs: Date.now(),
+      };
+      const start = performance.now();
+      await publishSessionSnapshot(redis, snapshot);
+      revokeAckMs.push(performance.now() - start);
+      await ended;
+      const end = device.end!;
+      if (end.code !== "FAILED_PRECONDITION") {
+        throw new Error(`revoked ${deviceSessionId} ended ${end.code} ${end.message}`);
+      }
+      revokeMs.push(end.at - start);
+    }
+    loopDelay.disable();
+    const clientLoopDelayMs = { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 };
+    const revoked = new Set(spread(REVOKES, 0));
+    requireNoEnds(
+      devices.filter((device) => !revoked.has(device.index)),
+      "that were not revoked",
+    );
+
+    console.error(`${label}: one event to each of ${DELIVERIES} devices…`);
+    const targets = spread(DELIVERIES, REVOKES).map((index) => devices[index]!);
+    const arrived = untilAll(
+      targets,
+      (device) => device.events.includes("bench.ping") || device.end !== undefined,
+      DELIVERY_TIMEOUT_MS,
+      "events not delivered",
+    ).catch(() => undefined);
+    await Promise.all(
+      targets.map((device) =>
+        publishClientEvent(redis, {
+          userId: device.userId,
+          eventType: "bench.ping",
+          requestId: `${label}-ping-${device.index}`,
+        }),
+      ),
+    );
+    await arrived;
+    const delivered = targets.filter((device) => device.events.includes("bench.ping")).length;
+    requireNoEnds(targets, "before their event arrived");
+
+    return {
+      rssBeforeKiB,
+      rssAfterKiB,
+      openMs,
+      openRetries,
+      openLoopLagMaxMs,
+      idleCpuPercent,
+      revokeMs,
+      revokeAckMs,
+      clientLoopDelayMs,
+      clientIdleCpuPercent,
+      delivered,
+      logProblems: logProblems(log.slice(logFrom).join("")),
+    };
+  } catch (error) {
+    const lines = log.join("").trimEnd();
+    console.error(`${label}: gateway output:\n${lines || "(none)"}`);
+    throw error;
+  } finally {
+    await closeDevices(devices);
+    await stopProcess(gateway.pid);
+  }
+}
+
+/** The warnings and errors in a gateway's output. */
+function logProblems(output: string): string[] {
+  return output.split("\n").filter((line) => /\b(warn|error|fatal)\b/i.test(line));
+}
+
+const kibPerDevice = (r: RunResult) => (r.rssAfterKiB - r.rssBeforeKiB) / DEVICES;
+const goal = (met: boolean) => (met ? "✓" : "✗");
+
+try {
+  // This process (devices, publishers), redis-server and the build run on the other core.
+  const testRedis = await prepareRun(run, CLIENT_CORE, ROOT);
+  const redis = testRedis.client();
+  run.cleanups.push(() => redis.quit());
+
+  console.error(`generating ${fmt(DEVICES)} device keys…`);
+  const keys = deviceKeys(DEVICES);
+
+  const variants = MODES.map((mode) => ({
+    name: mode,
+    round: (round: number) => measureRun(testRedis, redis, keys, mode, `${mode}-${round + 1}`),
+  }));
+  // A B A B: the modes alternate run by run, each run a fresh gateway process.
+  const results = await interleave(variants, ROUNDS, (name, round, r) => {
+    console.error(
+      `round ${round + 1}/${ROUNDS} ${name}: RSS ${fmt(r.rssBeforeKiB / 1024, 1)} → ${fmt(r.rssAfterKiB / 1024, 1)} MiB` +
+        ` (${fmt(kibPerDevice(r), 1)} KiB/device), open ${fmt(r.openMs / 1000, 1)} s,` +
+        ` idle CPU ${fmt(r.idleCpuPercent, 2)}%, revoke p50 ${fmt(percentile(r.revokeMs, 50), 2)}` +
+        ` p99 ${fmt(percentile(r.revokeMs, 99), 2)} max ${fmt(Math.max(...r.revokeMs), 2)} ms,` +
+        ` delivered ${r.delivered}/${DELIVERIES}`,
+    );
+  });
+
+  console.log(`\n## ${fmt(DEVICES)} idle devices on one gateway node\n`);
+  console.log(MACHINE);
+  for (const note of [
+    `one gateway bin per run, pinned to core ${SERVER_CORE}, GATEWAY_PUSH_FANOUT=<mode>, history on (defaults); devices and publishers`,
+    `(this process) and redis-server on core ${CLIENT_CORE}. ${fmt(DEVICES)} devices, each its own session (putSession), its own HTTP/2`,
+    `connection and one SubscribeEvents stream, opened ${fmt(BATCH)} at a time, each batch waiting for every bootstrap event;
+a stream that ends UNAVAILABLE before it is open is opened again (up to ${OPEN_RETRIES} times), as devices do, and counted under "retried".
+"open loop lag max": the gateway's nodejs_eventloop_lag_max_seconds (its admin /metrics) over the opening; its Redis commands time out after 1 s.`,
+    `memory: gateway RSS ${RSS_SETTLE_MS / 1000} s after start (no streams) and ${RSS_SETTLE_MS / 1000} s after the last stream opened; KiB/device = difference / ${fmt(DEVICES)}.`,
+    `idle CPU: gateway user + system time (every thread, /proc/<pid>/stat, 10 ms ticks) over ${IDLE_SECONDS} s with every stream open and`,
+    `nothing published, in % of one core. The server sends an HTTP/2 keepalive ping on every connection every ${KEEPALIVE_SECONDS} s: about one per connection falls in the window.`,
+    `revoke: ${REVOKES} of the sessions, one after another, publishSessionSnapshot(status revoked); time from just before the MULTI/XADD`,
+    `to the client seeing its stream end with FAILED_PRECONDITION (and to Redis acknowledging it). delivery: one event to each of ${DELIVERIES} other devices (publishClientEvent).`,
+    `${ROUNDS} round(s), modes alternating (A B A B), a fresh gateway per run; medians over rounds.`,
+  ]) {
+    console.log(note);
+  }
+
+  for (const mode of MODES) {
+    const rounds = results.get(mode)!;
+    const m = (f: (r: RunResult) => number) => median(rounds.map(f));
+    const kib = m(kibPerDevice);
+    const idle = m((r) => r.idleCpuPercent);
+    const p99 = m((r) => percentile(r.revokeMs, 99));
+    console.log(`\n### GATEWAY_PUSH_FANOUT=${mode}\n`);
+    const rows = [
+      ["RSS, no streams MiB", fmt(m((r) => r.rssBeforeKiB) / 1024, 1), ""],
+      [`RSS, ${fmt(DEVICES)} streams MiB`, fmt(m((r) => r.rssAfterKiB) / 1024, 1), ""],
+      [
+        "memory per device KiB",
+        fmt(kib, 1),
+        `≤ ${GOALS.kibPerDevice} ${goal(kib <= GOALS.kibPerDevice)}, stretch ≤ ${GOALS.kibPerDeviceStretch} ${goal(kib <= GOALS.kibPerDeviceStretch)}`,
+      ],
+      [`time to open ${fmt(DEVICES)} streams s`, fmt(m((r) => r.openMs) / 1000, 1), ""],
+      [
+        `idle CPU, ${IDLE_SECONDS} s window, % of a core`,
+        fmt(idle, 2),
+        `< ${GOALS.idleCpuPercent} ${goal(idle < GOALS.idleCpuPercent)}`,
+      ],
+      [
+        "revoke → closed p50 ms",
+        fmt(
+          m((r) => percentile(r.revokeMs, 50)),
+          2,
+        ),
+        "",
+      ],
+      [
+        "revoke → closed p99 ms",
+        fmt(p99, 2),
+        `< ${GOALS.revokeP99Ms} ${goal(p99 < GOALS.revokeP99Ms)}`,
+      ],
+      [
+        "revoke → closed max ms",
+        fmt(
+          m((r) => Math.max(...r.revokeMs)),
+          2,
+        ),
+        "",
+      ],
+      [
+        "revoke → Redis acked p50 / p99 ms",
+        `${fmt(
+          m((r) => percentile(r.revokeAckMs, 50)),
+          2,
+        )} / ${fmt(
+          m((r) => percentile(r.revokeAckMs, 99)),
+          2,
+        )}`,
+        "",
+      ],
+      [
+        "client event-loop delay while revoking p99 / max ms",
+        `${fmt(
+          m((r) => r.clientLoopDelayMs.p99),
+          1,
+        )} / ${fmt(
+          m((r) => r.clientLoopDelayMs.max),
+          1,
+        )}`,
+        "",
+      ],
+      [
+        `client CPU, ${IDLE_SECONDS} s window, % of a core`,
+        fmt(
+          m((r) => r.clientIdleCpuPercent),
+          2,
+        ),
+        "",
+      ],
+      [
+        `sanity events delivered of ${DELIVERIES}`,
+        fmt(Math.min(...rounds.map((r) => r.delivered))),
+        "all",
+      ],
+    ];
+    console.log(table(["measure (median over rounds)", "value", "goal"], rows));
+    const perRound = rounds.map((r, round) => [
+      String(round + 1),
+      fmt(r.rssBeforeKiB / 1024, 1),
+      fmt(r.rssAfterKiB / 1024, 1),
+      fmt(kibPerDevice(r), 1),
+      fmt(r.openMs / 1000, 1),
+      fmt(r.openRetries.length),
+      fmt(r.openLoopLagMaxMs),
+      fmt(r.idleCpuPercent, 2),
+      fmt(percentile(r.revokeMs, 50), 2),
+      fmt(percentile(r.revokeMs, 99), 2),
+      fmt(Math.max(...r.revokeMs), 2),
+      `${r.delivered}/${DELIVERIES}`,
+    ]);
+    console.log(
+      `\n${table(
+        [
+          "round",
+          "RSS before MiB",
+          "RSS after MiB",
+          "KiB/device",
+          "open s",
+          "retried",
+          "open loop lag max ms",
+          "idle CPU %",
+          "revoke p50 ms",
+          "p99 ms",
+          "max ms",
+          "delivered",
+        ],
+        perRound,
+      )}`,
+    );
+    const retries = new Map<string, number>();
+    for (const retry of rounds.flatMap((r) => r.openRetries)) {
+      const how = retry.slice(retry.indexOf(": ") + 2);
+      retries.set(how, (retries.get(how) ?? 0) + 1);
+    }
+    if (retries.size > 0) {
+      console.log("\nstreams that ended before their bootstrap event and were opened again:");
+      for (const [how, count] of retries) console.log(`${fmt(count)} × ${how}`);
+    }
+    const problems = rounds.flatMap((r) => r.logProblems);
+    console.log(
+      problems.length === 0
+        ? "\ngateway log: no warnings or errors"
+        : `\ngateway log warnings/errors (${problems.length}):\n${problems.slice(0, 20).join("\n")}`,
+    );
+  }
+  console.log();
+} finally {
+  await run.cleanUp();
+}
