@@ -122,6 +122,7 @@ export async function* runPushSession(
     if (signal.aborted) return;
     if ("routed" in delivery) unsubscribe = await subscribeUser(delivery.routed, stream);
     const { bootstrapId, replay, skipThrough } = await startOf(deps, request, stream, position);
+    const beforeStart = startFilter(skipThrough);
     yield bootstrapEvent(deps.signer, {
       cursor: bootstrapId,
       requestId: request.requestId,
@@ -140,7 +141,7 @@ export async function* runPushSession(
       if (transport !== undefined) await transport.whenAccepted(endSignals);
       const event = await stream.next(signal);
       if (event === undefined) return;
-      if (skipThrough !== undefined && compareIds(event.eventId, skipThrough) <= 0) continue;
+      if (beforeStart(event.eventId)) continue;
       yield event;
     }
   } catch (error) {
@@ -158,6 +159,20 @@ export async function* runPushSession(
     if (transport === undefined) release();
     else void transport.closed.then(release);
   }
+}
+
+/**
+ * Whether a live event is at or before the stream's start. Live events come
+ * in stream order, so once one is after it the ids need no more comparing.
+ */
+function startFilter(skipThrough: string | undefined): (eventId: string) => boolean {
+  let through = skipThrough;
+  return (eventId) => {
+    if (through === undefined) return false;
+    if (compareIds(eventId, through) <= 0) return true;
+    through = undefined;
+    return false;
+  };
 }
 
 /** `signal`, also aborting once `transport` is done with the call. */
