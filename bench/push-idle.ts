@@ -19,7 +19,17 @@ import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { metricValue, scrapeMetrics } from "../test/support/push.js";
 import type { TestRedis } from "../test/support/redis-server.js";
 import { cpuMicros, createRunCleanup, launchPinned, prepareRun, rssKiB } from "./processes.js";
-import { fmt, interleave, machineFacts, median, percentile, settle, table } from "./report.js";
+import {
+  fmt,
+  interleave,
+  machineFacts,
+  median,
+  parseModes,
+  percentile,
+  settle,
+  table,
+  wholeNumbers,
+} from "./report.js";
 
 const KNOWN_MODES = ["read", "routed"] as const;
 type Mode = (typeof KNOWN_MODES)[number];
@@ -35,32 +45,16 @@ const { values: options } = parseArgs({
     deliveries: { type: "string", default: "100" },
   },
 });
-const MODES = options.modes.split(",").map((mode) => mode.trim()) as Mode[];
-const ROUNDS = Number(options.rounds);
-const DEVICES = Number(options.devices);
-const BATCH = Number(options.batch);
-const IDLE_SECONDS = Number(options["idle-seconds"]);
-const REVOKES = Number(options.revokes);
-const DELIVERIES = Number(options.deliveries);
-for (const mode of MODES) {
-  if (!KNOWN_MODES.includes(mode)) {
-    throw new Error(`--modes takes a comma-separated list of ${KNOWN_MODES.join(", ")}`);
-  }
-}
-if (MODES.length === 0 || new Set(MODES).size !== MODES.length) {
-  throw new Error("--modes must name each mode at most once");
-}
-for (const [name, value] of [
-  ["--rounds", ROUNDS],
-  ["--devices", DEVICES],
-  ["--batch", BATCH],
-  ["--idle-seconds", IDLE_SECONDS],
-  ["--revokes", REVOKES],
-  ["--deliveries", DELIVERIES],
-] as const) {
-  if (!(Number.isInteger(value) && value >= 1))
-    throw new Error(`${name} must be a whole number ≥ 1`);
-}
+const { modes: modesText, ...numeric } = options;
+const MODES = parseModes(modesText, KNOWN_MODES);
+const {
+  rounds: ROUNDS,
+  devices: DEVICES,
+  batch: BATCH,
+  "idle-seconds": IDLE_SECONDS,
+  revokes: REVOKES,
+  deliveries: DELIVERIES,
+} = wholeNumbers(numeric);
 if (REVOKES + DELIVERIES > DEVICES) {
   throw new Error("--revokes plus --deliveries must not exceed --devices");
 }

@@ -14,7 +14,17 @@ import { metricValue, scrapeMetrics } from "../test/support/push.js";
 import { startRedisCluster } from "../test/support/redis-cluster.js";
 import { freePort } from "../test/support/redis-server.js";
 import { cpuMicros, createRunCleanup, launchPinned, prepareRun } from "./processes.js";
-import { fmt, interleave, machineFacts, median, ratio, settle, table } from "./report.js";
+import {
+  fmt,
+  interleave,
+  machineFacts,
+  median,
+  parseModes,
+  ratio,
+  settle,
+  table,
+  wholeNumbers,
+} from "./report.js";
 
 const KNOWN_MODES = ["read", "routed"] as const;
 type Mode = (typeof KNOWN_MODES)[number];
@@ -31,28 +41,18 @@ const { values: options } = parseArgs({
 });
 /** `--cluster`: the nodes share a Redis Cluster (3 masters) instead of one redis-server. */
 const ON_CLUSTER = options.cluster;
-const MODES = options.modes.split(",").map((mode) => mode.trim()) as Mode[];
-const ROUNDS = Number(options.rounds);
-const EVENTS = Number(options.events);
-const RATE = Number(options.rate);
-const STREAMS = Number(options.streams);
-for (const mode of MODES) {
-  if (!KNOWN_MODES.includes(mode)) {
-    throw new Error(`--modes takes a comma-separated list of ${KNOWN_MODES.join(", ")}`);
-  }
-}
-if (MODES.length === 0 || new Set(MODES).size !== MODES.length) {
-  throw new Error("--modes must name each mode at most once");
-}
-for (const [name, value] of [
-  ["--rounds", ROUNDS],
-  ["--events", EVENTS],
-  ["--rate", RATE],
-  ["--streams", STREAMS],
-] as const) {
-  if (!(Number.isInteger(value) && value >= 1))
-    throw new Error(`${name} must be a whole number ≥ 1`);
-}
+const MODES = parseModes(options.modes, KNOWN_MODES);
+const {
+  rounds: ROUNDS,
+  events: EVENTS,
+  rate: RATE,
+  streams: STREAMS,
+} = wholeNumbers({
+  rounds: options.rounds,
+  events: options.events,
+  rate: options.rate,
+  streams: options.streams,
+});
 if (EVENTS % STREAMS !== 0) throw new Error("--events must be a multiple of --streams");
 
 const NODE_LABELS = ["A", "B", "C"] as const;

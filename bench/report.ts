@@ -131,3 +131,33 @@ export function watchdog(name: string, ms: number, stop: () => Promise<unknown>)
     void stop().finally(() => process.exit(1));
   }, ms).unref();
 }
+
+/**
+ * The `--modes` option: a comma-separated list naming each of `known` at
+ * most once, and at least one; throws naming the option otherwise.
+ */
+export function parseModes<M extends string>(text: string, known: readonly M[]): M[] {
+  const modes = text.split(",").map((mode) => mode.trim()) as M[];
+  for (const mode of modes) {
+    if (!known.includes(mode)) {
+      throw new Error(`--modes takes a comma-separated list of ${known.join(", ")}`);
+    }
+  }
+  if (modes.length === 0 || new Set(modes).size !== modes.length) {
+    throw new Error("--modes must name each mode at most once");
+  }
+  return modes;
+}
+
+/** Each option's text as a whole number ≥ 1; throws naming the first that is not. */
+export function wholeNumbers<K extends string>(options: Record<K, string>): Record<K, number> {
+  const numbers = {} as Record<K, number>;
+  for (const [name, text] of Object.entries(options) as [K, string][]) {
+    const value = Number(text);
+    if (!(Number.isInteger(value) && value >= 1)) {
+      throw new Error(`--${name} must be a whole number ≥ 1`);
+    }
+    numbers[name] = value;
+  }
+  return numbers;
+}
