@@ -271,6 +271,33 @@ describe("routed fan-out on one Redis", () => {
   });
 });
 
+describe("nodes of both fan-out modes on one ingress, as while a deployment changes mode", () => {
+  it("feeds a routed node's streams when a read node routes", async () => {
+    const name = uniqueName("mixed");
+    // The first node takes the router lease.
+    const reader = await startPushGateway(redis, publisher, cleanup, {
+      name,
+      env: { GATEWAY_PUSH_FANOUT: "read" },
+    });
+    await waitFor("the read node to route", async () => {
+      return (await metric(reader.admin, 'gateway_redis_connections{role="history_router"}')) === 1;
+    });
+    const routed = await startPushGateway(redis, publisher, cleanup, {
+      name,
+      env: { GATEWAY_PUSH_FANOUT: "routed" },
+    });
+    const device = newDevice(uniqueName("user"));
+    await reader.snapshot(device, "active");
+    const onRouted = await open(routed, device);
+    const onReader = await open(reader, device);
+    const ids = await publishAll(reader, device, ["a", "b"]);
+    for (const { stream } of [onRouted, onReader]) {
+      expect((await stream.received(3)).slice(1).map((event) => event.eventId)).toEqual(ids);
+    }
+    expect(await metric(routed.admin, 'gateway_redis_connections{role="history_router"}')).toBe(0);
+  });
+});
+
 describe("fan-out read, for comparison", () => {
   it("has every node read every ingress entry, streams or not", async () => {
     const [holder, other] = (await startNodes(2, "read")) as [PushGateway, PushGateway];

@@ -40,10 +40,11 @@ export interface HistoryRouterOptions {
   readonly metrics?: Pick<Metrics, "historyEntriesRouted"> &
     Partial<Pick<Metrics, "trackRedisConnections" | "readerLag">>;
   /**
-   * Routed fan-out (§13): also publish each event written on its user's
-   * events channel, in the same script. Absent: history only.
+   * Whether the router reports the ingress's reader lag: under routed fan-out
+   * (§13) it is the ingress's only reader; otherwise the nodes' own readers
+   * report it.
    */
-  readonly publish?: boolean;
+  readonly reportLag?: boolean;
   /** How long the lease lasts unrenewed, in ms (default 3000). */
   readonly leaseMs?: number;
   /** How often the lease is renewed or tried, in ms (default 1000). */
@@ -168,11 +169,9 @@ class LeasedRouter implements HistoryRouter {
       startAfter: position,
       logger,
       role: "history_router",
-      // Under routed fan-out the router is the ingress's only reader: its
-      // lag is the delivery lag. Otherwise the nodes' own readers report it.
       metrics: {
         trackRedisConnections: this.options.metrics?.trackRedisConnections,
-        readerLag: this.options.publish === true ? this.options.metrics?.readerLag : undefined,
+        readerLag: this.options.reportLag === true ? this.options.metrics?.readerLag : undefined,
       },
       onEntries: (entries) => this.route(entries),
       onGap: (gap) => this.raiseFloor(gap.reason),
@@ -252,13 +251,11 @@ class LeasedRouter implements HistoryRouter {
     }
     const results = await Promise.all(
       [...calls].map(([userId, args]) =>
-        this.options.publish === true
-          ? this.redis.historyAppendPublish(
-              keyspace.historyKey(userId),
-              keyspace.eventsChannel(userId),
-              ...args,
-            )
-          : this.redis.historyAppend(keyspace.historyKey(userId), ...args),
+        this.redis.historyAppend(
+          keyspace.historyKey(userId),
+          keyspace.eventsChannel(userId),
+          ...args,
+        ),
       ),
     );
     const outOfOrder = results.reduce((sum, [, late]) => sum + late, 0);

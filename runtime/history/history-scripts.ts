@@ -32,21 +32,24 @@ end
 `;
 
 /**
- * `KEYS[1]` history stream, `KEYS[2]` (routed fan-out only) the user's events
- * channel; `ARGV`: size, ttl ms, floor when created, then for each event in
- * ingress order: its id, its field count × 2, its field/value pairs. One call
- * per user per routed batch, so the user's events arrive in order even when a
- * cluster redirects commands (redirected commands can overtake each other).
- * Returns `{written, outOfOrder}`: an id already there (a retried write)
- * counts in neither.
+ * `KEYS[1]` history stream, `KEYS[2]` the user's events channel; `ARGV`:
+ * size, ttl ms, floor when created, then for each event in ingress order: its
+ * id, its field count × 2, its field/value pairs. One call per user per routed
+ * batch, so the user's events arrive in order even when a cluster redirects
+ * commands (redirected commands can overtake each other). Returns
+ * `{written, outOfOrder}`: an id already there (a retried write) counts in
+ * neither.
  *
- * With a channel, each event written is also published there (`SPUBLISH`:
- * the channel shares the history's hash tag, so its shard) in the same atomic
+ * Each event written is also published on the channel (`SPUBLISH`: the
+ * channel shares the history's hash tag, so its shard) in the same atomic
  * step, so an event is in the history exactly when it was published: a node
- * that subscribed before reading the history misses nothing. Each message
- * names the id written before it in this history (`prev`), so a subscriber
- * sees any message it did not get; an event that cannot go in (below the top)
- * publishes a gap message instead (the layout: `runtime/push/routed-message.ts`).
+ * that subscribed before reading the history misses nothing. Nodes under
+ * fan-out `read` subscribe nothing, and a message nobody subscribed costs
+ * one lookup; publishing always lets nodes change fan-out mode one at a time.
+ * Each message names the id written before it in this history (`prev`), so a
+ * subscriber sees any message it did not get; an event that cannot go in
+ * (below the top) publishes a gap message instead (the layout:
+ * `runtime/push/routed-message.ts`).
  */
 const APPEND = `${INFO_FIELD}
 local key = KEYS[1]
@@ -54,14 +57,10 @@ local channel = KEYS[2]
 local size = tonumber(ARGV[1])
 local created = redis.call('EXISTS', key) == 0
 local written, outOfOrder = 0, 0
-local prev
-if channel then
-  if created then
-    prev = ARGV[3]
-  else
-    local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-    prev = top and top[1] or info_field(key, 'last-generated-id')
-  end
+local prev = ARGV[3]
+if not created then
+  local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  prev = top and top[1] or info_field(key, 'last-generated-id')
 end
 local i = 4
 while i <= #ARGV do
@@ -72,7 +71,7 @@ while i <= #ARGV do
     if #redis.call('XRANGE', key, id, id) == 0 then
       redis.call('XSETID', key, info_field(key, 'last-generated-id'), 'MAXDELETEDID', id)
       outOfOrder = outOfOrder + 1
-      if channel then redis.call('SPUBLISH', channel, 'g' .. id .. '\\0') end
+      redis.call('SPUBLISH', channel, 'g' .. id .. '\\0')
     end
   else
     if created and ARGV[3] ~= '0-0' then
@@ -80,15 +79,13 @@ while i <= #ARGV do
     end
     created = false
     written = written + 1
-    if channel then
-      local parts = {'e', prev, '\\0', id, '\\0'}
-      for j = i + 2, i + 1 + count do
-        parts[#parts + 1] = struct.pack('>I4', #ARGV[j])
-        parts[#parts + 1] = ARGV[j]
-      end
-      redis.call('SPUBLISH', channel, table.concat(parts))
-      prev = id
+    local parts = {'e', prev, '\\0', id, '\\0'}
+    for j = i + 2, i + 1 + count do
+      parts[#parts + 1] = struct.pack('>I4', #ARGV[j])
+      parts[#parts + 1] = ARGV[j]
     end
+    redis.call('SPUBLISH', channel, table.concat(parts))
+    prev = id
   end
   i = i + 2 + count
 end
@@ -215,8 +212,7 @@ return 0
 
 /** The history commands, as methods on a client that {@link withHistoryScripts} prepared. */
 export interface HistoryCommands {
-  historyAppend(key: string, ...args: (string | number | Buffer)[]): Promise<[number, number]>;
-  historyAppendPublish(
+  historyAppend(
     key: string,
     channel: string,
     ...args: (string | number | Buffer)[]
@@ -241,7 +237,6 @@ export interface HistoryCommands {
 }
 
 const SCRIPTS: Readonly<Record<string, string>> = {
-  historyAppend: APPEND,
   historySeam: SEAM,
   historyTouch: TOUCH,
   historyRead: READ,
@@ -260,7 +255,7 @@ export function withHistoryScripts<T extends Redis | Cluster>(redis: T): T & His
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       redis.defineCommand(name, { numberOfKeys: 1, lua });
     }
-    redis.defineCommand("historyAppendPublish", { numberOfKeys: 2, lua: APPEND });
+    redis.defineCommand("historyAppend", { numberOfKeys: 2, lua: APPEND });
   }
   return target as T & HistoryCommands;
 }

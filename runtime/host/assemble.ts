@@ -194,7 +194,7 @@ function once<T>(build: () => T): () => T {
 /**
  * The session-events reader; the client-events reader unless fan-out is
  * routed; the history task when history is on (it follows the client-events
- * reader's position, or publishes to the users' channels when routed), and
+ * reader's position, or the router's when routed), and
  * the user channels' shutdown.
  */
 function createReaders(
@@ -219,7 +219,7 @@ function createReaders(
         history: config.pushHistory,
         maxPayloadBytes: config.maxEventPayloadBytes,
         count: readerBatch(config.pushStreamQueueSize),
-        publish: routed,
+        reportLag: routed,
         users: () => hub.openUserIds(),
         position:
           clientEvents === undefined ? () => routerPosition(history) : () => clientEvents.cursor(),
