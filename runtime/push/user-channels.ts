@@ -81,7 +81,7 @@ export function createUserChannels(options: UserChannelsOptions): UserChannels {
 }
 
 class Channels implements UserChannels {
-  private readonly byUser = new Map<string, Subscription>();
+  /** The subscriptions by channel (each user's channel is derived from its id). */
   private readonly byChannel = new Map<string, Subscription>();
   private connection: Promise<SubscriberConnection> | undefined;
   private readonly handle: (entries: readonly StreamEntry[]) => void;
@@ -100,17 +100,16 @@ class Channels implements UserChannels {
   }
 
   get size(): number {
-    return this.byUser.size;
+    return this.byChannel.size;
   }
 
   async acquire(userId: string): Promise<() => void> {
     if (this.stopped) throw new Error("user channels are stopped");
-    let subscription = this.byUser.get(userId);
+    const channel = this.options.keyspace.eventsChannel(userId);
+    let subscription = this.byChannel.get(channel);
     if (subscription === undefined) {
-      const channel = this.options.keyspace.eventsChannel(userId);
       const ready = this.subscribe(channel);
       subscription = { userId, channel, refs: 0, ready, lastId: undefined, idleSince: 0 };
-      this.byUser.set(userId, subscription);
       this.byChannel.set(channel, subscription);
       // A failed subscription is forgotten, so the next stream tries again.
       const failed = subscription;
@@ -139,7 +138,6 @@ class Channels implements UserChannels {
     clearInterval(this.sweeper);
     const connection = this.connection;
     this.connection = undefined;
-    this.byUser.clear();
     this.byChannel.clear();
     (await connection?.catch(() => undefined))?.disconnect();
   }
@@ -168,7 +166,6 @@ class Channels implements UserChannels {
   private lost(connection: Promise<SubscriberConnection>, why: string): void {
     if (this.connection !== connection || this.stopped) return;
     this.connection = undefined;
-    this.byUser.clear();
     this.byChannel.clear();
     void connection.then((lost) => lost.disconnect()).catch(() => undefined);
     const ended = this.options.interrupt(undefined);
@@ -214,8 +211,7 @@ class Channels implements UserChannels {
   }
 
   private forget(subscription: Subscription): void {
-    if (this.byUser.get(subscription.userId) === subscription) {
-      this.byUser.delete(subscription.userId);
+    if (this.byChannel.get(subscription.channel) === subscription) {
       this.byChannel.delete(subscription.channel);
     }
   }
@@ -225,7 +221,7 @@ class Channels implements UserChannels {
     const connection = this.connection;
     if (connection === undefined) return;
     const before = Date.now() - this.options.idleMs;
-    for (const subscription of this.byUser.values()) {
+    for (const subscription of this.byChannel.values()) {
       if (subscription.refs > 0 || subscription.idleSince > before) continue;
       this.forget(subscription);
       void connection
