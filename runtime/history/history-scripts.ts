@@ -21,13 +21,31 @@
  */
 import type { Cluster, Redis } from "ioredis";
 
-/** Lua: `info_field(key, name)` reads one field of the stream's `XINFO STREAM` reply. */
-const INFO_FIELD = `
-local function info_field(key, name)
+/**
+ * Lua helpers the scripts share: `stream_info(key)` is the stream's
+ * `XINFO STREAM` reply as a table by field name; `keep_alive(key, floor,
+ * ttl)` sets the stream's TTL, first creating it empty and complete after
+ * `floor` when it is missing, and returns 1 when it created it.
+ */
+const HELPERS = `
+local function stream_info(key)
   local info = redis.call('XINFO', 'STREAM', key)
-  for j = 1, #info, 2 do
-    if info[j] == name then return info[j + 1] end
+  local fields = {}
+  for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+  return fields
+end
+local function keep_alive(key, floor, ttl)
+  local created = 0
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('XGROUP', 'CREATE', key, 'touch', '$', 'MKSTREAM')
+    redis.call('XGROUP', 'DESTROY', key, 'touch')
+    if floor ~= '0-0' then
+      redis.call('XSETID', key, floor, 'MAXDELETEDID', floor)
+    end
+    created = 1
   end
+  redis.call('PEXPIRE', key, ttl)
+  return created
 end
 `;
 
@@ -51,7 +69,7 @@ end
  * (below the top) publishes a gap message instead (the layout:
  * `runtime/push/routed-message.ts`).
  */
-const APPEND = `${INFO_FIELD}
+const APPEND = `${HELPERS}
 local key = KEYS[1]
 local channel = KEYS[2]
 local size = tonumber(ARGV[1])
@@ -60,7 +78,7 @@ local written, outOfOrder = 0, 0
 local prev = ARGV[3]
 if not created then
   local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-  prev = top and top[1] or info_field(key, 'last-generated-id')
+  prev = top and top[1] or stream_info(key)['last-generated-id']
 end
 local i = 4
 while i <= #ARGV do
@@ -69,7 +87,7 @@ while i <= #ARGV do
   local added = redis.pcall('XADD', key, id, unpack(ARGV, i + 2, i + 1 + count))
   if type(added) == 'table' and added.err then
     if #redis.call('XRANGE', key, id, id) == 0 then
-      redis.call('XSETID', key, info_field(key, 'last-generated-id'), 'MAXDELETEDID', id)
+      redis.call('XSETID', key, stream_info(key)['last-generated-id'], 'MAXDELETEDID', id)
       outOfOrder = outOfOrder + 1
       redis.call('SPUBLISH', channel, 'g' .. id .. '\\0')
     end
@@ -103,19 +121,8 @@ return {written, outOfOrder}
  * alive; creates a missing one empty, complete back to the floor. Returns 1
  * when it created the stream.
  */
-const TOUCH = `
-local key = KEYS[1]
-if redis.call('EXISTS', key) == 1 then
-  redis.call('PEXPIRE', key, ARGV[2])
-  return 0
-end
-redis.call('XGROUP', 'CREATE', key, 'touch', '$', 'MKSTREAM')
-redis.call('XGROUP', 'DESTROY', key, 'touch')
-if ARGV[1] ~= '0-0' then
-  redis.call('XSETID', key, ARGV[1], 'MAXDELETEDID', ARGV[1])
-end
-redis.call('PEXPIRE', key, ARGV[2])
-return 1
+const TOUCH = `${HELPERS}
+return keep_alive(KEYS[1], ARGV[1], ARGV[2])
 `;
 
 /**
@@ -128,24 +135,11 @@ return 1
  * (every later event reaches the subscriber), `entries` the first page after
  * the id given, up to `top`.
  */
-const SEAM = `
+const SEAM = `${HELPERS}
 local key = KEYS[1]
-local created = 0
-if redis.call('EXISTS', key) == 0 then
-  redis.call('XGROUP', 'CREATE', key, 'touch', '$', 'MKSTREAM')
-  redis.call('XGROUP', 'DESTROY', key, 'touch')
-  if ARGV[1] ~= '0-0' then
-    redis.call('XSETID', key, ARGV[1], 'MAXDELETEDID', ARGV[1])
-  end
-  created = 1
-end
-redis.call('PEXPIRE', key, ARGV[2])
-local info = redis.call('XINFO', 'STREAM', key)
-local floor, top
-for j = 1, #info, 2 do
-  if info[j] == 'max-deleted-entry-id' then floor = info[j + 1] end
-  if info[j] == 'last-generated-id' then top = info[j + 1] end
-end
+local created = keep_alive(key, ARGV[1], ARGV[2])
+local info = stream_info(key)
+local floor, top = info['max-deleted-entry-id'], info['last-generated-id']
 local entries = {}
 if ARGV[3] ~= '' then
   entries = redis.call('XRANGE', key, '(' .. ARGV[3], top, 'COUNT', ARGV[4])
@@ -157,14 +151,10 @@ return {created, floor, top, entries}
  * `KEYS[1]` history stream; `ARGV`: first id, last id (both inclusive), count.
  * Returns `{0}` when the stream does not exist, else `{1, floor, entries}`.
  */
-const READ = `
+const READ = `${HELPERS}
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return {0} end
-local info = redis.call('XINFO', 'STREAM', key)
-local floor = '0-0'
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then floor = info[i + 1] end
-end
+local floor = stream_info(key)['max-deleted-entry-id']
 return {1, floor, redis.call('XRANGE', key, ARGV[1], ARGV[2], 'COUNT', ARGV[3])}
 `;
 
