@@ -156,6 +156,30 @@ describe("routed fan-out on one Redis", () => {
     expect(routers).toBe(1);
   });
 
+  it("drops a malformed entry once, counted and logged by the routing node, and delivers the valid one after it", async () => {
+    const nodes = await startNodes(2);
+    const [holder] = nodes as [PushGateway, PushGateway];
+    const device = newDevice(uniqueName("user"));
+    await holder.snapshot(device, "active");
+    const { stream } = await open(holder, device);
+    const bad = (await publisher.xadd(
+      holder.clientEvents,
+      "*",
+      "user_id",
+      device.userId,
+    )) as string;
+    const [valid] = await publishAll(holder, device, ["ok"]);
+    expect((await stream.received(2))[1]!.eventId).toBe(valid);
+
+    expect(await total(nodes, 'gateway_client_events_total{result="malformed"}')).toBe(1);
+    const warned = nodes.flatMap((node) =>
+      node.gateway.logger.lines.filter((line) => line.startsWith("warn") && line.includes(bad)),
+    );
+    expect(warned).toEqual([
+      `warn client event ${bad} dropped as malformed: event_type is missing or empty`,
+    ]);
+  });
+
   it("starts a fresh stream at the user's last routed event, and a resume there on another node recovers", async () => {
     const [first, second] = (await startNodes(2)) as [PushGateway, PushGateway];
     const device = newDevice(uniqueName("user"));

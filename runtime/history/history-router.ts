@@ -38,13 +38,13 @@ export interface HistoryRouterOptions {
   readonly count: number;
   readonly logger: Logger;
   readonly metrics?: Pick<Metrics, "historyEntriesRouted"> &
-    Partial<Pick<Metrics, "trackRedisConnections" | "readerLag">>;
+    Partial<Pick<Metrics, "trackRedisConnections" | "readerLag" | "clientEvents">>;
   /**
-   * Whether the router reports the ingress's reader lag: under routed fan-out
-   * (§13) it is the ingress's only reader; otherwise the nodes' own readers
-   * report it.
+   * Under routed fan-out (§13) the router is the ingress's only reader: it
+   * then reports the reader lag and the ill-formed entries, which the nodes'
+   * own readers report otherwise.
    */
-  readonly reportLag?: boolean;
+  readonly soleReader?: boolean;
   /** How long the lease lasts unrenewed, in ms (default 3000). */
   readonly leaseMs?: number;
   /** How often the lease is renewed or tried, in ms (default 1000). */
@@ -69,6 +69,14 @@ const KEPT_FIELDS = [
   "payload",
   "request_id",
 ] as const;
+
+/** One routed batch, prepared once however often writing it is retried. */
+interface RoutedBatch {
+  /** Per user: the arguments of its append call. */
+  readonly calls: ReadonlyMap<string, readonly (string | number | Buffer)[]>;
+  /** Well-formed events in the batch. */
+  readonly events: number;
+}
 
 /** Creates the router; nothing happens until `start()`. */
 export function createHistoryRouter(options: HistoryRouterOptions): HistoryRouter {
@@ -171,7 +179,7 @@ class LeasedRouter implements HistoryRouter {
       role: "history_router",
       metrics: {
         trackRedisConnections: this.options.metrics?.trackRedisConnections,
-        readerLag: this.options.reportLag === true ? this.options.metrics?.readerLag : undefined,
+        readerLag: this.options.soleReader === true ? this.options.metrics?.readerLag : undefined,
       },
       onEntries: (entries) => this.route(entries),
       onGap: (gap) => this.raiseFloor(gap.reason),
@@ -201,11 +209,12 @@ class LeasedRouter implements HistoryRouter {
   private async route(entries: readonly StreamEntry[]): Promise<void> {
     const last = entries[entries.length - 1];
     if (last === undefined) return;
+    const batch = this.prepare(entries);
     for (let attempt = 1; ; attempt++) {
       if (!this.isLeading)
         throw new Error("history router: lease lost; batch left to the next router");
       try {
-        await this.write(entries);
+        await this.write(batch);
         await this.redis.historyAdvance(this.stateKey, last.id);
         this.routed = last.id;
         return;
@@ -219,14 +228,15 @@ class LeasedRouter implements HistoryRouter {
   }
 
   /**
-   * Writes a batch: one script call per user, with that user's events in
-   * ingress order (calls for different users run together).
+   * A batch's script calls: per user, the floor if the call creates the
+   * history, then the user's events in ingress order. Ill-formed entries are
+   * left out; as the ingress's only reader (`soleReader`) the router counts
+   * and logs them, as the nodes' own readers do otherwise.
    */
-  private async write(entries: readonly StreamEntry[]): Promise<void> {
-    const { keyspace, history, maxPayloadBytes, metrics } = this.options;
+  private prepare(entries: readonly StreamEntry[]): RoutedBatch {
+    const { history, maxPayloadBytes, metrics, logger } = this.options;
     let previous = this.routed;
     let events = 0;
-    /** Per user: the floor if the call creates the history, then the events' arguments. */
     const calls = new Map<string, (string | number | Buffer)[]>();
     for (const entry of entries) {
       const parsed = parseClientEvent(entry, { maxPayloadBytes });
@@ -246,9 +256,18 @@ class LeasedRouter implements HistoryRouter {
         }
         args.push(entry.id, fields.length, ...fields);
         events++;
+      } else if (this.options.soleReader === true) {
+        metrics?.clientEvents?.inc({ result: "malformed" });
+        logger.warn(`client event ${entry.id} dropped as malformed: ${parsed.problem}`);
       }
       previous = entry.id;
     }
+    return { calls, events };
+  }
+
+  /** Writes a batch: one script call per user (calls for different users run together). */
+  private async write({ calls, events }: RoutedBatch): Promise<void> {
+    const { keyspace, metrics } = this.options;
     const results = await Promise.all(
       [...calls].map(([userId, args]) =>
         this.redis.historyAppend(

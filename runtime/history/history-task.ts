@@ -26,8 +26,8 @@ export interface HistoryTaskOptions {
   readonly position: () => string | Promise<string>;
   readonly logger: Logger;
   readonly metrics?: Pick<Metrics, "historyEntriesRouted">;
-  /** Routed fan-out: the router is the ingress's only reader and reports its lag. */
-  readonly reportLag?: boolean;
+  /** Routed fan-out: the router is the ingress's only reader and reports its lag and ill-formed entries. */
+  readonly soleReader?: boolean;
 }
 
 /** The oldest Redis that keeps a stream's `max-deleted-entry-id`, which history's floor is. */

@@ -219,7 +219,7 @@ function createReaders(
         history: config.pushHistory,
         maxPayloadBytes: config.maxEventPayloadBytes,
         count: readerBatch(config.pushStreamQueueSize),
-        reportLag: routed,
+        soleReader: routed,
         users: () => hub.openUserIds(),
         position:
           clientEvents === undefined ? () => routerPosition(history) : () => clientEvents.cursor(),
