@@ -69,6 +69,23 @@ async function openKitPage(browser: Browser, origin: string): Promise<Page> {
   return page;
 }
 
+/**
+ * Publishes a revoke of the session whose stream `page` holds open, waits for
+ * the stream to end, expects `FAILED_PRECONDITION`, and closes the page.
+ */
+async function expectRevokeEndsStream(
+  page: Page,
+  admin: Redis,
+  session: { deviceSessionId: string; userId: string; clientPublicKey: string },
+): Promise<void> {
+  await publishSessionSnapshot(admin, { ...session, status: "revoked", revokedAtMs: Date.now() });
+  await page.waitForFunction(() => (globalThis as unknown as PageGlobals).streamStatus !== "OPEN");
+  expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
+    "FAILED_PRECONDITION",
+  );
+  await page.close();
+}
+
 function closeServer(server: Server | undefined): Promise<void> {
   return new Promise((resolve) => (server ? server.close(() => resolve()) : resolve()));
 }
@@ -213,19 +230,7 @@ describe.skipIf(chromiumMissing)(
           "demo.note hello browser",
         ]);
 
-        await publishSessionSnapshot(admin, {
-          ...session,
-          clientPublicKey: publicKey.text,
-          status: "revoked",
-          revokedAtMs: Date.now(),
-        });
-        await page.waitForFunction(
-          () => (globalThis as unknown as PageGlobals).streamStatus !== "OPEN",
-        );
-        expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
-          "FAILED_PRECONDITION",
-        );
-        await page.close();
+        await expectRevokeEndsStream(page, admin, { ...session, clientPublicKey: publicKey.text });
       },
       60_000,
     );
@@ -486,20 +491,11 @@ describe.skipIf(chromiumMissing)(
           `gateway:session:${session.deviceSessionId}`,
           "client_public_key",
         );
-        await publishSessionSnapshot(admin, {
+        await expectRevokeEndsStream(app, admin, {
           deviceSessionId: session.deviceSessionId,
           userId: session.userId,
           clientPublicKey: stored!,
-          status: "revoked",
-          revokedAtMs: Date.now(),
         });
-        await app.waitForFunction(
-          () => (globalThis as unknown as PageGlobals).streamStatus !== "OPEN",
-        );
-        expect(await app.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus)).toBe(
-          "FAILED_PRECONDITION",
-        );
-        await app.close();
       } finally {
         await gateway.stop();
       }
