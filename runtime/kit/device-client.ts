@@ -21,9 +21,9 @@ import {
 } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import {
   type FollowOptions,
-  followStreams,
   type ResumableItem,
   type SubscribeCall,
+  subscribeOrFollow,
 } from "./resumable-subscription.js";
 
 /** A response or event whose gateway signature did not verify. */
@@ -197,9 +197,7 @@ export function createDeviceClient(options: DeviceClientOptions) {
   function subscribe(
     call: SubscribeCall & { follow?: boolean | FollowOptions } = {},
   ): AsyncGenerator<SubscribeEventsResponse> | AsyncGenerator<FollowedItem> {
-    const { follow = false, requestId, lastEventId = "", signal } = call;
-    if (follow === false) return openStream(requestId ?? randomUUID(), lastEventId, signal);
-    return followStreams(openStream, call, follow, randomUUID);
+    return subscribeOrFollow(openStream, call, randomUUID);
   }
 
   return {

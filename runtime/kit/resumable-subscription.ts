@@ -240,3 +240,21 @@ export function followStreams<E extends ResumableEvent>(
     onReconnect,
   });
 }
+
+/**
+ * A device client's `subscribe(call)`, whatever its transport: one stream
+ * from `openStream` (`follow` absent or false), or {@link followStreams}.
+ */
+export function subscribeOrFollow<E extends ResumableEvent>(
+  openStream: (
+    requestId: string,
+    lastEventId: string,
+    signal: AbortSignal | undefined,
+  ) => AsyncGenerator<E>,
+  call: SubscribeCall & { readonly follow?: boolean | FollowOptions },
+  newRequestId: () => string,
+): AsyncGenerator<E> | AsyncGenerator<ResumableItem<E>> {
+  const { follow = false, requestId, lastEventId = "", signal } = call;
+  if (follow === false) return openStream(requestId ?? newRequestId(), lastEventId, signal);
+  return followStreams(openStream, call, follow, newRequestId);
+}

@@ -18,9 +18,9 @@ import {
 } from "../../../proto/gen-es/edgegateway/v1/edge_gateway_pb.js";
 import {
   type FollowOptions,
-  followStreams,
   type ResumableItem,
   type SubscribeCall,
+  subscribeOrFollow,
 } from "../resumable-subscription.js";
 import {
   eventSignedBytes,
@@ -192,9 +192,7 @@ export function createBrowserDeviceClient(options: BrowserDeviceClientOptions) {
   function subscribe(
     call: BrowserSubscribeCall & { follow?: boolean | BrowserFollowOptions } = {},
   ): AsyncGenerator<SubscribeEventsResponse> | AsyncGenerator<BrowserFollowedItem> {
-    const { follow = false, requestId, lastEventId = "", signal } = call;
-    if (follow === false) return openStream(requestId ?? crypto.randomUUID(), lastEventId, signal);
-    return followStreams(openStream, call, follow, () => crypto.randomUUID());
+    return subscribeOrFollow(openStream, call, () => crypto.randomUUID());
   }
 
   return {
