@@ -5,6 +5,7 @@
 import type { ServiceImplementation } from "nice-grpc";
 import type { createExecuteCommandHandler } from "../../handlers/execute-command.js";
 import type { Logger } from "../../handlers/ports.js";
+import type { ExecuteCommandResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import type { DirectUnaryMethod } from "./direct-unary.js";
 import type { GrpcHealth } from "./health.js";
 import { deadlineOf, SafeEdgeGatewayServiceDefinition } from "./server.js";
@@ -21,14 +22,15 @@ export interface GrpcService {
   /** Served through the gateway middleware (shutdown gate, error table, metrics) and tracing. */
   readonly gated: boolean;
   /**
-   * Unary methods of the service also served straight on grpc-js
-   * (`createDirectUnaryInterceptor`) while no tracer provider is registered.
+   * Unary methods of the service also served straight on their HTTP/2
+   * stream (`createDirectUnaryLane`) while no tracer provider is registered.
    */
   readonly direct?: readonly DirectUnaryMethod[];
 }
 
+const { executeCommand } = SafeEdgeGatewayServiceDefinition.methods;
 /** The HTTP/2 path of ExecuteCommand. */
-const EXECUTE_COMMAND_PATH = `/${SafeEdgeGatewayServiceDefinition.fullName}/${SafeEdgeGatewayServiceDefinition.methods.executeCommand.name}`;
+const EXECUTE_COMMAND_PATH = `/${SafeEdgeGatewayServiceDefinition.fullName}/${executeCommand.name}`;
 
 /** The handlers behind `edgegateway.v1.EdgeGatewayService`. */
 export interface GatewayMethods {
@@ -62,7 +64,15 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
       definition: SafeEdgeGatewayServiceDefinition,
       implementation: edgeGateway,
       gated: true,
-      direct: [{ path: EXECUTE_COMMAND_PATH, handle: methods.executeCommand }],
+      direct: [
+        {
+          path: EXECUTE_COMMAND_PATH,
+          decode: (bytes) => executeCommand.requestType.decode(bytes),
+          encode: (response: ExecuteCommandResponse) =>
+            executeCommand.responseType.encode(response).finish(),
+          handle: methods.executeCommand,
+        },
+      ],
     },
     {
       definition: methods.health.definition,

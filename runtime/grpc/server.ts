@@ -4,12 +4,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { createSecureContext } from "node:tls";
-import {
-  ServerCredentials,
-  ServerInterceptingCall,
-  type ServerInterceptingCallInterface,
-  type ServerInterceptor,
-} from "@grpc/grpc-js";
+import { ServerCredentials, ServerInterceptingCall, type ServerInterceptor } from "@grpc/grpc-js";
 import {
   type CallContext,
   createServer,
@@ -30,6 +25,7 @@ import type { Logger } from "../../handlers/ports.js";
 import { EdgeGatewayServiceDefinition } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import { ConfigError } from "../config/config.js";
 import type { Metrics } from "../telemetry/metrics.js";
+import { addStreamLane, type StreamLane } from "./http2-lane.js";
 
 const UNDECODABLE = Symbol("edge-gateway.undecodable");
 
@@ -196,35 +192,29 @@ export interface GrpcServerOptions {
   /** Extra grpc-js interceptors, run after the deadline interceptor. */
   readonly interceptors?: readonly ServerInterceptor[];
   /**
-   * An interceptor that answers some calls itself (`createDirectUnaryInterceptor`),
-   * run first: the calls it answers skip every other interceptor.
+   * Serves some calls straight on their HTTP/2 stream, before grpc-js
+   * (`createDirectUnaryLane`); ignored when grpc-js cannot take a lane
+   * (`streamLanesSupported`).
    */
-  readonly direct?: ServerInterceptor;
+  readonly lane?: StreamLane;
 }
 
 /** Creates the nice-grpc server with transport limits and HTTP/2 keepalive. */
 export function createGrpcServer(options: GrpcServerOptions): Server {
-  const interceptors = [deadlineInterceptor, ...(options.interceptors ?? [])];
-  const { direct } = options;
-  return createServer({
-    "grpc.max_receive_message_length": options.maxCommandPayloadBytes + 4096,
+  const grpcOptions = {
+    "grpc.max_receive_message_length": maxReceiveMessageBytes(options.maxCommandPayloadBytes),
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
-    interceptors:
-      direct === undefined
-        ? interceptors
-        : [
-            (method: Parameters<ServerInterceptor>[0], call: ServerInterceptingCallInterface) => {
-              const answered = direct(method, call);
-              if (answered !== call) return answered;
-              return interceptors.reduce<ServerInterceptingCallInterface>(
-                (next, interceptor) => interceptor(method, next),
-                call,
-              );
-            },
-          ],
-  } as Parameters<typeof createServer>[0]);
+    interceptors: [deadlineInterceptor, ...(options.interceptors ?? [])],
+  };
+  if (options.lane !== undefined) addStreamLane(grpcOptions, options.lane);
+  return createServer(grpcOptions as Parameters<typeof createServer>[0]);
+}
+
+/** The largest request message the listener accepts: the largest payload plus 4 KiB. */
+export function maxReceiveMessageBytes(maxCommandPayloadBytes: number): number {
+  return maxCommandPayloadBytes + 4096;
 }
 
 /** Reads the gRPC TLS files into server credentials; a failure names the variable. */

@@ -14,11 +14,17 @@ import { formatAddress, type GatewayConfig } from "../config/config.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { loadResponseSigner } from "../config/signer.js";
 import { loadEd25519 } from "../config/sodium-ed25519.js";
-import { createDirectUnaryInterceptor } from "../grpc/direct-unary.js";
+import { createDirectUnaryLane } from "../grpc/direct-unary.js";
 import type { GrpcHealth } from "../grpc/health.js";
+import { streamLanesSupported } from "../grpc/http2-lane.js";
 import type { GrpcService } from "../grpc/methods.js";
 import { addGrpcReflection } from "../grpc/reflection.js";
-import { createGatewayMiddleware, createGrpcServer, loadGrpcTls } from "../grpc/server.js";
+import {
+  createGatewayMiddleware,
+  createGrpcServer,
+  loadGrpcTls,
+  maxReceiveMessageBytes,
+} from "../grpc/server.js";
 import { pushStreamInterceptor } from "../grpc/subscribe-events.js";
 import { createGrpcTracingMiddleware } from "../grpc/tracing.js";
 import { createAdminHttpServer } from "../http/admin.js";
@@ -197,14 +203,24 @@ export function createGrpcComponent(
     },
     async start() {
       const mounted = services();
-      const direct = createDirectUnaryInterceptor(
+      const lane = createDirectUnaryLane(
         mounted.flatMap((service) => service.direct ?? []),
-        { logger, metrics, isShuttingDown },
+        {
+          logger,
+          metrics,
+          isShuttingDown,
+          maxReceiveMessageBytes: maxReceiveMessageBytes(config.maxCommandPayloadBytes),
+        },
       );
+      if (!streamLanesSupported()) {
+        logger.warn(
+          "this @grpc/grpc-js release cannot take an HTTP/2 stream lane: ExecuteCommand is served through nice-grpc",
+        );
+      }
       server = createGrpcServer({
         maxCommandPayloadBytes: config.maxCommandPayloadBytes,
         interceptors: [pushStreamInterceptor],
-        direct,
+        lane,
       });
       const gated = server
         .with(createGrpcTracingMiddleware())
