@@ -39,6 +39,7 @@ const { values: options } = parseArgs({
     events: { type: "string", default: "20000" },
     "fanout-events": { type: "string", default: "2000" },
     "latency-seconds": { type: "string", default: "5" },
+    "cpu-prof": { type: "string" },
   },
 });
 const ROUNDS = Number(options.rounds);
@@ -46,6 +47,9 @@ const DEVICES = Number(options.devices);
 const EVENTS = Number(options.events);
 const FANOUT_EVENTS = Number(options["fanout-events"]);
 const LATENCY_SECONDS = Number(options["latency-seconds"]);
+/** Node flags that make both servers write CPU profiles into `--cpu-prof DIR`. */
+const PROFILE_ARGS =
+  options["cpu-prof"] === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", options["cpu-prof"]];
 const FANOUT_USERS = 10;
 for (const [name, value] of [
   ["--rounds", ROUNDS],
@@ -402,7 +406,7 @@ try {
     label: "gateway",
     core: SERVER_CORE,
     cwd: ROOT,
-    args: [join(ROOT, "dist", "runtime", "bin.js")],
+    args: [...PROFILE_ARGS, join(ROOT, "dist", "runtime", "bin.js")],
     env: gatewayEnv(testRedis, {
       GATEWAY_CLIENT_EVENTS_REDIS_STREAM: GATEWAY_STREAM,
       GATEWAY_SESSION_EVENTS_REDIS_STREAM: "bench:session_events",
@@ -415,7 +419,7 @@ try {
     label: "socket.io",
     core: SERVER_CORE,
     cwd: ROOT,
-    args: ["--import", "tsx", join(ROOT, "bench", "peer", "socketio-server.ts")],
+    args: [...PROFILE_ARGS, "--import", "tsx", join(ROOT, "bench", "peer", "socketio-server.ts")],
     env: {
       REDIS_ADDR: testRedis.addr,
       REDIS_PASSWORD: testRedis.password,

@@ -71,8 +71,15 @@ const KEPT_FIELDS = [
 ] as const;
 
 /** One routed batch, prepared once however often writing it is retried. */
+/**
+ * Users whose events one script call appends on a single Redis: enough to
+ * make the per-call cost vanish, few enough that one call holds Redis for a
+ * short while (other clients' commands wait behind a running script).
+ */
+const USERS_PER_CALL = 64;
+
 interface RoutedBatch {
-  /** Per user: the arguments of its append call. */
+  /** Per user: its arguments of the append script (floor when created, then its events). */
   readonly calls: ReadonlyMap<string, readonly (string | number | Buffer)[]>;
   /** Well-formed events in the batch. */
   readonly events: number;
@@ -246,7 +253,7 @@ class LeasedRouter implements HistoryRouter {
         if (args === undefined) {
           // No event of this user lies between the entry routed just before
           // and its first one here.
-          args = [history.size, history.ttlMs, previous];
+          args = [previous];
           calls.set(userId, args);
         }
         const fields: Buffer[] = [];
@@ -265,18 +272,39 @@ class LeasedRouter implements HistoryRouter {
     return { calls, events };
   }
 
-  /** Writes a batch: one script call per user (calls for different users run together). */
+  /**
+   * Writes a batch: on a single Redis one script call per {@link USERS_PER_CALL}
+   * users, on a cluster one per user (calls run together).
+   */
   private async write({ calls, events }: RoutedBatch): Promise<void> {
-    const { keyspace, metrics } = this.options;
-    const results = await Promise.all(
-      [...calls].map(([userId, args]) =>
-        this.redis.historyAppend(
-          keyspace.historyKey(userId),
-          keyspace.eventsChannel(userId),
-          ...args,
-        ),
-      ),
-    );
+    const { keyspace, metrics, history } = this.options;
+    const users = [...calls];
+    const writes: Promise<[number, number]>[] = [];
+    if (this.redis.isCluster) {
+      for (const [userId, args] of users) {
+        writes.push(
+          this.redis.historyAppend(
+            keyspace.historyKey(userId),
+            keyspace.eventsChannel(userId),
+            history.size,
+            history.ttlMs,
+            ...args,
+          ),
+        );
+      }
+    } else {
+      for (let from = 0; from < users.length; from += USERS_PER_CALL) {
+        const chunk = users.slice(from, from + USERS_PER_CALL);
+        const keys: string[] = [];
+        const argv: (string | number | Buffer)[] = [history.size, history.ttlMs];
+        for (const [userId, args] of chunk) {
+          keys.push(keyspace.historyKey(userId), keyspace.eventsChannel(userId));
+          argv.push(args.length, ...args);
+        }
+        writes.push(this.redis.historyAppendMany(keys.length, ...keys, ...argv));
+      }
+    }
+    const results = await Promise.all(writes);
     const outOfOrder = results.reduce((sum, [, late]) => sum + late, 0);
     if (outOfOrder > 0) {
       this.options.logger.warn(

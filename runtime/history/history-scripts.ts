@@ -1,6 +1,7 @@
 /**
  * The Lua scripts that keep each user's history stream (contract §12). Each
- * touches one key, so it runs where that key's slot lives, and each is atomic:
+ * touches one user's keys, so it runs where their slot lives (but for
+ * `APPEND_MANY`, used only on a single Redis), and each is atomic:
  * what a script reads about a history stream (does it exist, how far back is it
  * complete) always matches the entries it returns or writes.
  *
@@ -50,13 +51,11 @@ end
 `;
 
 /**
- * `KEYS[1]` history stream, `KEYS[2]` the user's events channel; `ARGV`:
- * size, ttl ms, floor when created, then for each event in ingress order: its
- * id, its field count × 2, its field/value pairs. One call per user per routed
- * batch, so the user's events arrive in order even when a cluster redirects
- * commands (redirected commands can overtake each other). Returns
- * `{written, outOfOrder}`: an id already there (a retried write) counts in
- * neither.
+ * Appends one user's events: `append(key, channel, size, ttl, first, last)`
+ * with `KEYS`-style names and the user's arguments at `ARGV[first..last]`:
+ * the floor when created, then for each event in ingress order its id, its
+ * field count × 2, its field/value pairs. Returns `written, outOfOrder`: an
+ * id already there (a retried write) counts in neither.
  *
  * Each event written is also published on the channel (`SPUBLISH`: the
  * channel shares the history's hash tag, so its shard) in the same atomic
@@ -69,50 +68,83 @@ end
  * (below the top) publishes a gap message instead (the layout:
  * `runtime/push/routed-message.ts`).
  */
-const APPEND = `${HELPERS}
-local key = KEYS[1]
-local channel = KEYS[2]
-local size = tonumber(ARGV[1])
-local created = redis.call('EXISTS', key) == 0
-local written, outOfOrder = 0, 0
-local prev = ARGV[3]
-if not created then
-  local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-  prev = top and top[1] or stream_info(key)['last-generated-id']
-end
-local i = 4
-while i <= #ARGV do
-  local id = ARGV[i]
-  local count = tonumber(ARGV[i + 1])
-  local added = redis.pcall('XADD', key, id, unpack(ARGV, i + 2, i + 1 + count))
-  if type(added) == 'table' and added.err then
-    if #redis.call('XRANGE', key, id, id) == 0 then
-      redis.call('XSETID', key, stream_info(key)['last-generated-id'], 'MAXDELETEDID', id)
-      outOfOrder = outOfOrder + 1
-      redis.call('SPUBLISH', channel, 'g' .. id .. '\\0')
-    end
-  else
-    if created and ARGV[3] ~= '0-0' then
-      redis.call('XSETID', key, id, 'MAXDELETEDID', ARGV[3])
-    end
-    created = false
-    written = written + 1
-    local parts = {'e', prev, '\\0', id, '\\0'}
-    for j = i + 2, i + 1 + count do
-      parts[#parts + 1] = struct.pack('>I4', #ARGV[j])
-      parts[#parts + 1] = ARGV[j]
-    end
-    redis.call('SPUBLISH', channel, table.concat(parts))
-    prev = id
+const APPEND_FUNCTION = `
+local function append(key, channel, size, ttl, first, last)
+  local floor = ARGV[first]
+  local created = redis.call('EXISTS', key) == 0
+  local written, outOfOrder = 0, 0
+  local prev = floor
+  if not created then
+    local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+    prev = top and top[1] or stream_info(key)['last-generated-id']
   end
-  i = i + 2 + count
+  local i = first + 1
+  while i <= last do
+    local id = ARGV[i]
+    local count = tonumber(ARGV[i + 1])
+    local added = redis.pcall('XADD', key, id, unpack(ARGV, i + 2, i + 1 + count))
+    if type(added) == 'table' and added.err then
+      if #redis.call('XRANGE', key, id, id) == 0 then
+        redis.call('XSETID', key, stream_info(key)['last-generated-id'], 'MAXDELETEDID', id)
+        outOfOrder = outOfOrder + 1
+        redis.call('SPUBLISH', channel, 'g' .. id .. '\\0')
+      end
+    else
+      if created and floor ~= '0-0' then
+        redis.call('XSETID', key, id, 'MAXDELETEDID', floor)
+      end
+      created = false
+      written = written + 1
+      local parts = {'e', prev, '\\0', id, '\\0'}
+      for j = i + 2, i + 1 + count do
+        parts[#parts + 1] = struct.pack('>I4', #ARGV[j])
+        parts[#parts + 1] = ARGV[j]
+      end
+      redis.call('SPUBLISH', channel, table.concat(parts))
+      prev = id
+    end
+    i = i + 2 + count
+  end
+  local length = redis.call('XLEN', key)
+  if length > size then
+    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - size)
+    for _, entry in ipairs(oldest) do redis.call('XDEL', key, entry[1]) end
+  end
+  redis.call('PEXPIRE', key, ttl)
+  return written, outOfOrder
 end
-local length = redis.call('XLEN', key)
-if length > size then
-  local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - size)
-  for _, entry in ipairs(oldest) do redis.call('XDEL', key, entry[1]) end
+`;
+
+/**
+ * `KEYS[1]` history stream, `KEYS[2]` the user's events channel; `ARGV`:
+ * size, ttl ms, then the user's arguments (`append` above). One call per
+ * user per routed batch on a cluster, so the user's events arrive in order
+ * even when a cluster redirects commands (redirected commands can overtake
+ * each other). Returns `{written, outOfOrder}`.
+ */
+const APPEND = `${HELPERS}${APPEND_FUNCTION}
+local written, outOfOrder = append(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2], 3, #ARGV)
+return {written, outOfOrder}
+`;
+
+/**
+ * Many users at once, on a single Redis (the keys of different users may
+ * live on different cluster slots): `KEYS` are history stream and channel
+ * pairs; `ARGV`: size, ttl ms, then per user (in `KEYS` order) the number of
+ * its arguments and its arguments (`append` above). Returns the sums
+ * `{written, outOfOrder}`. One command per batch instead of one per user: a
+ * profile of one event to each of 500 users' streams had the per-user calls
+ * at about 7 % of the node's CPU.
+ */
+const APPEND_MANY = `${HELPERS}${APPEND_FUNCTION}
+local size, ttl = tonumber(ARGV[1]), ARGV[2]
+local written, outOfOrder, i = 0, 0, 3
+for k = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[i])
+  local w, o = append(KEYS[k], KEYS[k + 1], size, ttl, i + 1, i + n)
+  written, outOfOrder = written + w, outOfOrder + o
+  i = i + 1 + n
 end
-redis.call('PEXPIRE', key, ARGV[2])
 return {written, outOfOrder}
 `;
 
@@ -207,6 +239,8 @@ export interface HistoryCommands {
     channel: string,
     ...args: (string | number | Buffer)[]
   ): Promise<[number, number]>;
+  /** `numberOfKeys`, then the keys, then the arguments of {@link APPEND_MANY}. */
+  historyAppendMany(...args: (string | number | Buffer)[]): Promise<[number, number]>;
   historySeamBuffer(
     key: string,
     floor: string,
@@ -246,6 +280,7 @@ export function withHistoryScripts<T extends Redis | Cluster>(redis: T): T & His
       redis.defineCommand(name, { numberOfKeys: 1, lua });
     }
     redis.defineCommand("historyAppend", { numberOfKeys: 2, lua: APPEND });
+    redis.defineCommand("historyAppendMany", { lua: APPEND_MANY });
   }
   return target as T & HistoryCommands;
 }
