@@ -4,10 +4,12 @@
  * With `GATEWAY_REDIS_CLUSTER=true` it is an ioredis `Cluster` seeded with
  * `GATEWAY_REDIS_MASTER_ADDR`, with the same guarantees.
  */
+
 import { Cluster, type ClusterOptions, type Command, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../../handlers/ports.js";
 import { formatAddress, type GatewayConfig, redactSecret } from "../config/config.js";
 import { within } from "../host/within.js";
+import { coalesceWrites } from "./coalesced-writes.js";
 
 /** The shared client: one Redis server, or a Redis Cluster (`GATEWAY_REDIS_CLUSTER`). */
 export type RedisClient = Redis | Cluster;
@@ -91,7 +93,7 @@ export class RedisStartupError extends Error {
  * `Cluster` when `config.cluster` is set.
  */
 export function createRedisClient(config: GatewayConfig["redis"]): RedisClient {
-  if (!config.cluster) return new Redis(redisOptions(config));
+  if (!config.cluster) return coalesceWrites(new Redis(redisOptions(config)));
   const cluster = new Cluster(
     [{ host: config.master.host, port: config.master.port }],
     clusterOptions(config),
