@@ -13,7 +13,7 @@
  * tracing middleware makes its span: the method must also be mounted there,
  * through the gated manifest entry.
  */
-import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import { constants, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
 import { ServerError, Status } from "nice-grpc";
 import { isGatewayError, OUTCOMES, outcomeError } from "../../handlers/errors.js";
@@ -21,6 +21,7 @@ import { invalid } from "../../handlers/execute-command.js";
 import type { Logger, RouteContext } from "../../handlers/ports.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import type { StreamLane } from "./http2-lane.js";
+import { frameOf, LaneCall, takenAsIs } from "./lane-call.js";
 import { isUndecodable, toServerError } from "./server.js";
 import { traceHeadersOnce, tracerProviderRegistered } from "./tracing.js";
 
@@ -57,26 +58,6 @@ interface Served extends DirectUnaryOptions {
   readonly requestLabels: Map<string, { readonly method: string; readonly code: string }>;
 }
 
-/** grpc-js's `grpc-timeout` pattern and units (server-interceptors.ts). */
-const TIMEOUT_PATTERN = /(\d{1,8})\s*([HMSmun])/;
-const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = {
-  H: 3_600_000,
-  M: 60_000,
-  S: 1000,
-  m: 1,
-  u: 0.001,
-  n: 0.000001,
-};
-
-/** The response headers grpc-js sends before a message. */
-const RESPONSE_HEADERS = {
-  [constants.HTTP2_HEADER_STATUS]: constants.HTTP_STATUS_OK,
-  [constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc+proto",
-  "grpc-accept-encoding": "identity,deflate,gzip",
-  "grpc-encoding": "identity",
-};
-const OK_TRAILERS = { "grpc-status": String(status.OK), "grpc-message": "OK" };
-
 /**
  * A lane (`addStreamLane`) that serves `methods` itself; other calls, every
  * call while a tracer provider is registered, and requests it does not take
@@ -110,23 +91,6 @@ export function createDirectUnaryLane(
   };
 }
 
-/**
- * The call's timeout in ms (`undefined`: none) when the lane can serve the
- * request as grpc-js would; false to leave it to grpc-js, which answers a
- * wrong content type, decompresses, and refuses a malformed timeout.
- */
-function takenAsIs(headers: IncomingHttpHeaders): number | undefined | false {
-  const contentType = headers[constants.HTTP2_HEADER_CONTENT_TYPE];
-  if (typeof contentType !== "string" || !contentType.startsWith("application/grpc")) return false;
-  const encoding = headers["grpc-encoding"];
-  if (encoding !== undefined && encoding !== "identity") return false;
-  const timeout = headers["grpc-timeout"];
-  if (timeout === undefined) return undefined;
-  const match = TIMEOUT_PATTERN.exec(String(timeout));
-  if (match === null) return false;
-  return (Number(match[1]) * TIMEOUT_UNIT_MS[match[2]!]!) | 0;
-}
-
 /** The route context of a direct call: the signal is made only when asked for. */
 class DirectCallContext implements RouteContext {
   private controller: AbortController | undefined;
@@ -157,102 +121,36 @@ class DirectCallContext implements RouteContext {
 }
 
 /**
- * One call of a served method on its HTTP/2 stream: reads one length-prefixed
- * message, runs the method, answers with the message and `grpc-status` 0, or
+ * One call of a served method on its HTTP/2 stream: runs the method on the
+ * request message, answers with the response message and `grpc-status` 0, or
  * with a trailers-only status.
  */
-class DirectUnaryCall {
-  /** The client cancelled, the deadline passed or the stream closed before the answer. */
-  cancelled = false;
-  private answered = false;
-  private chunks: Buffer[] = [];
-  private received = 0;
-  private request: unknown;
-  private hasRequest = false;
-  private deadlineTimer: NodeJS.Timeout | undefined;
+class DirectUnaryCall extends LaneCall {
   private ctx: DirectCallContext | undefined;
-  private readonly deadline: number | undefined;
 
   constructor(
     private readonly served: Served,
-    private readonly stream: ServerHttp2Stream,
-    private readonly timeoutMs: number | undefined,
+    stream: ServerHttp2Stream,
+    timeoutMs: number | undefined,
   ) {
-    this.deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    super({
+      stream,
+      path: served.path,
+      maxReceiveMessageBytes: served.maxReceiveMessageBytes,
+      timeoutMs,
+    });
   }
 
-  start(): void {
-    const { stream } = this;
-    // Errors end in 'close', handled there; the listener keeps them from throwing.
-    stream.on("error", noop);
-    stream.once("close", () => this.onClose());
-    stream.on("data", (chunk: Buffer) => this.onData(chunk));
-    stream.once("end", () => this.onEnd());
-    if (this.timeoutMs !== undefined) {
-      this.deadlineTimer = setTimeout(() => {
-        this.answer(status.DEADLINE_EXCEEDED, "Deadline exceeded");
-        this.cancel();
-      }, this.timeoutMs);
-    }
+  protected run(request: Buffer): void {
+    void this.answer(this.served.decode(request));
   }
 
-  /** Collects the request; the same answers as grpc-js's decoder and unary handling. */
-  private onData(chunk: Buffer): void {
-    if (this.answered) return;
-    this.chunks.push(chunk);
-    this.received += chunk.length;
-    while (this.received >= 5) {
-      const buffered = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-      this.chunks = [buffered];
-      const length = buffered.readUInt32BE(1);
-      const max = this.served.maxReceiveMessageBytes;
-      if (length > max) {
-        this.answer(
-          status.RESOURCE_EXHAUSTED,
-          `Received message larger than max (${length} vs ${max})`,
-        );
-        return;
-      }
-      if (this.received < 5 + length) return;
-      if (this.hasRequest) {
-        this.answer(
-          status.UNIMPLEMENTED,
-          `Received a second request message for server streaming method ${this.served.path}`,
-        );
-        return;
-      }
-      this.hasRequest = true;
-      this.request = this.served.decode(buffered.subarray(5, 5 + length));
-      this.chunks = [buffered.subarray(5 + length)];
-      this.received -= 5 + length;
-    }
-  }
-
-  private onEnd(): void {
-    if (this.answered) return;
-    this.chunks = [];
-    if (!this.hasRequest) {
-      this.answer(
-        status.UNIMPLEMENTED,
-        `Received no request message for server streaming method ${this.served.path}`,
-      );
-      return;
-    }
-    void this.run();
-  }
-
-  private onClose(): void {
-    clearTimeout(this.deadlineTimer);
-    if (!this.answered) this.cancel();
-  }
-
-  private cancel(): void {
-    this.cancelled = true;
+  protected onCancel(): void {
     this.ctx?.cancel();
   }
 
   /** The gateway middleware's steps around the method, then the answer. */
-  private async run(): Promise<void> {
+  private async answer(request: unknown): Promise<void> {
     const { metrics, durationLabels, requestLabels } = this.served;
     const start = performance.now();
     let code = "OK";
@@ -260,9 +158,9 @@ class DirectUnaryCall {
     let failure: ServerError | undefined;
     try {
       if (this.served.isShuttingDown()) throw outcomeError(OUTCOMES.shuttingDown);
-      if (isUndecodable(this.request)) throw invalid("request message could not be decoded");
+      if (isUndecodable(request)) throw invalid("request message could not be decoded");
       this.ctx = new DirectCallContext(this, this.deadline, this.served.logger);
-      response = await this.served.handle(this.request, this.ctx);
+      response = await this.served.handle(request, this.ctx);
     } catch (error) {
       const cause = error instanceof ServerError ? error.cause : error;
       if (isGatewayError(cause) && cause.details?.authFailure !== undefined) {
@@ -283,57 +181,20 @@ class DirectUnaryCall {
       metrics.grpcRequests.inc(labels);
       metrics.grpcDuration.observe(durationLabels, (performance.now() - start) / 1000);
     }
-    if (failure !== undefined) this.answer(failure.code, failure.details);
+    if (failure !== undefined) this.sendStatus(failure.code, failure.details);
     else this.reply(response);
   }
 
   /** Sends the response message, then `grpc-status` 0 in the trailers. */
   private reply(response: unknown): void {
-    if (!this.open()) return;
     let bytes: Uint8Array;
     try {
       bytes = this.served.encode(response);
     } catch (error) {
       this.served.logger.error("unexpected error in gRPC call", error);
-      this.answer(status.INTERNAL, "Error serializing response");
+      this.sendStatus(status.INTERNAL, "Error serializing response");
       return;
     }
-    this.answered = true;
-    clearTimeout(this.deadlineTimer);
-    const frame = Buffer.allocUnsafe(5 + bytes.length);
-    frame[0] = 0;
-    frame.writeUInt32BE(bytes.length, 1);
-    frame.set(bytes, 5);
-    const { stream } = this;
-    stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
-    stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
-    stream.end(frame);
-  }
-
-  /** A trailers-only answer, as grpc-js sends a status before any message. */
-  private answer(code: status, details: string): void {
-    if (!this.open()) return;
-    this.answered = true;
-    clearTimeout(this.deadlineTimer);
-    this.stream.respond(
-      {
-        "grpc-status": String(code),
-        "grpc-message": encodeURI(details),
-        [constants.HTTP2_HEADER_STATUS]: constants.HTTP_STATUS_OK,
-        [constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc+proto",
-      },
-      { endStream: true },
-    );
-    // Whatever the client still sends is read and dropped.
-    this.stream.resume();
-  }
-
-  /** True while the call can still be answered. */
-  private open(): boolean {
-    return (
-      !this.answered && !this.stream.destroyed && !this.stream.closed && !this.stream.headersSent
-    );
+    this.sendStatus(status.OK, "OK", frameOf(bytes));
   }
 }
-
-function noop(): void {}
