@@ -95,3 +95,11 @@ export function addStreamLane(grpcOptions: object, lane: StreamLane): boolean {
 export function streamLanesSupported(): boolean {
   return patchGrpcJs();
 }
+
+/** A lane that offers each stream to `lanes` in turn: the first that serves it wins. */
+export function combineLanes(lanes: readonly StreamLane[]): StreamLane {
+  return (stream, headers) => {
+    for (const lane of lanes) if (lane(stream, headers)) return true;
+    return false;
+  };
+}

@@ -6,10 +6,13 @@ import type { ServiceImplementation } from "nice-grpc";
 import type { createExecuteCommandHandler } from "../../handlers/execute-command.js";
 import type { Logger } from "../../handlers/ports.js";
 import type { ExecuteCommandResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
-import type { DirectUnaryMethod } from "./direct-unary.js";
+import type { PushSessionDeps } from "../push/push-session.js";
+import type { DirectUnaryMethod, DirectUnaryOptions } from "./direct-unary.js";
 import type { GrpcHealth } from "./health.js";
+import type { StreamLane } from "./http2-lane.js";
+import { createPushLane } from "./push-lane.js";
 import { deadlineOf, SafeEdgeGatewayServiceDefinition } from "./server.js";
-import type { createSubscribeEventsMethod } from "./subscribe-events.js";
+import { createSubscribeEventsMethod } from "./subscribe-events.js";
 import { traceHeadersOnce } from "./tracing.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: each service has its own nice-grpc types.
@@ -26,6 +29,11 @@ export interface GrpcService {
    * stream (`createDirectUnaryLane`) while no tracer provider is registered.
    */
   readonly direct?: readonly DirectUnaryMethod[];
+  /**
+   * Streaming methods of the service also served straight on their HTTP/2
+   * stream (`createPushLane`) while no tracer provider is registered.
+   */
+  readonly lane?: (options: DirectUnaryOptions) => StreamLane;
 }
 
 const { executeCommand } = SafeEdgeGatewayServiceDefinition.methods;
@@ -35,7 +43,8 @@ const EXECUTE_COMMAND_PATH = `/${SafeEdgeGatewayServiceDefinition.fullName}/${ex
 /** The handlers behind `edgegateway.v1.EdgeGatewayService`. */
 export interface GatewayMethods {
   readonly executeCommand: ReturnType<typeof createExecuteCommandHandler>;
-  readonly subscribeEvents: ReturnType<typeof createSubscribeEventsMethod>;
+  /** What SubscribeEvents' push sessions need, on either path. */
+  readonly pushSession: PushSessionDeps;
   readonly health: GrpcHealth;
   readonly logger: Logger;
 }
@@ -57,7 +66,7 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
         },
       });
     },
-    subscribeEvents: methods.subscribeEvents,
+    subscribeEvents: createSubscribeEventsMethod(methods.pushSession),
   };
   return [
     {
@@ -73,6 +82,7 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
           handle: methods.executeCommand,
         },
       ],
+      lane: (options) => createPushLane(methods.pushSession, options),
     },
     {
       definition: methods.health.definition,

@@ -33,13 +33,18 @@ import { toServerError } from "./server.js";
 /** The HTTP/2 path of SubscribeEvents, the only method `pushStreamInterceptor` acts on. */
 export const SUBSCRIBE_EVENTS_PATH = `/${EdgeGatewayServiceDefinition.fullName}/${EdgeGatewayServiceDefinition.methods.subscribeEvents.name}`;
 
-/** The transport side of one SubscribeEvents call. */
-class GrpcPushTransport implements PushTransport {
+/**
+ * The transport side of one SubscribeEvents call over an HTTP/2 stream, whether
+ * grpc-js or the lane (`runtime/grpc/push-lane.ts`) serves it: counts the
+ * messages the stream has not accepted yet, so the push session takes the next
+ * event only once flow control let the last ones through.
+ */
+export class GrpcPushTransport implements PushTransport {
   private unaccepted = 0;
   private wake: (() => void) | undefined;
   private isClosed = false;
   private markClosed!: () => void;
-  /** Settles once grpc-js is done with the call: status sent, stream reset or client gone. */
+  /** Settles once the call is over: status sent, stream reset or client gone. */
   readonly closed = new Promise<void>((resolve) => {
     this.markClosed = resolve;
   });
@@ -57,7 +62,7 @@ class GrpcPushTransport implements PushTransport {
     if (this.unaccepted === 0) this.wake?.();
   }
 
-  /** grpc-js reported the call over. */
+  /** The call is over (grpc-js reported it, or the stream closed). */
   close(): void {
     this.isClosed = true;
     this.markClosed();
@@ -91,7 +96,7 @@ class GrpcPushTransport implements PushTransport {
     };
   }
 
-  /** Sends RST_STREAM (CANCEL): the client sees the call cancelled and grpc-js frees it. */
+  /** Sends RST_STREAM (CANCEL): the client sees the call cancelled and the call is freed. */
   reset(): void {
     if (this.isClosed || this.http2Stream === undefined || this.http2Stream.closed) return;
     this.http2Stream.close(http2Constants.NGHTTP2_CANCEL);
@@ -182,18 +187,20 @@ export type SubscribeEventsMethodDeps = PushSessionDeps;
  * not read.
  *
  * @example
- * // As runtime/host/assemble.ts wires it when every node reads the ingress:
- * // `clientEvents` is the client-events StreamReader, whose cursor is read as
- * // each stream registers.
- * const subscribeEvents = createSubscribeEventsMethod({
+ * // The push session deps as runtime/host/assemble.ts builds them when every
+ * // node reads the ingress: `clientEvents` is the client-events StreamReader,
+ * // whose cursor is read as each stream registers.
+ * const pushSession = {
  *   authenticate: createSubscribeEventsAuthenticator({ sessions, replay, clock, maxClockSkewMs }),
  *   sessions, hub, signer, clock, logger, resume,
  *   delivery: { cursor: () => clientEvents.cursor() },
- * });
- * // Mounted from the manifest (runtime/grpc/methods.ts), as runtime/host/components.ts does.
+ * };
+ * const subscribeEvents = createSubscribeEventsMethod(pushSession);
+ * // The manifest (runtime/grpc/methods.ts) makes it, and the lane that serves
+ * // it while no tracer provider is registered; runtime/host/components.ts mounts both.
  * const server = createGrpcServer({ maxCommandPayloadBytes, interceptors: [pushStreamInterceptor] });
  * const gated = server.with(createGatewayMiddleware({ logger, metrics, isShuttingDown }));
- * for (const service of gatewayServices({ executeCommand, subscribeEvents, health, logger })) {
+ * for (const service of gatewayServices({ executeCommand, pushSession, health, logger })) {
  *   (service.gated ? gated : server).add(service.definition, service.implementation);
  * }
  */

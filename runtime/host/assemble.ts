@@ -15,7 +15,6 @@ import type {
 import { createSubscribeEventsAuthenticator, signEvent } from "../../handlers/subscribe-events.js";
 import type { GrpcHealth } from "../grpc/health.js";
 import { type GrpcService, gatewayServices } from "../grpc/methods.js";
-import { createSubscribeEventsMethod } from "../grpc/subscribe-events.js";
 import { createHistoryStore, type HistoryStore } from "../history/history-store.js";
 import { createHistoryTask } from "../history/history-task.js";
 import type { ResumeLimits } from "../history/resume.js";
@@ -358,7 +357,7 @@ function createServices(
 ): readonly GrpcService[] {
   return gatewayServices({
     executeCommand: handlerPorts.executeCommand,
-    subscribeEvents: createSubscribeEventsMethod(pushSessionDeps),
+    pushSession: pushSessionDeps,
     health: options.health,
     logger: options.logger,
   });

@@ -16,7 +16,7 @@ import { loadResponseSigner } from "../config/signer.js";
 import { loadEd25519 } from "../config/sodium-ed25519.js";
 import { createDirectUnaryLane } from "../grpc/direct-unary.js";
 import type { GrpcHealth } from "../grpc/health.js";
-import { streamLanesSupported } from "../grpc/http2-lane.js";
+import { combineLanes, streamLanesSupported } from "../grpc/http2-lane.js";
 import type { GrpcService } from "../grpc/methods.js";
 import { addGrpcReflection } from "../grpc/reflection.js";
 import {
@@ -203,18 +203,24 @@ export function createGrpcComponent(
     },
     async start() {
       const mounted = services();
-      const lane = createDirectUnaryLane(
-        mounted.flatMap((service) => service.direct ?? []),
-        {
-          logger,
-          metrics,
-          isShuttingDown,
-          maxReceiveMessageBytes: maxReceiveMessageBytes(config.maxCommandPayloadBytes),
-        },
-      );
+      const laneOptions = {
+        logger,
+        metrics,
+        isShuttingDown,
+        maxReceiveMessageBytes: maxReceiveMessageBytes(config.maxCommandPayloadBytes),
+      };
+      const lane = combineLanes([
+        createDirectUnaryLane(
+          mounted.flatMap((service) => service.direct ?? []),
+          laneOptions,
+        ),
+        ...mounted.flatMap((service) =>
+          service.lane === undefined ? [] : [service.lane(laneOptions)],
+        ),
+      ]);
       if (!streamLanesSupported()) {
         logger.warn(
-          "this @grpc/grpc-js release cannot take an HTTP/2 stream lane: ExecuteCommand is served through nice-grpc",
+          "this @grpc/grpc-js release cannot take an HTTP/2 stream lane: ExecuteCommand and SubscribeEvents are served through nice-grpc",
         );
       }
       server = createGrpcServer({

@@ -1,0 +1,151 @@
+/**
+ * SubscribeEvents (contract §7) served straight on its HTTP/2 stream, in front
+ * of grpc-js (`runtime/grpc/http2-lane.ts`): a connected device costs no
+ * grpc-js call object or metadata, no nice-grpc CallContext, AbortController
+ * or interceptor chain, and a delivered event no per-stream serialization or
+ * promise per write. Clients see what grpc-js and nice-grpc send: the same
+ * headers, messages, statuses and messages of statuses, and the gateway
+ * middleware's behaviour (shutdown gate, undecodable requests, error table,
+ * metrics).
+ *
+ * While a tracer provider is registered, and for requests the lane does not
+ * take as they are (`takenAsIs`), grpc-js serves the call through nice-grpc
+ * (`createSubscribeEventsMethod`), where the tracing middleware makes its span.
+ */
+import { constants, type ServerHttp2Stream } from "node:http2";
+import { status } from "@grpc/grpc-js";
+import { type ServerError, Status } from "nice-grpc";
+import { isGatewayError, OUTCOMES, outcomeError } from "../../handlers/errors.js";
+import { invalid } from "../../handlers/execute-command.js";
+import type { SignedEvent, SubscribeEventsInput } from "../../handlers/subscribe-events.js";
+import { SubscribeEventsResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
+import { type PushSessionDeps, runPushSession } from "../push/push-session.js";
+import type { DirectUnaryOptions } from "./direct-unary.js";
+import type { StreamLane } from "./http2-lane.js";
+import { frameOf, LaneCall, takenAsIs } from "./lane-call.js";
+import { isUndecodable, SafeEdgeGatewayServiceDefinition, toServerError } from "./server.js";
+import { GrpcPushTransport, SUBSCRIBE_EVENTS_PATH } from "./subscribe-events.js";
+import { tracerProviderRegistered } from "./tracing.js";
+
+/** What every SubscribeEvents call on the lane shares. */
+interface Served extends DirectUnaryOptions {
+  readonly deps: PushSessionDeps;
+  /** The labels of its `gateway_grpc_requests_total`, by status name, made as each is first needed. */
+  readonly requestLabels: Map<string, { readonly method: string; readonly code: string }>;
+}
+
+const METHOD = { method: "SubscribeEvents" } as const;
+const { decode } = SafeEdgeGatewayServiceDefinition.methods.subscribeEvents.requestType;
+
+/**
+ * The call's own signal, which never aborts: a lane call ends when its stream
+ * closes, which the push session sees through its transport's `closed`.
+ */
+const NEVER = new AbortController().signal;
+
+/**
+ * Each event's gRPC frame, made on first use and kept with the event object
+ * as long as it lives: the hub hands the same signed event to every stream of
+ * a user, and each stream writes the same Buffer.
+ */
+const frames = new WeakMap<SignedEvent, Buffer>();
+
+function frameOnce(event: SignedEvent): Buffer {
+  let frame = frames.get(event);
+  if (frame === undefined) {
+    frame = frameOf(SubscribeEventsResponse.encode(event).finish());
+    frames.set(event, frame);
+  }
+  return frame;
+}
+
+/**
+ * A lane (`addStreamLane`) that serves SubscribeEvents with push sessions
+ * (`runPushSession`) over `deps`; other calls, every call while a tracer
+ * provider is registered, and requests it does not take as they are go to
+ * grpc-js untouched.
+ */
+export function createPushLane(deps: PushSessionDeps, options: DirectUnaryOptions): StreamLane {
+  const served: Served = { ...options, deps, requestLabels: new Map() };
+  return (stream, headers) => {
+    if (headers[constants.HTTP2_HEADER_PATH] !== SUBSCRIBE_EVENTS_PATH) return false;
+    if (tracerProviderRegistered()) return false;
+    const timeoutMs = takenAsIs(headers);
+    if (timeoutMs === false) return false;
+    new PushLaneCall(served, stream, timeoutMs).start();
+    return true;
+  };
+}
+
+/**
+ * One SubscribeEvents call on its HTTP/2 stream: the push session's events as
+ * they come, then its ending as the status nice-grpc would send.
+ */
+class PushLaneCall extends LaneCall {
+  private readonly transport: GrpcPushTransport;
+  /** One write callback per call, not one per event. */
+  private readonly written: (error?: Error | null) => void;
+
+  constructor(
+    private readonly served: Served,
+    stream: ServerHttp2Stream,
+    timeoutMs: number | undefined,
+  ) {
+    super({
+      stream,
+      path: SUBSCRIBE_EVENTS_PATH,
+      maxReceiveMessageBytes: served.maxReceiveMessageBytes,
+      timeoutMs,
+    });
+    const transport = new GrpcPushTransport(stream);
+    this.transport = transport;
+    this.written = (error) => {
+      // A failed write ends in the stream's 'close', which ends the call.
+      if (error == null) transport.writeAccepted();
+    };
+  }
+
+  protected run(request: Buffer): void {
+    void this.serve(decode(request));
+  }
+
+  // The session ends once the stream closes (`onClose`); nothing else to stop.
+  protected onCancel(): void {}
+
+  protected override onClose(): void {
+    this.transport.close();
+  }
+
+  /** The gateway middleware's steps around the push session, then the status. */
+  private async serve(request: unknown): Promise<void> {
+    const { deps, metrics, logger, requestLabels } = this.served;
+    const start = performance.now();
+    let failure: ServerError | undefined;
+    try {
+      if (this.served.isShuttingDown()) throw outcomeError(OUTCOMES.shuttingDown);
+      if (isUndecodable(request)) throw invalid("request message could not be decoded");
+      const events = runPushSession(deps, request as SubscribeEventsInput, NEVER, this.transport);
+      for await (const event of events) {
+        if (this.write(frameOnce(event), this.written)) this.transport.writeStarted();
+      }
+    } catch (error) {
+      failure = toServerError(error, logger);
+      const cause = failure.cause;
+      if (isGatewayError(cause) && cause.details?.authFailure !== undefined) {
+        metrics.authFailures.inc({ reason: cause.details.authFailure });
+      }
+    } finally {
+      const code = failure === undefined ? "OK" : (Status[failure.code] ?? "UNKNOWN");
+      // Label objects made once per status, not once per call.
+      let labels = requestLabels.get(code);
+      if (labels === undefined) {
+        labels = { ...METHOD, code };
+        requestLabels.set(code, labels);
+      }
+      metrics.grpcRequests.inc(labels);
+      metrics.grpcDuration.observe(METHOD, (performance.now() - start) / 1000);
+    }
+    if (failure === undefined) this.sendStatus(status.OK, "OK");
+    else this.sendStatus(failure.code, failure.details);
+  }
+}
