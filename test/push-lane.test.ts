@@ -7,6 +7,7 @@
  */
 import { createPublicKey, verify } from "node:crypto";
 import http2, { type IncomingHttpHeaders } from "node:http2";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { SpanKind } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace";
 import type { Redis } from "ioredis";
@@ -17,7 +18,9 @@ import {
   SubscribeEventsRequest,
   SubscribeEventsResponse,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { DEFAULTS } from "../runtime/config/defaults.js";
 import { createPushLane } from "../runtime/grpc/push-lane.js";
+import { maxReceiveMessageBytes } from "../runtime/grpc/server.js";
 import { createPushHub } from "../runtime/push/push-hub.js";
 import { createMetrics } from "../runtime/telemetry/metrics.js";
 import { startTelemetry, type Telemetry } from "../runtime/telemetry/telemetry.js";
@@ -78,6 +81,11 @@ const cleanup = createCleanup();
 afterEach(() => cleanup.run());
 
 function rawSubscribe(address: string, request: SubscribeEventsRequest): RawSubscription {
+  return rawCall(address, [frame(SubscribeEventsRequest.encode(request).finish())]);
+}
+
+/** A SubscribeEvents call sending `body`, one write per chunk, then ending its side. */
+function rawCall(address: string, body: readonly Buffer[]): RawSubscription {
   const session = http2.connect(`http://${address}`);
   session.on("error", () => {});
   cleanup.defer(() => session.destroy());
@@ -117,7 +125,8 @@ function rawSubscribe(address: string, request: SubscribeEventsRequest): RawSubs
       resolve({ headers, trailers, messages });
     }),
   );
-  stream.end(frame(SubscribeEventsRequest.encode(request).finish()));
+  for (const chunk of body) stream.write(chunk);
+  stream.end();
   return {
     headers: headersCame,
     closed,
@@ -226,6 +235,63 @@ describe("SubscribeEvents on the lane, as a raw HTTP/2 client sees it", () => {
     expect(closed.messages).toHaveLength(1);
     expect(statusOf(closed)).toEqual({ code: "9", message: "device session is revoked" });
   });
+});
+
+describe("SubscribeEvents on the lane refuses a malformed request as grpc-js does", () => {
+  let bare: Server;
+  let bareAddress: string;
+
+  beforeAll(async () => {
+    // grpc-js itself, with the gateway's message limit and a server stream at the same path.
+    bare = new Server({
+      "grpc.max_receive_message_length": maxReceiveMessageBytes(DEFAULTS.maxCommandPayloadBytes),
+    });
+    const identity = (bytes: Buffer) => bytes;
+    bare.addService(
+      {
+        SubscribeEvents: {
+          path: PATH,
+          requestStream: false,
+          responseStream: true,
+          requestSerialize: identity,
+          requestDeserialize: identity,
+          responseSerialize: identity,
+          responseDeserialize: identity,
+        },
+      },
+      { SubscribeEvents: (call: { end(): void }) => call.end() },
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      bare.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(error) : resolve(bound),
+      ),
+    );
+    bareAddress = `127.0.0.1:${port}`;
+  });
+
+  afterAll(() => bare?.forceShutdown());
+
+  const request = () =>
+    frame(SubscribeEventsRequest.encode(subscribeRequest(newDevice("erin"))).finish());
+  const cases: ReadonlyArray<[string, () => Buffer[]]> = [
+    ["two request messages", () => [request(), request()]],
+    ["no request message", () => []],
+    ["a length prefix over the limit", () => [Buffer.from([0, 0x7f, 0xff, 0xff, 0xff])]],
+  ];
+  for (const [name, body] of cases) {
+    it(`answers ${name} with grpc-js's trailers-only status and message`, async () => {
+      const chunks = body();
+      const [answer, bareAnswer] = await Promise.all([
+        rawCall(gw.grpc, chunks).closed,
+        rawCall(bareAddress, chunks).closed,
+      ]);
+      expect(bareAnswer.trailers).toBeUndefined();
+      expect(statusOf(bareAnswer).code).not.toBe("0");
+      expect(answer.trailers).toBeUndefined();
+      expect(comparable(answer.headers)).toEqual(comparable(bareAnswer.headers));
+      expect(answer.messages).toEqual([]);
+    });
+  }
 });
 
 describe("createPushLane", () => {
