@@ -148,14 +148,17 @@ export abstract class LaneCall {
   private onEnd(): void {
     if (this.statusSent) return;
     this.chunks = [];
-    if (this.request === undefined) {
+    const { request } = this;
+    if (request === undefined) {
       this.sendStatus(
         status.UNIMPLEMENTED,
         `Received no request message for server streaming method ${this.path}`,
       );
       return;
     }
-    this.run(this.request);
+    // A stream call lives long: it keeps no more of its request than its method does.
+    this.request = undefined;
+    this.run(request);
   }
 
   private cancel(): void {

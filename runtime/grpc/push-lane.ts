@@ -38,12 +38,6 @@ const METHOD = { method: "SubscribeEvents" } as const;
 const { decode } = SafeEdgeGatewayServiceDefinition.methods.subscribeEvents.requestType;
 
 /**
- * The call's own signal, which never aborts: a lane call ends when its stream
- * closes, which the push session sees through its transport's `closed`.
- */
-const NEVER = new AbortController().signal;
-
-/**
  * Each event's gRPC frame, made on first use and kept with the event object
  * as long as it lives: the hub hands the same signed event to every stream of
  * a user, and each stream writes the same Buffer.
@@ -124,7 +118,14 @@ class PushLaneCall extends LaneCall {
     try {
       if (this.served.isShuttingDown()) throw outcomeError(OUTCOMES.shuttingDown);
       if (isUndecodable(request)) throw invalid("request message could not be decoded");
-      const events = runPushSession(deps, request as SubscribeEventsInput, NEVER, this.transport);
+      // No call signal: a lane call ends when its stream closes, which the
+      // session sees through its transport's `closed`.
+      const events = runPushSession(
+        deps,
+        request as SubscribeEventsInput,
+        undefined,
+        this.transport,
+      );
       for await (const event of events) {
         if (this.write(frameOnce(event), this.written)) this.transport.writeStarted();
       }

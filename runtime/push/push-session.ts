@@ -90,19 +90,21 @@ export interface PushSessionDeps {
 /**
  * Runs one push session and yields the events to write, in order. `transport`
  * is `undefined` when the transport cannot report acceptance (writes then
- * wait only on the client). Throws GatewayErrors (and whatever else failed);
- * the stream is released when the transport closes.
+ * wait only on the client). `callSignal` aborts when the client goes away;
+ * `undefined` when the transport closing is what says so. Throws
+ * GatewayErrors (and whatever else failed); the stream is released when the
+ * transport closes.
  */
 export async function* runPushSession(
   deps: PushSessionDeps,
   request: SubscribeEventsInput,
-  callSignal: AbortSignal,
+  callSignal: AbortSignal | undefined,
   transport: PushTransport | undefined,
 ): AsyncGenerator<SignedEvent, void, undefined> {
   const { hub } = deps;
   // The session also stops once its transport is done, whether or not the
   // call's own signal noticed the client leave.
-  const signal = transport === undefined ? callSignal : untilClosed(callSignal, transport);
+  const signal = untilClosed(callSignal, transport);
   const session = await deps.authenticate(request);
   const stream = hub.open(session);
   const { delivery } = deps;
@@ -175,11 +177,19 @@ function startFilter(skipThrough: string | undefined): (eventId: string) => bool
   };
 }
 
-/** `signal`, also aborting once `transport` is done with the call. */
-function untilClosed(signal: AbortSignal, transport: PushTransport): AbortSignal {
+/**
+ * `signal`, also aborting once `transport` is done with the call. Each signal
+ * costs a connected device memory (an EventTarget with its maps), so no more
+ * are made than needed.
+ */
+function untilClosed(
+  signal: AbortSignal | undefined,
+  transport: PushTransport | undefined,
+): AbortSignal {
+  if (transport === undefined) return signal ?? new AbortController().signal;
   const closed = new AbortController();
   void transport.closed.then(() => closed.abort());
-  return AbortSignal.any([signal, closed.signal]);
+  return signal === undefined ? closed.signal : AbortSignal.any([signal, closed.signal]);
 }
 
 /**
