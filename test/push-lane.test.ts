@@ -80,12 +80,20 @@ function frame(message: Uint8Array): Buffer {
 const cleanup = createCleanup();
 afterEach(() => cleanup.run());
 
-function rawSubscribe(address: string, request: SubscribeEventsRequest): RawSubscription {
-  return rawCall(address, [frame(SubscribeEventsRequest.encode(request).finish())]);
+function rawSubscribe(
+  address: string,
+  request: SubscribeEventsRequest,
+  extraHeaders: Record<string, string> = {},
+): RawSubscription {
+  return rawCall(address, [frame(SubscribeEventsRequest.encode(request).finish())], extraHeaders);
 }
 
 /** A SubscribeEvents call sending `body`, one write per chunk, then ending its side. */
-function rawCall(address: string, body: readonly Buffer[]): RawSubscription {
+function rawCall(
+  address: string,
+  body: readonly Buffer[],
+  extraHeaders: Record<string, string> = {},
+): RawSubscription {
   const session = http2.connect(`http://${address}`);
   session.on("error", () => {});
   cleanup.defer(() => session.destroy());
@@ -94,6 +102,7 @@ function rawCall(address: string, body: readonly Buffer[]): RawSubscription {
     ":path": PATH,
     "content-type": "application/grpc",
     te: "trailers",
+    ...extraHeaders,
   });
   stream.on("error", () => {});
   const messages: SubscribeEventsResponse[] = [];
@@ -234,6 +243,23 @@ describe("SubscribeEvents on the lane, as a raw HTTP/2 client sees it", () => {
     expect(comparable(closed.headers)).toEqual(GRPC_JS_HEADERS);
     expect(closed.messages).toHaveLength(1);
     expect(statusOf(closed)).toEqual({ code: "9", message: "device session is revoked" });
+  });
+});
+
+describe("SubscribeEvents on the lane with a grpc-timeout", () => {
+  it("ends the stream with DEADLINE_EXCEEDED in the trailers once it passes, and frees it", async () => {
+    const device = await storedDevice("frank");
+    const raw = rawSubscribe(gw.grpc, subscribeRequest(device), { "grpc-timeout": "300m" });
+    await raw.messages(1);
+    const closed = await raw.closed;
+
+    expect(comparable(closed.headers)).toEqual(GRPC_JS_HEADERS);
+    expect(closed.messages).toHaveLength(1);
+    expect(statusOf(closed)).toEqual({ code: "4", message: "Deadline exceeded" });
+    await vi.waitFor(
+      async () => expect(await metric(gw.admin, "gateway_push_streams_active")).toBe(0),
+      { timeout: SAFETY_MS },
+    );
   });
 });
 
