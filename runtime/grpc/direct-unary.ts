@@ -15,14 +15,10 @@
  */
 import { constants, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
-import { ServerError, Status } from "nice-grpc";
-import { isGatewayError, OUTCOMES, outcomeError } from "../../handlers/errors.js";
-import { invalid } from "../../handlers/execute-command.js";
 import type { Logger, RouteContext } from "../../handlers/ports.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import type { StreamLane } from "./http2-lane.js";
-import { frameOf, LaneCall, takenAsIs } from "./lane-call.js";
-import { isUndecodable, toServerError } from "./server.js";
+import { frameOf, LaneCall, type LaneMethod, takenAsIs } from "./lane-call.js";
 import { traceHeadersOnce, tracerProviderRegistered } from "./tracing.js";
 
 /** A unary method served by {@link createDirectUnaryLane}. */
@@ -47,15 +43,11 @@ export interface DirectUnaryOptions {
 }
 
 /** A method with what every call of it shares. */
-interface Served extends DirectUnaryOptions {
+interface Served extends DirectUnaryOptions, LaneMethod {
   readonly path: string;
   readonly decode: (bytes: Uint8Array) => unknown;
   readonly encode: (response: unknown) => Uint8Array;
   readonly handle: (request: unknown, ctx: RouteContext) => Promise<unknown>;
-  /** The labels of its `gateway_grpc_request_duration_seconds`. */
-  readonly durationLabels: { readonly method: string };
-  /** The labels of its `gateway_grpc_requests_total`, by status name, made as each is first needed. */
-  readonly requestLabels: Map<string, { readonly method: string; readonly code: string }>;
 }
 
 /**
@@ -151,36 +143,11 @@ class DirectUnaryCall extends LaneCall {
 
   /** The gateway middleware's steps around the method, then the answer. */
   private async answer(request: unknown): Promise<void> {
-    const { metrics, durationLabels, requestLabels } = this.served;
-    const start = performance.now();
-    let code = "OK";
     let response: unknown;
-    let failure: ServerError | undefined;
-    try {
-      if (this.served.isShuttingDown()) throw outcomeError(OUTCOMES.shuttingDown);
-      if (isUndecodable(request)) throw invalid("request message could not be decoded");
+    const failure = await this.gated(this.served, request, async (valid) => {
       this.ctx = new DirectCallContext(this, this.deadline, this.served.logger);
-      response = await this.served.handle(request, this.ctx);
-    } catch (error) {
-      const cause = error instanceof ServerError ? error.cause : error;
-      if (isGatewayError(cause) && cause.details?.authFailure !== undefined) {
-        metrics.authFailures.inc({ reason: cause.details.authFailure });
-      }
-      failure =
-        this.cancelled && !isGatewayError(error) && !(error instanceof ServerError)
-          ? new ServerError(Status.CANCELLED, "call cancelled")
-          : toServerError(error, this.served.logger);
-      code = Status[failure.code] ?? "UNKNOWN";
-    } finally {
-      // Label objects made once per method and status, not once per call.
-      let labels = requestLabels.get(code);
-      if (labels === undefined) {
-        labels = { method: durationLabels.method, code };
-        requestLabels.set(code, labels);
-      }
-      metrics.grpcRequests.inc(labels);
-      metrics.grpcDuration.observe(durationLabels, (performance.now() - start) / 1000);
-    }
+      response = await this.served.handle(valid, this.ctx);
+    });
     if (failure !== undefined) this.sendStatus(failure.code, failure.details);
     else this.reply(response);
   }

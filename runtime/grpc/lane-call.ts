@@ -7,6 +7,12 @@
  */
 import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
+import { ServerError, Status } from "nice-grpc";
+import { isGatewayError, OUTCOMES, outcomeError } from "../../handlers/errors.js";
+import { invalid } from "../../handlers/execute-command.js";
+import type { Logger } from "../../handlers/ports.js";
+import type { Metrics } from "../telemetry/metrics.js";
+import { isUndecodable, toServerError } from "./server.js";
 
 /** grpc-js's `grpc-timeout` pattern and units (server-interceptors.ts). */
 const TIMEOUT_PATTERN = /(\d{1,8})\s*([HMSmun])/;
@@ -43,6 +49,17 @@ export function takenAsIs(headers: IncomingHttpHeaders): number | undefined | fa
   const match = TIMEOUT_PATTERN.exec(String(timeout));
   if (match === null) return false;
   return (Number(match[1]) * TIMEOUT_UNIT_MS[match[2]!]!) | 0;
+}
+
+/** A method served on a lane, as the gateway middleware's steps need it. */
+export interface LaneMethod {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly isShuttingDown: () => boolean;
+  /** The labels of its `gateway_grpc_request_duration_seconds`. */
+  readonly durationLabels: { readonly method: string };
+  /** The labels of its `gateway_grpc_requests_total`, by status name, made as each is first needed. */
+  readonly requestLabels: Map<string, { readonly method: string; readonly code: string }>;
 }
 
 /** How a lane call is set up: its stream, method and grpc-js's limits. */
@@ -164,6 +181,49 @@ export abstract class LaneCall {
   private cancel(): void {
     this.cancelled = true;
     this.onCancel();
+  }
+
+  /**
+   * The gateway middleware's steps (`createGatewayMiddleware`) around `body`
+   * for a lane call: the shutdown gate, undecodable requests, the error table
+   * (counting failed authentication steps), the CANCELLED answer once the
+   * call is gone, and the call's metrics. Resolves with the error to answer
+   * with, or `undefined` once `body` succeeded.
+   */
+  protected async gated(
+    method: LaneMethod,
+    request: unknown,
+    body: (request: unknown) => Promise<void>,
+  ): Promise<ServerError | undefined> {
+    const { metrics, durationLabels, requestLabels } = method;
+    const start = performance.now();
+    let code = "OK";
+    let failure: ServerError | undefined;
+    try {
+      if (method.isShuttingDown()) throw outcomeError(OUTCOMES.shuttingDown);
+      if (isUndecodable(request)) throw invalid("request message could not be decoded");
+      await body(request);
+    } catch (error) {
+      const cause = error instanceof ServerError ? error.cause : error;
+      if (isGatewayError(cause) && cause.details?.authFailure !== undefined) {
+        metrics.authFailures.inc({ reason: cause.details.authFailure });
+      }
+      failure =
+        this.cancelled && !isGatewayError(error) && !(error instanceof ServerError)
+          ? new ServerError(Status.CANCELLED, "call cancelled")
+          : toServerError(error, method.logger);
+      code = Status[failure.code] ?? "UNKNOWN";
+    } finally {
+      // Label objects made once per method and status, not once per call.
+      let labels = requestLabels.get(code);
+      if (labels === undefined) {
+        labels = { method: durationLabels.method, code };
+        requestLabels.set(code, labels);
+      }
+      metrics.grpcRequests.inc(labels);
+      metrics.grpcDuration.observe(durationLabels, (performance.now() - start) / 1000);
+    }
+    return failure;
   }
 
   /**

@@ -14,27 +14,20 @@
  */
 import { constants, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
-import { type ServerError, Status } from "nice-grpc";
-import { isGatewayError, OUTCOMES, outcomeError } from "../../handlers/errors.js";
-import { invalid } from "../../handlers/execute-command.js";
 import type { SignedEvent, SubscribeEventsInput } from "../../handlers/subscribe-events.js";
 import { SubscribeEventsResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import { type PushSessionDeps, runPushSession } from "../push/push-session.js";
 import type { DirectUnaryOptions } from "./direct-unary.js";
 import type { StreamLane } from "./http2-lane.js";
-import { frameOf, LaneCall, takenAsIs } from "./lane-call.js";
-import { isUndecodable, SafeEdgeGatewayServiceDefinition, toServerError } from "./server.js";
+import { frameOf, LaneCall, type LaneMethod, takenAsIs } from "./lane-call.js";
+import { SafeEdgeGatewayServiceDefinition } from "./server.js";
 import { GrpcPushTransport, SUBSCRIBE_EVENTS_PATH } from "./subscribe-events.js";
 import { tracerProviderRegistered } from "./tracing.js";
 
 /** What every SubscribeEvents call on the lane shares. */
-interface Served extends DirectUnaryOptions {
+interface Served extends DirectUnaryOptions, LaneMethod {
   readonly deps: PushSessionDeps;
-  /** The labels of its `gateway_grpc_requests_total`, by status name, made as each is first needed. */
-  readonly requestLabels: Map<string, { readonly method: string; readonly code: string }>;
 }
-
-const METHOD = { method: "SubscribeEvents" } as const;
 const { decode } = SafeEdgeGatewayServiceDefinition.methods.subscribeEvents.requestType;
 
 /**
@@ -60,7 +53,12 @@ function frameOnce(event: SignedEvent): Buffer {
  * grpc-js untouched.
  */
 export function createPushLane(deps: PushSessionDeps, options: DirectUnaryOptions): StreamLane {
-  const served: Served = { ...options, deps, requestLabels: new Map() };
+  const served: Served = {
+    ...options,
+    deps,
+    durationLabels: { method: "SubscribeEvents" },
+    requestLabels: new Map(),
+  };
   return (stream, headers) => {
     if (headers[constants.HTTP2_HEADER_PATH] !== SUBSCRIBE_EVENTS_PATH) return false;
     if (tracerProviderRegistered()) return false;
@@ -112,40 +110,19 @@ class PushLaneCall extends LaneCall {
 
   /** The gateway middleware's steps around the push session, then the status. */
   private async serve(request: unknown): Promise<void> {
-    const { deps, metrics, logger, requestLabels } = this.served;
-    const start = performance.now();
-    let failure: ServerError | undefined;
-    try {
-      if (this.served.isShuttingDown()) throw outcomeError(OUTCOMES.shuttingDown);
-      if (isUndecodable(request)) throw invalid("request message could not be decoded");
+    const failure = await this.gated(this.served, request, async (valid) => {
       // No call signal: a lane call ends when its stream closes, which the
       // session sees through its transport's `closed`.
       const events = runPushSession(
-        deps,
-        request as SubscribeEventsInput,
+        this.served.deps,
+        valid as SubscribeEventsInput,
         undefined,
         this.transport,
       );
       for await (const event of events) {
         if (this.write(frameOnce(event), this.written)) this.transport.writeStarted();
       }
-    } catch (error) {
-      failure = toServerError(error, logger);
-      const cause = failure.cause;
-      if (isGatewayError(cause) && cause.details?.authFailure !== undefined) {
-        metrics.authFailures.inc({ reason: cause.details.authFailure });
-      }
-    } finally {
-      const code = failure === undefined ? "OK" : (Status[failure.code] ?? "UNKNOWN");
-      // Label objects made once per status, not once per call.
-      let labels = requestLabels.get(code);
-      if (labels === undefined) {
-        labels = { ...METHOD, code };
-        requestLabels.set(code, labels);
-      }
-      metrics.grpcRequests.inc(labels);
-      metrics.grpcDuration.observe(METHOD, (performance.now() - start) / 1000);
-    }
+    });
     if (failure === undefined) this.sendStatus(status.OK, "OK");
     else this.sendStatus(failure.code, failure.details);
   }

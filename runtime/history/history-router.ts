@@ -241,7 +241,7 @@ class LeasedRouter implements HistoryRouter {
    * and logs them, as the nodes' own readers do otherwise.
    */
   private prepare(entries: readonly StreamEntry[]): RoutedBatch {
-    const { history, maxPayloadBytes, metrics, logger } = this.options;
+    const { maxPayloadBytes, metrics, logger } = this.options;
     let previous = this.routed;
     let events = 0;
     const calls = new Map<string, (string | number | Buffer)[]>();
