@@ -137,11 +137,13 @@ export async function* runPushSession(
         yield signEvent(deps.signer, { ...event, timestampMs: deps.clock.now() });
       }
     }
-    while (!signal.aborted) {
+    for (;;) {
       // Take the next event only once the transport accepted the last one:
       // what it has not accepted stays in the hub's bounded queue.
       if (transport !== undefined) await transport.whenAccepted(endSignals);
-      const event = await stream.next(signal);
+      if (signal.aborted) return;
+      // A queued event is taken at once; only an empty queue costs a promise.
+      const event = stream.take() ?? (await stream.next(signal));
       if (event === undefined) return;
       if (beforeStart(event.eventId)) continue;
       yield event;
