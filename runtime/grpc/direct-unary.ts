@@ -16,9 +16,9 @@
 import { constants, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
 import type { Logger, RouteContext } from "../../handlers/ports.js";
-import type { Metrics } from "../telemetry/metrics.js";
+import { frameOf } from "./grpc-frames.js";
 import type { StreamLane } from "./http2-lane.js";
-import { frameOf, LaneCall, type LaneMethod, takenAsIs } from "./lane-call.js";
+import { LaneCall, type LaneMethod, type LaneOptions, takenAsIs } from "./lane-call.js";
 import { traceHeadersOnce, tracerProviderRegistered } from "./tracing.js";
 
 /** A unary method served by {@link createDirectUnaryLane}. */
@@ -33,17 +33,8 @@ export interface DirectUnaryMethod {
   readonly handle: (request: never, ctx: RouteContext) => Promise<unknown>;
 }
 
-/** What {@link createDirectUnaryLane} needs besides its methods. */
-export interface DirectUnaryOptions {
-  readonly logger: Logger;
-  readonly metrics: Metrics;
-  readonly isShuttingDown: () => boolean;
-  /** grpc-js's `grpc.max_receive_message_length`: larger requests are refused as grpc-js does. */
-  readonly maxReceiveMessageBytes: number;
-}
-
 /** A method with what every call of it shares. */
-interface Served extends DirectUnaryOptions, LaneMethod {
+interface Served extends LaneMethod {
   readonly path: string;
   readonly decode: (bytes: Uint8Array) => unknown;
   readonly encode: (response: unknown) => Uint8Array;
@@ -57,7 +48,7 @@ interface Served extends DirectUnaryOptions, LaneMethod {
  */
 export function createDirectUnaryLane(
   methods: readonly DirectUnaryMethod[],
-  options: DirectUnaryOptions,
+  options: LaneOptions,
 ): StreamLane {
   const served = new Map<string, Served>(
     methods.map((method) => [

@@ -51,11 +51,17 @@ export function takenAsIs(headers: IncomingHttpHeaders): number | undefined | fa
   return (Number(match[1]) * TIMEOUT_UNIT_MS[match[2]!]!) | 0;
 }
 
-/** A method served on a lane, as the gateway middleware's steps need it. */
-export interface LaneMethod {
+/** What every lane of the listener needs from the gateway. */
+export interface LaneOptions {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly isShuttingDown: () => boolean;
+  /** grpc-js's `grpc.max_receive_message_length`: larger requests are refused as grpc-js does. */
+  readonly maxReceiveMessageBytes: number;
+}
+
+/** A method served on a lane, as the gateway middleware's steps need it. */
+export interface LaneMethod extends LaneOptions {
   /** The labels of its `gateway_grpc_request_duration_seconds`. */
   readonly durationLabels: { readonly method: string };
   /** The labels of its `gateway_grpc_requests_total`, by status name, made as each is first needed. */
@@ -277,15 +283,6 @@ export abstract class LaneCall {
   private open(): boolean {
     return !this.statusSent && !this.stream.destroyed && !this.stream.closed;
   }
-}
-
-/** One gRPC frame of an uncompressed message: the 5-byte prefix, then `bytes`. */
-export function frameOf(bytes: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(5 + bytes.length);
-  frame[0] = 0;
-  frame.writeUInt32BE(bytes.length, 1);
-  frame.set(bytes, 5);
-  return frame;
 }
 
 function noop(): void {}

@@ -7,9 +7,10 @@ import type { createExecuteCommandHandler } from "../../handlers/execute-command
 import type { Logger } from "../../handlers/ports.js";
 import type { ExecuteCommandResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import type { PushSessionDeps } from "../push/push-session.js";
-import type { DirectUnaryMethod, DirectUnaryOptions } from "./direct-unary.js";
+import { createDirectUnaryLane } from "./direct-unary.js";
 import type { GrpcHealth } from "./health.js";
-import type { StreamLane } from "./http2-lane.js";
+import { combineLanes, type StreamLane } from "./http2-lane.js";
+import type { LaneOptions } from "./lane-call.js";
 import { createPushLane } from "./push-lane.js";
 import { deadlineOf, SafeEdgeGatewayServiceDefinition } from "./server.js";
 import { createSubscribeEventsMethod } from "./subscribe-events.js";
@@ -25,15 +26,11 @@ export interface GrpcService {
   /** Served through the gateway middleware (shutdown gate, error table, metrics) and tracing. */
   readonly gated: boolean;
   /**
-   * Unary methods of the service also served straight on their HTTP/2
-   * stream (`createDirectUnaryLane`) while no tracer provider is registered.
+   * The lane (`runtime/grpc/http2-lane.ts`) that serves some of the service's
+   * methods straight on their HTTP/2 streams while no tracer provider is
+   * registered; grpc-js serves the rest, and every call while tracing.
    */
-  readonly direct?: readonly DirectUnaryMethod[];
-  /**
-   * Streaming methods of the service also served straight on their HTTP/2
-   * stream (`createPushLane`) while no tracer provider is registered.
-   */
-  readonly lane?: (options: DirectUnaryOptions) => StreamLane;
+  readonly lane?: (options: LaneOptions) => StreamLane;
 }
 
 const { executeCommand } = SafeEdgeGatewayServiceDefinition.methods;
@@ -73,16 +70,22 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
       definition: SafeEdgeGatewayServiceDefinition,
       implementation: edgeGateway,
       gated: true,
-      direct: [
-        {
-          path: EXECUTE_COMMAND_PATH,
-          decode: (bytes) => executeCommand.requestType.decode(bytes),
-          encode: (response: ExecuteCommandResponse) =>
-            executeCommand.responseType.encode(response).finish(),
-          handle: methods.executeCommand,
-        },
-      ],
-      lane: (options) => createPushLane(methods.pushSession, options),
+      lane: (options) =>
+        combineLanes([
+          createDirectUnaryLane(
+            [
+              {
+                path: EXECUTE_COMMAND_PATH,
+                decode: (bytes) => executeCommand.requestType.decode(bytes),
+                encode: (response: ExecuteCommandResponse) =>
+                  executeCommand.responseType.encode(response).finish(),
+                handle: methods.executeCommand,
+              },
+            ],
+            options,
+          ),
+          createPushLane(methods.pushSession, options),
+        ]),
     },
     {
       definition: methods.health.definition,

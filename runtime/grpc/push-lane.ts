@@ -14,37 +14,20 @@
  */
 import { constants, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
-import type { SignedEvent, SubscribeEventsInput } from "../../handlers/subscribe-events.js";
-import { SubscribeEventsResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
+import type { SubscribeEventsInput } from "../../handlers/subscribe-events.js";
 import { type PushSessionDeps, runPushSession } from "../push/push-session.js";
-import type { DirectUnaryOptions } from "./direct-unary.js";
+import { eventFrame } from "./grpc-frames.js";
 import type { StreamLane } from "./http2-lane.js";
-import { frameOf, LaneCall, type LaneMethod, takenAsIs } from "./lane-call.js";
+import { LaneCall, type LaneMethod, type LaneOptions, takenAsIs } from "./lane-call.js";
 import { SafeEdgeGatewayServiceDefinition } from "./server.js";
 import { GrpcPushTransport, SUBSCRIBE_EVENTS_PATH } from "./subscribe-events.js";
 import { tracerProviderRegistered } from "./tracing.js";
 
 /** What every SubscribeEvents call on the lane shares. */
-interface Served extends DirectUnaryOptions, LaneMethod {
+interface Served extends LaneMethod {
   readonly deps: PushSessionDeps;
 }
 const { decode } = SafeEdgeGatewayServiceDefinition.methods.subscribeEvents.requestType;
-
-/**
- * Each event's gRPC frame, made on first use and kept with the event object
- * as long as it lives: the hub hands the same signed event to every stream of
- * a user, and each stream writes the same Buffer.
- */
-const frames = new WeakMap<SignedEvent, Buffer>();
-
-function frameOnce(event: SignedEvent): Buffer {
-  let frame = frames.get(event);
-  if (frame === undefined) {
-    frame = frameOf(SubscribeEventsResponse.encode(event).finish());
-    frames.set(event, frame);
-  }
-  return frame;
-}
 
 /**
  * A lane (`addStreamLane`) that serves SubscribeEvents with push sessions
@@ -52,7 +35,7 @@ function frameOnce(event: SignedEvent): Buffer {
  * provider is registered, and requests it does not take as they are go to
  * grpc-js untouched.
  */
-export function createPushLane(deps: PushSessionDeps, options: DirectUnaryOptions): StreamLane {
+export function createPushLane(deps: PushSessionDeps, options: LaneOptions): StreamLane {
   const served: Served = {
     ...options,
     deps,
@@ -120,7 +103,7 @@ class PushLaneCall extends LaneCall {
         this.transport,
       );
       for await (const event of events) {
-        if (this.write(frameOnce(event), this.written)) this.transport.writeStarted();
+        if (this.write(eventFrame(event), this.written)) this.transport.writeStarted();
       }
     });
     if (failure === undefined) this.sendStatus(status.OK, "OK");

@@ -14,7 +14,6 @@ import { formatAddress, type GatewayConfig } from "../config/config.js";
 import { loadRoutesModule } from "../config/routes-module.js";
 import { loadResponseSigner } from "../config/signer.js";
 import { loadEd25519 } from "../config/sodium-ed25519.js";
-import { createDirectUnaryLane } from "../grpc/direct-unary.js";
 import type { GrpcHealth } from "../grpc/health.js";
 import { combineLanes, streamLanesSupported } from "../grpc/http2-lane.js";
 import type { GrpcService } from "../grpc/methods.js";
@@ -209,15 +208,11 @@ export function createGrpcComponent(
         isShuttingDown,
         maxReceiveMessageBytes: maxReceiveMessageBytes(config.maxCommandPayloadBytes),
       };
-      const lane = combineLanes([
-        createDirectUnaryLane(
-          mounted.flatMap((service) => service.direct ?? []),
-          laneOptions,
-        ),
-        ...mounted.flatMap((service) =>
+      const lane = combineLanes(
+        mounted.flatMap((service) =>
           service.lane === undefined ? [] : [service.lane(laneOptions)],
         ),
-      ]);
+      );
       if (!streamLanesSupported()) {
         logger.warn(
           "this @grpc/grpc-js release cannot take an HTTP/2 stream lane: ExecuteCommand and SubscribeEvents are served through nice-grpc",
