@@ -2,11 +2,11 @@
  * SubscribeEvents (contract §7) served straight on its HTTP/2 stream, in front
  * of grpc-js (`runtime/grpc/http2-lane.ts`): a connected device costs no
  * grpc-js call object or metadata, no nice-grpc CallContext, AbortController
- * or interceptor chain, and a delivered event no per-stream serialization or
- * promise per write. Clients see what grpc-js and nice-grpc send: the same
- * headers, messages, statuses and messages of statuses, and the gateway
- * middleware's behaviour (shutdown gate, undecodable requests, error table,
- * metrics).
+ * or interceptor chain, and a delivered event no per-stream serialization:
+ * every stream of a user writes the event's one frame (`eventFrame`).
+ * Clients see what grpc-js and nice-grpc send: the same headers, messages,
+ * statuses and messages of statuses, and the gateway middleware's behaviour
+ * (shutdown gate, undecodable requests, error table, metrics).
  *
  * While a tracer provider is registered, and for requests the lane does not
  * take as they are (`takenAsIs`), grpc-js serves the call through nice-grpc
