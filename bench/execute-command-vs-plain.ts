@@ -1,7 +1,8 @@
 /**
  * ExecuteCommand: the gateway's real bin against a plain implementation of
  * the same contract on bare grpc-js + ioredis (`bench/plain/server.ts`), each
- * in its own process pinned to the same core, driven by a lean HTTP/2 client.
+ * in its own process pinned to the same core, driven by a lean client that
+ * writes HTTP/2 frames on plain sockets (`bench/h2-wire.ts`).
  *
  *   npx tsx bench/execute-command-vs-plain.ts [--rounds N] [--seconds S] [--concurrency C]
  *     [--server-cores LIST] [--cpu-prof DIR] [--heap-prof DIR]
@@ -10,10 +11,11 @@
  * one redis-server on a free loopback port with a password, seeds device
  * sessions, starts both servers and alternates them round by round (A B A B).
  * Each round measures calls/s with C calls in flight (after a 1 s warm-up),
- * then p50/p99 latency open-loop at half of that round's rate, and the
- * server's RSS at rest (after start) and at its peak under load. Every
- * request is signed before its phase starts, with its own request_id; every
- * response's grpc-status is checked and failures are counted, not hidden.
+ * then p50/p99 latency open-loop at half of that round's rate (after a 1 s
+ * warm-up at that rate), and the server's RSS at rest (after start) and at
+ * its peak under load. Every request is signed before its phase starts, with
+ * its own request_id; every response's `:status` and grpc-status are read
+ * and failures are counted, not hidden.
  * With `--cpu-prof DIR` both servers run under `node --cpu-prof` and write
  * their profiles to DIR when they stop (profiling slows them: read the
  * profiles, not that run's figures); `--heap-prof DIR` does the same with
@@ -26,7 +28,6 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomUUID, sign } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import http2 from "node:http2";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -42,6 +43,7 @@ import { gatewayEnv, type SeededDevice, seedDevices } from "../test/support/gate
 import { vectors } from "../test/support/keys.js";
 import { startRedis } from "../test/support/redis-server.js";
 import { removeTempDirs } from "../test/support/temp-dir.js";
+import { WireClient } from "./h2-wire.js";
 import { cpuMicros, createRunCleanup, rssKiB } from "./processes.js";
 import { fmt, machineFacts, median, percentile, ratio, settle, table } from "./report.js";
 
@@ -239,68 +241,9 @@ function signFrames(devices: readonly SeededDevice[], label: string, count: numb
   return frames;
 }
 
-const HEADERS = {
-  ":method": "POST",
-  ":path": PATH,
-  "content-type": "application/grpc",
-  te: "trailers",
-};
-
-/**
- * Raw HTTP/2 gRPC client over a few connections: sends pre-built frames and
- * reports whether each call ended with grpc-status 0.
- */
-class LeanClient {
-  private readonly sessions: http2.ClientHttp2Session[];
-  private next = 0;
-
-  constructor(address: string) {
-    this.sessions = Array.from({ length: CONNECTIONS }, () => {
-      const session = http2.connect(`http://${address}`);
-      session.on("error", () => {});
-      return session;
-    });
-  }
-
-  /** Sends one call; `done` gets true for grpc-status 0 and the response body if asked for. */
-  call(body: Buffer, done: (ok: boolean, data?: Buffer) => void, keepData = false): void {
-    const session = this.sessions[this.next++ % this.sessions.length]!;
-    let stream: http2.ClientHttp2Stream;
-    try {
-      stream = session.request(HEADERS, { endStream: false });
-    } catch {
-      // The connection is closing or gone: the call fails like any other.
-      setImmediate(() => done(false));
-      return;
-    }
-    let ok = false;
-    const chunks: Buffer[] = [];
-    stream.on("response", (headers) => {
-      // A trailers-only response (an error) carries the status here.
-      const status = headers["grpc-status"];
-      if (status !== undefined) ok = status === "0";
-    });
-    stream.on("trailers", (trailers) => {
-      ok = trailers["grpc-status"] === "0";
-    });
-    stream.on("data", keepData ? (chunk: Buffer) => chunks.push(chunk) : () => {});
-    stream.on("error", () => {
-      ok = false;
-    });
-    stream.on("close", () =>
-      done(ok && stream.rstCode === http2.constants.NGHTTP2_NO_ERROR, Buffer.concat(chunks)),
-    );
-    stream.end(body);
-  }
-
-  close(): void {
-    for (const session of this.sessions) session.close();
-  }
-}
-
 /** Calls at a fixed number in flight: completions per second within the measuring window. */
 function closedLoop(
-  client: LeanClient,
+  client: WireClient,
   frames: readonly Buffer[],
   warmMs = WARM_MS,
   measureMs = MEASURE_MS,
@@ -344,11 +287,17 @@ function closedLoop(
   });
 }
 
-/** Open loop at `rate` calls/s: latency of every call, from when it was sent. */
+/**
+ * Open loop at `rate` calls/s: the latency of every call after the first
+ * `warmCalls`, from when it was sent. The warm-up lets the server settle
+ * from the full-rate phase before it (such as finishing the old-generation
+ * collection that phase started), so the figures are the half rate's own.
+ */
 function openLoop(
-  client: LeanClient,
+  client: WireClient,
   frames: readonly Buffer[],
   rate: number,
+  warmCalls: number,
 ): Promise<{ latenciesMs: Float64Array; errors: number }> {
   return new Promise((resolve) => {
     const latencies = new Float64Array(frames.length);
@@ -365,7 +314,9 @@ function openLoop(
         client.call(frames[index]!, (ok) => {
           latencies[index] = performance.now() - sentAt;
           if (!ok) errors++;
-          if (++finished === frames.length) resolve({ latenciesMs: latencies, errors });
+          if (++finished === frames.length) {
+            resolve({ latenciesMs: latencies.subarray(warmCalls), errors });
+          }
         });
       }
       if (sent < frames.length) setTimeout(tick, 1);
@@ -375,7 +326,7 @@ function openLoop(
 }
 
 /** One call outside the timed part, its response decoded and its signature checked. */
-async function probe(client: LeanClient, devices: readonly SeededDevice[], label: string) {
+async function probe(client: WireClient, devices: readonly SeededDevice[], label: string) {
   const [body] = signFrames(devices, `${label}-probe`, 1);
   const data = await new Promise<Buffer>((resolve, reject) =>
     client.call(
@@ -460,8 +411,16 @@ try {
   );
 
   const variants = [
-    { name: "gateway", server: gateway, client: new LeanClient(gateway.address) },
-    { name: "plain", server: plain, client: new LeanClient(plain.address) },
+    {
+      name: "gateway",
+      server: gateway,
+      client: await WireClient.connect(gateway.address, PATH, CONNECTIONS),
+    },
+    {
+      name: "plain",
+      server: plain,
+      client: await WireClient.connect(plain.address, PATH, CONNECTIONS),
+    },
   ];
   for (const variant of variants) cleanups.push(() => variant.client.close());
 
@@ -506,8 +465,9 @@ try {
         if (!(halfRate > 0)) throw new Error(`${label}: no call completed`);
         const half = await openLoop(
           variant.client,
-          signFrames(devices, `${label}-half`, Math.ceil(halfRate * SECONDS)),
+          signFrames(devices, `${label}-half`, Math.ceil(halfRate * (SECONDS + WARM_MS / 1000))),
           halfRate,
+          Math.ceil((halfRate * WARM_MS) / 1000),
         );
         peak = Math.max(peak, rssKiB(variant.server.pid));
         const result: RoundResult = {
@@ -656,7 +616,8 @@ try {
     `each server its own process pinned to core(s) ${SERVER_CORE}; client and redis-server on core ${CLIENT_CORE};` +
       ` ${FIRST_WARM_MS / 1000} s untimed warm-up per server first.`,
     `${ROUNDS} rounds A B A B; per round: ${CONCURRENCY} calls in flight over ${CONNECTIONS} HTTP/2 connections,` +
-      ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured; then ${SECONDS} s open loop at half that rate.`,
+      ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured;` +
+      ` then open loop at half that rate, ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured.`,
     `${SESSIONS} device sessions, ${PAYLOAD.length}-byte payloads, unique request_ids, signed and framed before each phase.`,
     "Medians over rounds; RSS at rest is after start, before any call; CPU and heap allocated per call at full rate, warm-up included;",
     "ratios are gateway / plain.",
