@@ -7,6 +7,7 @@
  * lives, whichever path writes it: the lane writes the frame itself, grpc-js
  * (while tracing) copies the message bytes into a frame of its own.
  */
+import type { BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { SignedEvent } from "../../handlers/subscribe-events.js";
 import { SubscribeEventsResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 
@@ -17,6 +18,21 @@ export function frameOf(bytes: Uint8Array): Buffer {
   frame.writeUInt32BE(bytes.length, 1);
   frame.set(bytes, 5);
   return frame;
+}
+
+/**
+ * The bytes `encode` wrote into `writer`, a writer kept for many messages:
+ * it is left empty for the next one also when `encode` throws (`finish()`
+ * resets it).
+ */
+export function encodeWith(writer: BinaryWriter, encode: () => void): Uint8Array {
+  try {
+    encode();
+  } catch (error) {
+    writer.finish();
+    throw error;
+  }
+  return writer.finish();
 }
 
 const frames = new WeakMap<SignedEvent, Buffer>();

@@ -2,12 +2,14 @@
  * What the authenticated gRPC listener serves: one manifest of services, each
  * a nice-grpc definition with its implementation, mounted by one loop.
  */
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { ServiceImplementation } from "nice-grpc";
 import type { createExecuteCommandHandler } from "../../handlers/execute-command.js";
 import type { Logger } from "../../handlers/ports.js";
 import type { ExecuteCommandResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import type { PushSessionDeps } from "../push/push-session.js";
 import { createDirectUnaryLane } from "./direct-unary.js";
+import { encodeWith } from "./grpc-frames.js";
 import type { GrpcHealth } from "./health.js";
 import { combineLanes, type StreamLane } from "./http2-lane.js";
 import type { LaneOptions } from "./lane-call.js";
@@ -65,6 +67,10 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
     },
     subscribeEvents: createSubscribeEventsMethod(methods.pushSession),
   };
+  // One writer for every response: its buffer grows once and is reused, where a
+  // writer per call allocated a 128-byte buffer, grew it to 512 bytes and sliced
+  // the result, three ArrayBuffers that each scavenge then had to sweep.
+  const responseWriter = new BinaryWriter();
   return [
     {
       definition: SafeEdgeGatewayServiceDefinition,
@@ -78,7 +84,9 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
                 path: EXECUTE_COMMAND_PATH,
                 decode: (bytes) => executeCommand.requestType.decode(bytes),
                 encode: (response: ExecuteCommandResponse) =>
-                  executeCommand.responseType.encode(response).finish(),
+                  encodeWith(responseWriter, () =>
+                    executeCommand.responseType.encode(response, responseWriter),
+                  ),
                 handle: methods.executeCommand,
               },
             ],
