@@ -24,7 +24,7 @@ import {
 import { withHttpSpan } from "../grpc/tracing.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { BodyTooLargeError, readBoundedBody } from "./bounded-body.js";
-import { type ConnectMethods, type ConnectRoutesOptions, createConnectRoutes } from "./connect.js";
+import type { ConnectMethods, ConnectRoute, ConnectRoutesOptions } from "./connect.js";
 import { createCorsPolicy } from "./cors.js";
 
 /** Largest accepted request body, in bytes; a larger one is `413 payload_too_large`. */
@@ -174,12 +174,13 @@ export function createPublicHttpApp(options: PublicHttpOptions): H3 {
   }
   if (options.connect !== undefined) {
     const { methods, ...limits } = options.connect;
-    for (const route of createConnectRoutes(methods, { ...limits, logger, metrics })) {
+    const routes = lazyConnectRoutes(() => ({ methods, options: { ...limits, logger, metrics } }));
+    for (const path of CONNECT_PATHS) {
       // Every method reaches the procedure: the protocols answer their own 405 and 415.
-      app.all(route.path, (event) =>
+      app.all(path, (event) =>
         withHttpSpan(
-          { route: route.path, method: event.req.method, headers: event.req.headers },
-          () => route.handle(event.req),
+          { route: path, method: event.req.method, headers: event.req.headers },
+          async () => (await routes()).get(path)!(event.req),
         ),
       );
     }
@@ -188,6 +189,38 @@ export function createPublicHttpApp(options: PublicHttpOptions): H3 {
   for (const [route, methods] of allowed) app.all(route, methodNotAllowed(methods.join(", ")));
   app.all("/**", () => toErrorResponse(new GatewayError("not_found", "no route for this path")));
   return app;
+}
+
+/** The paths of `edgegateway.v1.EdgeGatewayService`'s methods over Connect and gRPC-Web. */
+export const CONNECT_PATHS = [
+  "/edgegateway.v1.EdgeGatewayService/ExecuteCommand",
+  "/edgegateway.v1.EdgeGatewayService/SubscribeEvents",
+] as const;
+
+/**
+ * The Connect routes by path, made on first use. Connect, protobuf-es and
+ * the generated descriptors are loaded only then: a node no browser calls
+ * does not carry them (about 3 MiB of live heap, which V8 lets grow several
+ * times over before a full collection under load).
+ */
+function lazyConnectRoutes(
+  args: () => { methods: ConnectMethods; options: ConnectRoutesOptions },
+): () => Promise<ReadonlyMap<string, ConnectRoute["handle"]>> {
+  let loading: Promise<ReadonlyMap<string, ConnectRoute["handle"]>> | undefined;
+  return () => {
+    loading ??= import("./connect.js").then(({ createConnectRoutes }) => {
+      const { methods, options } = args();
+      const routes = new Map(
+        createConnectRoutes(methods, options).map((route) => [route.path, route.handle]),
+      );
+      const missing = CONNECT_PATHS.filter((path) => !routes.has(path));
+      if (missing.length > 0 || routes.size !== CONNECT_PATHS.length) {
+        throw new Error(`Connect routes ${[...routes.keys()]} differ from ${CONNECT_PATHS}`);
+      }
+      return routes;
+    });
+    return loading;
+  };
 }
 
 /** A `node:http` request listener serving `app` (h3's `toNodeHandler`). */
