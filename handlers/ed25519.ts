@@ -7,6 +7,7 @@
 import { createHash, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
 import { isLowOrderKeyHex } from "./low-order-keys.js";
 import type { SignatureVerifier } from "./ports.js";
+import type { Sha256Into } from "./signing.js";
 
 const BASE64_KEY = /^[A-Za-z0-9+/_-]{43}={0,1}$/;
 
@@ -93,6 +94,8 @@ export interface Ed25519 extends SignatureVerifier {
   readonly name: string;
   /** Signs with `privateKey` (an Ed25519 private KeyObject): a 64-byte signature of `data`. */
   signerOf(privateKey: KeyObject): (data: Uint8Array) => Buffer;
+  /** The library's SHA-256 into a buffer, when it has one (the signer passes it on). */
+  readonly sha256Into?: Sha256Into;
 }
 
 /** Ed25519 through node:crypto: verification on libuv's pool, signing on the caller's thread. */

@@ -93,7 +93,7 @@ export function createExecuteCommandHandler(deps: ExecuteCommandDeps) {
       requestId: request.requestId,
       timestampMs: request.timestampMs,
       signature: request.signature,
-      signedBytes: () => executeCommandSignedBytes(request),
+      signedBytes: () => executeCommandSignedBytes(request, deps.signer.sha256Into),
     });
 
     const route = deps.router.resolve(request.messageType);
@@ -117,14 +117,17 @@ export function createExecuteCommandHandler(deps: ExecuteCommandDeps) {
     const payload = asBuffer(result.payload);
     const timestampMs = deps.clock.now();
     const signature = deps.signer.sign(
-      executeCommandResponseSignedBytes({
-        keyId: deps.signer.keyId,
-        deviceSessionId: request.deviceSessionId,
-        requestId: request.requestId,
-        resultCode: result.resultCode,
-        timestampMs,
-        payload,
-      }),
+      executeCommandResponseSignedBytes(
+        {
+          keyId: deps.signer.keyId,
+          deviceSessionId: request.deviceSessionId,
+          requestId: request.requestId,
+          resultCode: result.resultCode,
+          timestampMs,
+          payload,
+        },
+        deps.signer.sha256Into,
+      ),
     );
     return {
       protocolVersion: PROTOCOL_VERSION,

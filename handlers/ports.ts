@@ -5,6 +5,7 @@
  * default, an HTTP auth upstream; tests pass in-memory ones.
  */
 import type { KeyObject } from "node:crypto";
+import type { Sha256Into } from "./signing.js";
 
 /** A device session as the gateway sees it. */
 export interface DeviceSession {
@@ -61,6 +62,12 @@ export interface ResponseSigner {
   readonly publicKey: Buffer;
   /** A 64-byte Ed25519 signature of `data`. */
   sign(data: Uint8Array): Buffer;
+  /**
+   * SHA-256 into a buffer from the signer's crypto library, if it has one:
+   * the handlers hash payloads for signed bytes with it (request and
+   * response alike) instead of node:crypto's, which allocates per hash.
+   */
+  readonly sha256Into?: Sha256Into;
 }
 
 /** Wall clock in Unix milliseconds. */

@@ -17,6 +17,13 @@ const U64_SIZE = 8;
 /** Bytes of an `H(b)`. */
 const HASH_SIZE = 32;
 
+/**
+ * Writes SHA-256 of `data` into `out` (32 bytes), allocating nothing: a
+ * library's hash given to the signed-bytes functions below in place of
+ * node:crypto's, which returns a new Buffer per hash.
+ */
+export type Sha256Into = (out: Uint8Array, data: Uint8Array) => void;
+
 /** Bytes of `lp(s)` for each string. */
 function lpSize(...values: string[]): number {
   let size = 0;
@@ -32,7 +39,10 @@ class SignedBytes {
   private readonly bytes: Buffer;
   private offset = 0;
 
-  constructor(size: number) {
+  constructor(
+    size: number,
+    private readonly sha256Into: Sha256Into | undefined,
+  ) {
     this.bytes = Buffer.allocUnsafe(size);
   }
 
@@ -52,7 +62,8 @@ class SignedBytes {
 
   /** `H(b)`: SHA-256 of raw bytes. */
   hash(value: Uint8Array): this {
-    this.bytes.set(hash("sha256", value, "buffer"), this.offset);
+    if (this.sha256Into === undefined) this.bytes.set(hash("sha256", value, "buffer"), this.offset);
+    else this.sha256Into(this.bytes.subarray(this.offset, this.offset + HASH_SIZE), value);
     this.offset += HASH_SIZE;
     return this;
   }
@@ -100,10 +111,13 @@ export interface EventSigned {
   readonly payload: Uint8Array;
 }
 
-/** The bytes a device signs for ExecuteCommand. */
-export function executeCommandSignedBytes(m: ExecuteCommandSigned): Buffer {
+/** The bytes a device signs for ExecuteCommand; `sha256Into` hashes the payload if given. */
+export function executeCommandSignedBytes(
+  m: ExecuteCommandSigned,
+  sha256Into?: Sha256Into,
+): Buffer {
   const size = lpSize(DOMAIN.executeCommand, m.deviceSessionId, m.messageType, m.requestId);
-  return new SignedBytes(size + U64_SIZE + HASH_SIZE)
+  return new SignedBytes(size + U64_SIZE + HASH_SIZE, sha256Into)
     .lp(DOMAIN.executeCommand)
     .lp(m.deviceSessionId)
     .lp(m.messageType)
@@ -116,7 +130,7 @@ export function executeCommandSignedBytes(m: ExecuteCommandSigned): Buffer {
 /** The bytes a device signs for SubscribeEvents. */
 export function subscribeEventsSignedBytes(m: SubscribeEventsSigned): Buffer {
   const size = lpSize(DOMAIN.subscribeEvents, m.deviceSessionId, m.requestId, m.lastEventId);
-  return new SignedBytes(size + U64_SIZE)
+  return new SignedBytes(size + U64_SIZE, undefined)
     .lp(DOMAIN.subscribeEvents)
     .lp(m.deviceSessionId)
     .lp(m.requestId)
@@ -125,8 +139,11 @@ export function subscribeEventsSignedBytes(m: SubscribeEventsSigned): Buffer {
     .done();
 }
 
-/** The bytes the gateway signs for an ExecuteCommand response. */
-export function executeCommandResponseSignedBytes(m: ExecuteCommandResponseSigned): Buffer {
+/** The bytes the gateway signs for an ExecuteCommand response; `sha256Into` as above. */
+export function executeCommandResponseSignedBytes(
+  m: ExecuteCommandResponseSigned,
+  sha256Into?: Sha256Into,
+): Buffer {
   const size = lpSize(
     DOMAIN.executeCommandResponse,
     m.keyId,
@@ -134,7 +151,7 @@ export function executeCommandResponseSignedBytes(m: ExecuteCommandResponseSigne
     m.requestId,
     m.resultCode,
   );
-  return new SignedBytes(size + U64_SIZE + HASH_SIZE)
+  return new SignedBytes(size + U64_SIZE + HASH_SIZE, sha256Into)
     .lp(DOMAIN.executeCommandResponse)
     .lp(m.keyId)
     .lp(m.deviceSessionId)
@@ -146,9 +163,9 @@ export function executeCommandResponseSignedBytes(m: ExecuteCommandResponseSigne
 }
 
 /** The bytes the gateway signs for a pushed event. */
-export function eventSignedBytes(m: EventSigned): Buffer {
+export function eventSignedBytes(m: EventSigned, sha256Into?: Sha256Into): Buffer {
   const size = lpSize(DOMAIN.event, m.keyId, m.eventId, m.eventType, m.requestId);
-  return new SignedBytes(size + U64_SIZE + HASH_SIZE)
+  return new SignedBytes(size + U64_SIZE + HASH_SIZE, sha256Into)
     .lp(DOMAIN.event)
     .lp(m.keyId)
     .lp(m.eventId)

@@ -86,14 +86,17 @@ export function createSubscribeEventsAuthenticator(
 export function signEvent(signer: ResponseSigner, fields: EventFields): SignedEvent {
   const payload = Buffer.from(fields.payload);
   const signature = signer.sign(
-    eventSignedBytes({
-      keyId: signer.keyId,
-      eventId: fields.eventId,
-      eventType: fields.eventType,
-      requestId: fields.requestId,
-      timestampMs: fields.timestampMs,
-      payload,
-    }),
+    eventSignedBytes(
+      {
+        keyId: signer.keyId,
+        eventId: fields.eventId,
+        eventType: fields.eventType,
+        requestId: fields.requestId,
+        timestampMs: fields.timestampMs,
+        payload,
+      },
+      signer.sha256Into,
+    ),
   );
   return Object.freeze({
     eventId: fields.eventId,

@@ -1,12 +1,12 @@
 /**
- * gRPC framing and the reused response writer: a message encoded into a
- * shared writer comes out exactly as with a writer of its own, also right
- * after an encode that failed halfway.
+ * gRPC framing and the reused response writer: a message framed through a
+ * shared writer comes out exactly as a writer of its own would frame it,
+ * one message after another, and right after an encode that failed halfway.
  */
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { expect, it } from "vitest";
 import { ExecuteCommandResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { encodeWith, frameOf } from "../runtime/grpc/grpc-frames.js";
+import { frameOf, frameWith } from "../runtime/grpc/grpc-frames.js";
 
 const response: ExecuteCommandResponse = {
   protocolVersion: 1,
@@ -18,33 +18,48 @@ const response: ExecuteCommandResponse = {
   signature: Buffer.alloc(64, 1),
 };
 
+/** The frame a writer of its own gives. */
+const ownFrame = (message: ExecuteCommandResponse) =>
+  frameOf(ExecuteCommandResponse.encode(message).finish());
+
 it("frames a message with a 5-byte uncompressed length prefix", () => {
   const frame = frameOf(Buffer.from("abc"));
   expect([...frame]).toEqual([0, 0, 0, 0, 3, 97, 98, 99]);
 });
 
-it("encodes with a shared writer the same bytes as with a writer of its own", () => {
-  const own = ExecuteCommandResponse.encode(response).finish();
+it("frames through a shared writer the bytes a writer of its own gives", () => {
   const writer = new BinaryWriter();
-  const first = encodeWith(writer, () => ExecuteCommandResponse.encode(response, writer));
+  const first = frameWith(writer, () => ExecuteCommandResponse.encode(response, writer));
   const firstBytes = Buffer.from(first);
-  expect(firstBytes).toEqual(Buffer.from(own));
-  const second = encodeWith(writer, () =>
-    ExecuteCommandResponse.encode({ ...response, requestId: "req-2" }, writer),
-  );
-  // The first result is a copy: encoding the next message does not change it.
+  expect(firstBytes).toEqual(ownFrame(response));
+  // A shorter message after a longer one: only its own bytes, from the start.
+  const shorter = { ...response, requestId: "r", payload: Buffer.alloc(3, 9) };
+  const second = frameWith(writer, () => ExecuteCommandResponse.encode(shorter, writer));
+  expect(second).toEqual(ownFrame(shorter));
+  // The first frame is a copy: framing the next message did not change it.
   expect(Buffer.from(first)).toEqual(firstBytes);
-  expect(ExecuteCommandResponse.decode(second).requestId).toBe("req-2");
+  // A longer one that makes the writer grow.
+  const longer = { ...response, payload: Buffer.alloc(5000, 3) };
+  expect(frameWith(writer, () => ExecuteCommandResponse.encode(longer, writer))).toEqual(
+    ownFrame(longer),
+  );
 });
 
 it("leaves the shared writer empty when an encode throws halfway", () => {
   const writer = new BinaryWriter();
   expect(() =>
-    encodeWith(writer, () => {
+    frameWith(writer, () => {
       writer.uint32(10).string("half-written");
       throw new Error("bad response");
     }),
   ).toThrow("bad response");
-  const next = encodeWith(writer, () => ExecuteCommandResponse.encode(response, writer));
-  expect(Buffer.from(next)).toEqual(Buffer.from(ExecuteCommandResponse.encode(response).finish()));
+  const next = frameWith(writer, () => ExecuteCommandResponse.encode(response, writer));
+  expect(next).toEqual(ownFrame(response));
+});
+
+it("frames what finish() returns from a writer without the expected internals", () => {
+  // Earlier @bufbuild/protobuf writers kept `chunks` and `buf`, not `buffer` and `pos`.
+  const bytes = ExecuteCommandResponse.encode(response).finish();
+  const older = { chunks: [bytes], buf: [], finish: () => bytes } as unknown as BinaryWriter;
+  expect(frameWith(older, () => {})).toEqual(ownFrame(response));
 });

@@ -11,8 +11,10 @@ import {
   eventSignedBytes,
   executeCommandResponseSignedBytes,
   executeCommandSignedBytes,
+  type Sha256Into,
   subscribeEventsSignedBytes,
 } from "../handlers/signing.js";
+import { createResponseSigner } from "../runtime/config/signer.js";
 import { createSodiumEd25519 } from "../runtime/config/sodium-ed25519.js";
 
 /** Every Ed25519 implementation the gateway may run with must match the vectors. */
@@ -70,17 +72,20 @@ function number(fields: Fields, name: string): number {
 }
 
 /** The signed bytes of `message` for fields spelled as in the vectors (snake_case, hex payload). */
-function signedBytes(message: Message, fields: Fields): Buffer {
+function signedBytes(message: Message, fields: Fields, sha256Into?: Sha256Into): Buffer {
   const payload = (): Buffer => Buffer.from(text(fields, "payload_hex"), "hex");
   switch (message) {
     case "executeCommand":
-      return executeCommandSignedBytes({
-        deviceSessionId: text(fields, "device_session_id"),
-        messageType: text(fields, "message_type"),
-        requestId: text(fields, "request_id"),
-        timestampMs: number(fields, "timestamp_ms"),
-        payload: payload(),
-      });
+      return executeCommandSignedBytes(
+        {
+          deviceSessionId: text(fields, "device_session_id"),
+          messageType: text(fields, "message_type"),
+          requestId: text(fields, "request_id"),
+          timestampMs: number(fields, "timestamp_ms"),
+          payload: payload(),
+        },
+        sha256Into,
+      );
     case "subscribeEvents":
       return subscribeEventsSignedBytes({
         deviceSessionId: text(fields, "device_session_id"),
@@ -89,23 +94,29 @@ function signedBytes(message: Message, fields: Fields): Buffer {
         lastEventId: text(fields, "last_event_id"),
       });
     case "executeCommandResponse":
-      return executeCommandResponseSignedBytes({
-        keyId: text(fields, "key_id"),
-        deviceSessionId: text(fields, "device_session_id"),
-        requestId: text(fields, "request_id"),
-        resultCode: text(fields, "result_code"),
-        timestampMs: number(fields, "timestamp_ms"),
-        payload: payload(),
-      });
+      return executeCommandResponseSignedBytes(
+        {
+          keyId: text(fields, "key_id"),
+          deviceSessionId: text(fields, "device_session_id"),
+          requestId: text(fields, "request_id"),
+          resultCode: text(fields, "result_code"),
+          timestampMs: number(fields, "timestamp_ms"),
+          payload: payload(),
+        },
+        sha256Into,
+      );
     case "event":
-      return eventSignedBytes({
-        keyId: text(fields, "key_id"),
-        eventId: text(fields, "event_id"),
-        eventType: text(fields, "event_type"),
-        requestId: text(fields, "request_id"),
-        timestampMs: number(fields, "timestamp_ms"),
-        payload: payload(),
-      });
+      return eventSignedBytes(
+        {
+          keyId: text(fields, "key_id"),
+          eventId: text(fields, "event_id"),
+          eventType: text(fields, "event_type"),
+          requestId: text(fields, "request_id"),
+          timestampMs: number(fields, "timestamp_ms"),
+          payload: payload(),
+        },
+        sha256Into,
+      );
   }
 }
 
@@ -144,6 +155,17 @@ describe("signed bytes (contract §4)", () => {
 
       it("builds exactly the vector's signed bytes", () => {
         expect(signedBytes(message, vector.fields).toString("hex")).toBe(vector.signed_bytes_hex);
+      });
+
+      it("builds the same bytes hashing with libsodium's SHA-256, as the gateway's signer does", () => {
+        const signerHash = createResponseSigner(
+          createPrivateKey(vectors.gateway_key.private_key_pkcs8_pem),
+          createSodiumEd25519(),
+        ).sha256Into;
+        expect(signerHash).toBeDefined();
+        expect(signedBytes(message, vector.fields, signerHash).toString("hex")).toBe(
+          vector.signed_bytes_hex,
+        );
       });
 
       describe.each(IMPLEMENTATIONS)("with %s", (_, ed25519) => {

@@ -23,6 +23,7 @@ export function createResponseSigner(
     keyId: keyIdOf(publicKey),
     publicKey,
     sign: ed25519.signerOf(privateKey),
+    ...(ed25519.sha256Into === undefined ? {} : { sha256Into: ed25519.sha256Into }),
   };
 }
 

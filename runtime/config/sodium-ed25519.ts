@@ -19,6 +19,7 @@ interface Sodium {
   crypto_sign_detached(signature: Uint8Array, message: Uint8Array, secretKey: Uint8Array): void;
   crypto_sign_seed_keypair(publicKey: Uint8Array, secretKey: Uint8Array, seed: Uint8Array): void;
   sodium_malloc(size: number): Buffer;
+  crypto_hash_sha256(out: Uint8Array, data: Uint8Array): void;
 }
 
 /** libsodium's Ed25519; throws when the native addon cannot load. */
@@ -58,6 +59,7 @@ export function createSodiumEd25519(): Ed25519 {
         return signature;
       };
     },
+    sha256Into: (out, data) => sodium.crypto_hash_sha256(out, data),
   };
 }
 

@@ -16,7 +16,6 @@
 import { constants, type ServerHttp2Stream } from "node:http2";
 import { status } from "@grpc/grpc-js";
 import type { Logger, RouteContext } from "../../handlers/ports.js";
-import { frameOf } from "./grpc-frames.js";
 import type { StreamLane } from "./http2-lane.js";
 import { LaneCall, type LaneMethod, type LaneOptions, takenAsIs } from "./lane-call.js";
 import { traceHeadersOnce, tracerProviderRegistered } from "./tracing.js";
@@ -27,8 +26,8 @@ export interface DirectUnaryMethod {
   readonly path: string;
   /** The request message; bytes that do not decode give a value `isUndecodable` marks. */
   readonly decode: (bytes: Uint8Array) => unknown;
-  /** The response message's bytes. */
-  readonly encode: (response: never) => Uint8Array;
+  /** The response message as one gRPC frame (`frameOf`, `frameWith`). */
+  readonly frame: (response: never) => Buffer;
   /** Answers one request; what it throws is answered through the error table. */
   readonly handle: (request: never, ctx: RouteContext) => Promise<unknown>;
 }
@@ -37,7 +36,7 @@ export interface DirectUnaryMethod {
 interface Served extends LaneMethod {
   readonly path: string;
   readonly decode: (bytes: Uint8Array) => unknown;
-  readonly encode: (response: unknown) => Uint8Array;
+  readonly frame: (response: unknown) => Buffer;
   readonly handle: (request: unknown, ctx: RouteContext) => Promise<unknown>;
 }
 
@@ -57,7 +56,7 @@ export function createDirectUnaryLane(
         ...options,
         path: method.path,
         decode: method.decode,
-        encode: method.encode as Served["encode"],
+        frame: method.frame as Served["frame"],
         handle: method.handle as Served["handle"],
         durationLabels: { method: method.path.slice(method.path.lastIndexOf("/") + 1) },
         requestLabels: new Map(),
@@ -145,14 +144,14 @@ class DirectUnaryCall extends LaneCall {
 
   /** Sends the response message, then `grpc-status` 0 in the trailers. */
   private reply(response: unknown): void {
-    let bytes: Uint8Array;
+    let frame: Buffer;
     try {
-      bytes = this.served.encode(response);
+      frame = this.served.frame(response);
     } catch (error) {
       this.served.logger.error("unexpected error in gRPC call", error);
       this.sendStatus(status.INTERNAL, "Error serializing response");
       return;
     }
-    this.sendStatus(status.OK, "OK", frameOf(bytes));
+    this.sendStatus(status.OK, "OK", frame);
   }
 }

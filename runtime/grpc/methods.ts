@@ -9,7 +9,7 @@ import type { Logger } from "../../handlers/ports.js";
 import type { ExecuteCommandResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import type { PushSessionDeps } from "../push/push-session.js";
 import { createDirectUnaryLane } from "./direct-unary.js";
-import { encodeWith } from "./grpc-frames.js";
+import { frameWith } from "./grpc-frames.js";
 import type { GrpcHealth } from "./health.js";
 import { combineLanes, type StreamLane } from "./http2-lane.js";
 import type { LaneOptions } from "./lane-call.js";
@@ -69,7 +69,8 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
   };
   // One writer for every response: its buffer grows once and is reused, where a
   // writer per call allocated a 128-byte buffer, grew it to 512 bytes and sliced
-  // the result, three ArrayBuffers that each scavenge then had to sweep.
+  // the result, three ArrayBuffers that each scavenge then had to sweep; the
+  // bytes go from it straight into the response's frame.
   const responseWriter = new BinaryWriter();
   return [
     {
@@ -83,8 +84,8 @@ export function gatewayServices(methods: GatewayMethods): readonly GrpcService[]
               {
                 path: EXECUTE_COMMAND_PATH,
                 decode: (bytes) => executeCommand.requestType.decode(bytes),
-                encode: (response: ExecuteCommandResponse) =>
-                  encodeWith(responseWriter, () =>
+                frame: (response: ExecuteCommandResponse) =>
+                  frameWith(responseWriter, () =>
                     executeCommand.responseType.encode(response, responseWriter),
                   ),
                 handle: methods.executeCommand,
