@@ -5,7 +5,7 @@
  * writes HTTP/2 frames on plain sockets (`bench/h2-wire.ts`).
  *
  *   npx tsx bench/execute-command-vs-plain.ts [--rounds N] [--seconds S] [--concurrency C]
- *     [--server-cores LIST] [--cpu-prof DIR] [--heap-prof DIR]
+ *     [--server-cores LIST] [--cpu-prof DIR] [--heap-prof DIR] [--baseline-bin PATH]
  *
  * It builds the bin (`npm run -s build`) and compiles the plain server, starts
  * one redis-server on a free loopback port with a password, seeds device
@@ -24,10 +24,13 @@
  * (the client and redis-server then share those cores). Both servers also
  * load `bench/alloc-probe.ts`, which reports the bytes their JavaScript heap
  * allocated per call: unlike calls/s, that does not move with other load.
+ * `--baseline-bin PATH` puts another build of the gateway in plain's place
+ * (the `dist/runtime/bin.js` of another checkout, built there with
+ * `npm run build`), configured as this one: an A/B of two builds.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomUUID, sign } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -55,8 +58,18 @@ const { values: options } = parseArgs({
     "cpu-prof": { type: "string" },
     "heap-prof": { type: "string" },
     "server-cores": { type: "string", default: "0" },
+    "baseline-bin": { type: "string" },
   },
 });
+const BASELINE_BIN = options["baseline-bin"];
+if (BASELINE_BIN !== undefined && !existsSync(BASELINE_BIN)) {
+  throw new Error(`--baseline-bin ${BASELINE_BIN} does not exist (build that checkout first)`);
+}
+/** The server the gateway is measured against: the plain one, or another build of the gateway. */
+const PEER =
+  BASELINE_BIN === undefined
+    ? { name: "plain", label: "plain (bare grpc-js + ioredis)" }
+    : { name: "baseline", label: `baseline (${BASELINE_BIN})` };
 const PROFILE_ARGS = [
   ...(options["cpu-prof"] === undefined
     ? []
@@ -398,17 +411,26 @@ try {
     /authenticated gRPC listening on (\S+)/,
     /gateway ready/,
   );
-  const plain = await launch(
-    "plain",
-    join(plainOut, "bench", "plain", "server.js"),
-    {
-      PLAIN_REDIS_ADDR: redis.addr,
-      PLAIN_REDIS_PASSWORD: redis.password,
-      PLAIN_SIGNER_KEY_PATH: env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH!,
-    },
-    /plain gRPC listening on (\S+)/,
-    /listening/,
-  );
+  const plain =
+    BASELINE_BIN === undefined
+      ? await launch(
+          "plain",
+          join(plainOut, "bench", "plain", "server.js"),
+          {
+            PLAIN_REDIS_ADDR: redis.addr,
+            PLAIN_REDIS_PASSWORD: redis.password,
+            PLAIN_SIGNER_KEY_PATH: env.GATEWAY_RESPONSE_SIGNER_PRIVATE_KEY_PEM_PATH!,
+          },
+          /plain gRPC listening on (\S+)/,
+          /listening/,
+        )
+      : await launch(
+          "baseline",
+          BASELINE_BIN,
+          env,
+          /authenticated gRPC listening on (\S+)/,
+          /gateway ready/,
+        );
 
   const variants = [
     {
@@ -417,7 +439,7 @@ try {
       client: await WireClient.connect(gateway.address, PATH, CONNECTIONS),
     },
     {
-      name: "plain",
+      name: PEER.name,
       server: plain,
       client: await WireClient.connect(plain.address, PATH, CONNECTIONS),
     },
@@ -522,10 +544,10 @@ try {
       ]);
     }
     const g = results.get("gateway")![round]!;
-    const p = results.get("plain")![round]!;
+    const p = results.get(PEER.name)![round]!;
     perRound.push([
       String(round + 1),
-      "gateway / plain",
+      `gateway / ${PEER.name}`,
       ratio(g.callsPerSecond / p.callsPerSecond),
       "",
       ratio(g.p50Ms / p.p50Ms),
@@ -552,7 +574,7 @@ try {
     };
   };
   const g = summary("gateway", gateway);
-  const p = summary("plain", plain);
+  const p = summary(PEER.name, plain);
   const row = (name: string, s: typeof g) => [
     name,
     fmt(s.rps),
@@ -580,9 +602,9 @@ try {
     ],
     [
       row("gateway (dist/runtime/bin.js)", g),
-      row("plain (bare grpc-js + ioredis)", p),
+      row(PEER.label, p),
       [
-        "gateway / plain",
+        `gateway / ${PEER.name}`,
         ratio(g.rps / p.rps),
         ratio(g.p50 / p.p50),
         ratio(g.p99 / p.p99),
@@ -610,7 +632,11 @@ try {
     ],
     perRound,
   );
-  console.log("\n## ExecuteCommand: gateway vs a plain grpc-js + ioredis implementation\n");
+  console.log(
+    BASELINE_BIN === undefined
+      ? "\n## ExecuteCommand: gateway vs a plain grpc-js + ioredis implementation\n"
+      : `\n## ExecuteCommand: gateway (this checkout) vs ${BASELINE_BIN}\n`,
+  );
   console.log(MACHINE);
   for (const note of [
     `each server its own process pinned to core(s) ${SERVER_CORE}; client and redis-server on core ${CLIENT_CORE};` +
@@ -620,7 +646,7 @@ try {
       ` then open loop at half that rate, ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured.`,
     `${SESSIONS} device sessions, ${PAYLOAD.length}-byte payloads, unique request_ids, signed and framed before each phase.`,
     "Medians over rounds; RSS at rest is after start, before any call; CPU and heap allocated per call at full rate, warm-up included;",
-    "ratios are gateway / plain.",
+    `ratios are gateway / ${PEER.name}.`,
   ]) {
     console.log(note);
   }
