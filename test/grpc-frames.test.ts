@@ -5,8 +5,12 @@
  */
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { expect, it } from "vitest";
-import { ExecuteCommandResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { frameOf, frameWith } from "../runtime/grpc/grpc-frames.js";
+import type { SignedEvent } from "../handlers/subscribe-events.js";
+import {
+  ExecuteCommandResponse,
+  SubscribeEventsResponse,
+} from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { eventFrame, frameOf, frameWith } from "../runtime/grpc/grpc-frames.js";
 
 const response: ExecuteCommandResponse = {
   protocolVersion: 1,
@@ -62,4 +66,25 @@ it("frames what finish() returns from a writer without the expected internals", 
   const bytes = ExecuteCommandResponse.encode(response).finish();
   const older = { chunks: [bytes], buf: [], finish: () => bytes } as unknown as BinaryWriter;
   expect(frameWith(older, () => {})).toEqual(ownFrame(response));
+});
+
+it("frames each event once, with the bytes of its own encoding, one event after another", () => {
+  const event = (eventId: string, payloadBytes: number): SignedEvent => ({
+    eventId,
+    eventType: "demo.event",
+    timestampMs: 1_700_000_000_000,
+    payload: Buffer.alloc(payloadBytes, 5),
+    requestId: "req-1",
+    keyId: "0123456789abcdef",
+    signature: Buffer.alloc(64, 2),
+  });
+  const own = (e: SignedEvent) => frameOf(SubscribeEventsResponse.encode(e).finish());
+  const long = event("1700000000000-0", 2000);
+  const short = event("1700000000000-1", 10);
+  const longFrame = eventFrame(long);
+  expect(longFrame).toEqual(own(long));
+  expect(eventFrame(short)).toEqual(own(short));
+  // The same event gives the same Buffer, unchanged by the events framed since.
+  expect(eventFrame(long)).toBe(longFrame);
+  expect(longFrame).toEqual(own(long));
 });

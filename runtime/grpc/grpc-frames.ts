@@ -7,7 +7,7 @@
  * lives, whichever path writes it: the lane writes the frame itself, grpc-js
  * (while tracing) copies the message bytes into a frame of its own.
  */
-import type { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { SignedEvent } from "../../handlers/subscribe-events.js";
 import { SubscribeEventsResponse } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 
@@ -60,12 +60,14 @@ export function frameWith(writer: BinaryWriter, encode: () => void): Buffer {
 }
 
 const frames = new WeakMap<SignedEvent, Buffer>();
+/** The writer every event is encoded with (see `frameWith`). */
+const eventWriter = new BinaryWriter();
 
 /** `event` as a SubscribeEvents response frame, the same Buffer for every stream. */
 export function eventFrame(event: SignedEvent): Buffer {
   let frame = frames.get(event);
   if (frame === undefined) {
-    frame = frameOf(SubscribeEventsResponse.encode(event).finish());
+    frame = frameWith(eventWriter, () => SubscribeEventsResponse.encode(event, eventWriter));
     frames.set(event, frame);
   }
   return frame;
