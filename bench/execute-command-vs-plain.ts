@@ -41,6 +41,7 @@ import {
   ExecuteCommandRequest,
   ExecuteCommandResponse,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { frameOf } from "../runtime/grpc/grpc-frames.js";
 import { importGatewayKey, verifyExecuteCommandResponse } from "../runtime/kit/device-client.js";
 import { gatewayEnv, type SeededDevice, seedDevices } from "../test/support/gateway.js";
 import { vectors } from "../test/support/keys.js";
@@ -223,15 +224,6 @@ async function launch(
   return { pid: child.pid, address: found, restRssKiB: rssKiB(child.pid), stop };
 }
 
-/** One gRPC frame: the 5-byte length prefix, then the encoded request. */
-function frame(message: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + message.length);
-  out[0] = 0;
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, 5);
-  return out;
-}
-
 const runId = randomUUID().slice(0, 8);
 /** `count` framed, signed requests with unique request_ids, fresh as of now. */
 function signFrames(devices: readonly SeededDevice[], label: string, count: number): Buffer[] {
@@ -247,7 +239,7 @@ function signFrames(devices: readonly SeededDevice[], label: string, count: numb
       payload: PAYLOAD,
     };
     const signature = sign(null, executeCommandSignedBytes(fields), device.privateKey);
-    frames[i] = frame(
+    frames[i] = frameOf(
       ExecuteCommandRequest.encode({ protocolVersion: 1, ...fields, signature }).finish(),
     );
   }

@@ -317,6 +317,8 @@ class WireConnection {
   private pendingBlock: { id: number; flags: number; parts: Buffer[] } | undefined;
   private corked = false;
   private closed = false;
+  /** Resolves `open`'s promise once the server acknowledged this client's SETTINGS. */
+  private onSettingsAcked: (() => void) | undefined;
 
   private constructor(
     private readonly socket: Socket,
@@ -360,15 +362,10 @@ class WireConnection {
       socket.on("error", () => connection.fail());
       socket.on("close", () => {
         connection.fail();
+        // Once `open` resolved, this rejection is a no-op.
         reject(new Error("connection closed before its settings were acknowledged"));
       });
     });
-  }
-
-  private onSettingsAcked: (() => void) | undefined;
-
-  get inFlight(): number {
-    return this.streams.size;
   }
 
   call(body: Buffer, done: CallDone, keepData: boolean): void {

@@ -21,6 +21,7 @@ import { addStreamLane, streamLanesSupported } from "../runtime/grpc/http2-lane.
 import { maxReceiveMessageBytes } from "../runtime/grpc/server.js";
 import { signExecuteCommandRequest } from "../runtime/kit/device-client.js";
 import { putSession, startGateway } from "./support/gateway.js";
+import { grpcFrame, grpcRequestHeaders } from "./support/grpc-wire.js";
 import { newDeviceKey } from "./support/keys.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 
@@ -33,15 +34,6 @@ interface Answer {
   body: Buffer;
 }
 
-/** One gRPC frame: the 5-byte length prefix, then `message`. */
-function frame(message: Uint8Array, compressed = false): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out[0] = compressed ? 1 : 0;
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, 5);
-  return out;
-}
-
 /** Sends `chunks` as the request body, each in its own write, and collects the answer. */
 function call(
   address: string,
@@ -51,13 +43,7 @@ function call(
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://${address}`);
     session.on("error", reject);
-    const stream = session.request({
-      ":method": "POST",
-      ":path": PATH,
-      "content-type": "application/grpc",
-      te: "trailers",
-      ...extraHeaders,
-    });
+    const stream = session.request(grpcRequestHeaders(PATH, extraHeaders));
     const answer: Answer = { headers: {}, trailers: {}, body: Buffer.alloc(0) };
     const body: Buffer[] = [];
     stream.on("response", (headers) => {
@@ -115,7 +101,7 @@ describe("addStreamLane", () => {
     try {
       const health = await createClient(HealthDefinition, channel).check({ service: "" });
       expect(health.status).toBe(1); // SERVING
-      const answer = await call(`127.0.0.1:${port}`, [frame(Buffer.from("x"))]);
+      const answer = await call(`127.0.0.1:${port}`, [grpcFrame(Buffer.from("x"))]);
       expect(statusOf(answer).code).toBe("7");
       expect(seen).toEqual(["/grpc.health.v1.Health/Check", PATH]);
     } finally {
@@ -200,7 +186,7 @@ describe("ExecuteCommand on the lane answers as grpc-js does", () => {
   });
 
   it("answers a request in one-byte writes with grpc-js's headers, the signed response and status 0", async () => {
-    const bytes = frame(signedRequest());
+    const bytes = grpcFrame(signedRequest());
     const chunks = [...bytes].map((byte) => Buffer.from([byte]));
     const [answer, bareAnswer] = await Promise.all([
       call(gateway.addresses.grpc, chunks),
@@ -216,17 +202,17 @@ describe("ExecuteCommand on the lane answers as grpc-js does", () => {
   });
 
   const cases: ReadonlyArray<[string, () => Buffer[], Record<string, string>?]> = [
-    ["two request messages", () => [frame(signedRequest()), frame(signedRequest())]],
+    ["two request messages", () => [grpcFrame(signedRequest()), grpcFrame(signedRequest())]],
     ["no request message", () => []],
     [
       "a message over the limit",
-      () => [frame(Buffer.alloc(maxReceiveMessageBytes(maxCommandPayloadBytes) + 1))],
+      () => [grpcFrame(Buffer.alloc(maxReceiveMessageBytes(maxCommandPayloadBytes) + 1))],
     ],
     ["a length prefix over the limit alone", () => [Buffer.from([0, 0x7f, 0xff, 0xff, 0xff])]],
-    ["a malformed grpc-timeout", () => [frame(signedRequest())], { "grpc-timeout": "soon" }],
+    ["a malformed grpc-timeout", () => [grpcFrame(signedRequest())], { "grpc-timeout": "soon" }],
     [
       "an unsupported grpc-encoding",
-      () => [frame(signedRequest(), true)],
+      () => [grpcFrame(signedRequest(), true)],
       { "grpc-encoding": "br" },
     ],
   ];
@@ -245,15 +231,19 @@ describe("ExecuteCommand on the lane answers as grpc-js does", () => {
   }
 
   it("leaves a gzip request to grpc-js, which decompresses it and the gateway serves it", async () => {
-    const answer = await call(gateway.addresses.grpc, [frame(gzipSync(signedRequest()), true)], {
-      "grpc-encoding": "gzip",
-    });
+    const answer = await call(
+      gateway.addresses.grpc,
+      [grpcFrame(gzipSync(signedRequest()), true)],
+      {
+        "grpc-encoding": "gzip",
+      },
+    );
     expect(statusOf(answer)).toEqual({ code: "0", message: "OK" });
     expect(ExecuteCommandResponse.decode(answer.body.subarray(5)).resultCode).toBe("ok");
   });
 
   it("refuses a content type that is not gRPC as grpc-js does, with HTTP 415", async () => {
-    const body = [frame(signedRequest())];
+    const body = [grpcFrame(signedRequest())];
     const [answer, bareAnswer] = await Promise.all([
       call(gateway.addresses.grpc, body, { "content-type": "text/plain" }),
       call(bareAddress, body, { "content-type": "text/plain" }),
@@ -265,13 +255,7 @@ describe("ExecuteCommand on the lane answers as grpc-js does", () => {
   it("answers DEADLINE_EXCEEDED when grpc-timeout passes before the request ends", async () => {
     const answer = await new Promise<Answer>((resolve, reject) => {
       const session = http2.connect(`http://${gateway.addresses.grpc}`);
-      const stream = session.request({
-        ":method": "POST",
-        ":path": PATH,
-        "content-type": "application/grpc",
-        te: "trailers",
-        "grpc-timeout": "50m",
-      });
+      const stream = session.request(grpcRequestHeaders(PATH, { "grpc-timeout": "50m" }));
       session.on("error", reject);
       const got: Answer = { headers: {}, trailers: {}, body: Buffer.alloc(0) };
       stream.on("response", (headers) => {
@@ -285,7 +269,7 @@ describe("ExecuteCommand on the lane answers as grpc-js does", () => {
         resolve(got);
       });
       // Half a message, never finished: only the deadline can end the call.
-      stream.write(frame(signedRequest()).subarray(0, 10));
+      stream.write(grpcFrame(signedRequest()).subarray(0, 10));
     });
     expect(statusOf(answer)).toEqual({ code: "4", message: "Deadline exceeded" });
   });

@@ -26,6 +26,7 @@ import { createMetrics } from "../runtime/telemetry/metrics.js";
 import { startTelemetry, type Telemetry } from "../runtime/telemetry/telemetry.js";
 import { createCleanup } from "./support/cleanup.js";
 import { putSession } from "./support/gateway.js";
+import { grpcFrame, grpcRequestHeaders } from "./support/grpc-wire.js";
 import { silentLogger } from "./support/logger.js";
 import {
   createMemoryReplayStore,
@@ -70,13 +71,6 @@ interface RawSubscription {
   }>;
 }
 
-function frame(message: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, 5);
-  return out;
-}
-
 const cleanup = createCleanup();
 afterEach(() => cleanup.run());
 
@@ -85,7 +79,11 @@ function rawSubscribe(
   request: SubscribeEventsRequest,
   extraHeaders: Record<string, string> = {},
 ): RawSubscription {
-  return rawCall(address, [frame(SubscribeEventsRequest.encode(request).finish())], extraHeaders);
+  return rawCall(
+    address,
+    [grpcFrame(SubscribeEventsRequest.encode(request).finish())],
+    extraHeaders,
+  );
 }
 
 /** A SubscribeEvents call sending `body`, one write per chunk, then ending its side. */
@@ -97,13 +95,7 @@ function rawCall(
   const session = http2.connect(`http://${address}`);
   session.on("error", () => {});
   cleanup.defer(() => session.destroy());
-  const stream = session.request({
-    ":method": "POST",
-    ":path": PATH,
-    "content-type": "application/grpc",
-    te: "trailers",
-    ...extraHeaders,
-  });
+  const stream = session.request(grpcRequestHeaders(PATH, extraHeaders));
   stream.on("error", () => {});
   const messages: SubscribeEventsResponse[] = [];
   let buffered = Buffer.alloc(0);
@@ -298,7 +290,7 @@ describe("SubscribeEvents on the lane refuses a malformed request as grpc-js doe
   afterAll(() => bare?.forceShutdown());
 
   const request = () =>
-    frame(SubscribeEventsRequest.encode(subscribeRequest(newDevice("erin"))).finish());
+    grpcFrame(SubscribeEventsRequest.encode(subscribeRequest(newDevice("erin"))).finish());
   const cases: ReadonlyArray<[string, () => Buffer[]]> = [
     ["two request messages", () => [request(), request()]],
     ["no request message", () => []],

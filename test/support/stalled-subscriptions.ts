@@ -11,6 +11,7 @@ import {
 } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
 import { SUBSCRIBE_EVENTS_PATH } from "../../runtime/grpc/subscribe-events.js";
 import type { Cleanup } from "./cleanup.js";
+import { grpcFrame, grpcRequestHeaders } from "./grpc-wire.js";
 
 /** A gRPC status as it arrived: its numeric code and its message. */
 export interface GrpcStatus {
@@ -93,17 +94,11 @@ export function blockedSubscription(
   const session = http2.connect(`http://${address}`, { settings: { initialWindowSize: 0 } });
   session.on("error", () => {});
   cleanup.defer(() => session.destroy());
-  const body = Buffer.from(SubscribeEventsRequest.encode(request).finish());
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(body.length, 1);
-  const stream = session.request({
-    ":method": "POST",
-    ":path": SUBSCRIBE_EVENTS_PATH,
-    "content-type": "application/grpc+proto",
-    te: "trailers",
-  });
+  const stream = session.request(
+    grpcRequestHeaders(SUBSCRIBE_EVENTS_PATH, { "content-type": "application/grpc+proto" }),
+  );
   stream.on("error", () => {});
-  stream.end(Buffer.concat([prefix, body]));
+  stream.end(grpcFrame(SubscribeEventsRequest.encode(request).finish()));
 
   const chunks: Buffer[] = [];
   stream.on("data", (chunk: Buffer) => chunks.push(chunk));
