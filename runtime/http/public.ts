@@ -174,7 +174,7 @@ export function createPublicHttpApp(options: PublicHttpOptions): H3 {
   }
   if (options.connect !== undefined) {
     const { methods, ...limits } = options.connect;
-    const routes = lazyConnectRoutes(() => ({ methods, options: { ...limits, logger, metrics } }));
+    const routes = lazyConnectRoutes(methods, { ...limits, logger, metrics });
     for (const path of CONNECT_PATHS) {
       // Every method reaches the procedure: the protocols answer their own 405 and 415.
       app.all(path, (event) =>
@@ -204,12 +204,12 @@ export const CONNECT_PATHS = [
  * times over before a full collection under load).
  */
 function lazyConnectRoutes(
-  args: () => { methods: ConnectMethods; options: ConnectRoutesOptions },
+  methods: ConnectMethods,
+  options: ConnectRoutesOptions,
 ): () => Promise<ReadonlyMap<string, ConnectRoute["handle"]>> {
   let loading: Promise<ReadonlyMap<string, ConnectRoute["handle"]>> | undefined;
   return () => {
     loading ??= import("./connect.js").then(({ createConnectRoutes }) => {
-      const { methods, options } = args();
       const routes = new Map(
         createConnectRoutes(methods, options).map((route) => [route.path, route.handle]),
       );
