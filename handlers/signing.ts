@@ -41,7 +41,7 @@ class SignedBytes {
 
   constructor(
     size: number,
-    private readonly sha256Into: Sha256Into | undefined,
+    private readonly sha256Into?: Sha256Into,
   ) {
     this.bytes = Buffer.allocUnsafe(size);
   }
@@ -130,7 +130,7 @@ export function executeCommandSignedBytes(
 /** The bytes a device signs for SubscribeEvents. */
 export function subscribeEventsSignedBytes(m: SubscribeEventsSigned): Buffer {
   const size = lpSize(DOMAIN.subscribeEvents, m.deviceSessionId, m.requestId, m.lastEventId);
-  return new SignedBytes(size + U64_SIZE, undefined)
+  return new SignedBytes(size + U64_SIZE)
     .lp(DOMAIN.subscribeEvents)
     .lp(m.deviceSessionId)
     .lp(m.requestId)
