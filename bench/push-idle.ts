@@ -43,9 +43,12 @@ const { values: options } = parseArgs({
     "idle-seconds": { type: "string", default: "30" },
     revokes: { type: "string", default: "200" },
     deliveries: { type: "string", default: "100" },
+    "cpu-prof": { type: "string" },
   },
 });
-const { modes: modesText, ...numeric } = options;
+const { modes: modesText, "cpu-prof": cpuProfDir, ...numeric } = options;
+/** Node flags that make the gateway write a CPU profile into `--cpu-prof DIR`. */
+const PROFILE_ARGS = cpuProfDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", cpuProfDir];
 const MODES = parseModes(modesText, KNOWN_MODES);
 const {
   rounds: ROUNDS,
@@ -310,7 +313,7 @@ async function measureRun(
     label: `gateway (${mode})`,
     core: SERVER_CORE,
     cwd: ROOT,
-    args: [join(ROOT, "dist", "runtime", "bin.js")],
+    args: [...PROFILE_ARGS, join(ROOT, "dist", "runtime", "bin.js")],
     env: gatewayEnv(testRedis, { GATEWAY_PUSH_FANOUT: mode }),
     ready: /authenticated gRPC listening on (\S+)[\s\S]*gateway ready/,
     onOutput: (text) => log.push(text),

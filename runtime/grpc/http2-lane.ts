@@ -16,7 +16,7 @@
  * keeps it as `options`, so the options object names the server.
  * test/http2-lane.test.ts fails when a grpc-js release moves either.
  */
-import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2";
 import { Server } from "@grpc/grpc-js";
 
 /**
@@ -41,9 +41,17 @@ interface Http2ServerLike {
   listeners(event: "stream"): StreamListener[];
   removeAllListeners(event: "stream"): void;
   on(event: "stream", listener: StreamListener): void;
+  on(event: "session", listener: (session: ServerHttp2Session) => void): void;
 }
 
-const lanes = new WeakMap<object, StreamLane>();
+/** What a grpc-js server built with given options gets on each listener's HTTP/2 server. */
+interface Http2ServerHooks {
+  lane?: StreamLane;
+  /** Called with each HTTP/2 connection as it is established. */
+  session?: (session: ServerHttp2Session) => void;
+}
+
+const hooks = new WeakMap<object, Http2ServerHooks>();
 let patched: boolean | undefined;
 
 /** Wraps grpc-js's `createHttp2Server` once per process; false when grpc-js has none. */
@@ -59,24 +67,44 @@ function patchGrpcJs(): boolean {
   }
   prototype.createHttp2Server = function (this: GrpcJsServerInternals, ...args: unknown[]) {
     const http2Server = createHttp2Server.apply(this, args);
-    const lane = this.options === undefined ? undefined : lanes.get(this.options);
-    const grpcListeners = http2Server.listeners("stream");
-    if (lane === undefined || grpcListeners.length !== 1) return http2Server;
-    const [grpcJs] = grpcListeners as [StreamListener];
-    http2Server.removeAllListeners("stream");
-    http2Server.on("stream", (stream, headers, ...rest) => {
-      if (!lane(stream, headers)) {
-        grpcJs.call(http2Server, stream, headers, ...rest);
-        return;
-      }
-      // What grpc-js does for each stream it serves: count it against the
-      // connection's idle timeout (`grpc.max_connection_idle_ms`).
-      this.onStreamOpened?.(stream);
-    });
+    const hooked = this.options === undefined ? undefined : hooks.get(this.options);
+    if (hooked?.session !== undefined) http2Server.on("session", hooked.session);
+    if (hooked?.lane !== undefined) putLaneFirst(http2Server, hooked.lane, this);
     return http2Server;
   };
   patched = true;
   return true;
+}
+
+/** Replaces grpc-js's one `stream` listener with one that offers each stream to `lane` first. */
+function putLaneFirst(
+  http2Server: Http2ServerLike,
+  lane: StreamLane,
+  grpcServer: GrpcJsServerInternals,
+): void {
+  const grpcListeners = http2Server.listeners("stream");
+  if (grpcListeners.length !== 1) return;
+  const [grpcJs] = grpcListeners as [StreamListener];
+  http2Server.removeAllListeners("stream");
+  http2Server.on("stream", (stream, headers, ...rest) => {
+    if (!lane(stream, headers)) {
+      grpcJs.call(http2Server, stream, headers, ...rest);
+      return;
+    }
+    // What grpc-js does for each stream it serves: count it against the
+    // connection's idle timeout (`grpc.max_connection_idle_ms`).
+    grpcServer.onStreamOpened?.(stream);
+  });
+}
+
+/** The hooks registered for `grpcOptions`, made on first use. */
+function hooksOf(grpcOptions: object): Http2ServerHooks {
+  let found = hooks.get(grpcOptions);
+  if (found === undefined) {
+    found = {};
+    hooks.set(grpcOptions, found);
+  }
+  return found;
 }
 
 /**
@@ -87,7 +115,21 @@ function patchGrpcJs(): boolean {
  */
 export function addStreamLane(grpcOptions: object, lane: StreamLane): boolean {
   if (!streamLanesSupported()) return false;
-  lanes.set(grpcOptions, lane);
+  hooksOf(grpcOptions).lane = lane;
+  return true;
+}
+
+/**
+ * Calls `onSession` with each HTTP/2 connection of the grpc-js server built
+ * with `grpcOptions` as it is established. Call before the server binds.
+ * Returns false when this grpc-js release cannot take the hook.
+ */
+export function addSessionHook(
+  grpcOptions: object,
+  onSession: (session: ServerHttp2Session) => void,
+): boolean {
+  if (!streamLanesSupported()) return false;
+  hooksOf(grpcOptions).session = onSession;
   return true;
 }
 

@@ -27,7 +27,8 @@ import { EdgeGatewayServiceDefinition } from "../../proto/gen/edgegateway/v1/edg
 import { ConfigError } from "../config/config.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { eventFrame } from "./grpc-frames.js";
-import { addStreamLane, type StreamLane } from "./http2-lane.js";
+import { addSessionHook, addStreamLane, type StreamLane } from "./http2-lane.js";
+import { type KeepaliveOptions, KeepaliveWheel } from "./keepalive.js";
 
 const UNDECODABLE = Symbol("edge-gateway.undecodable");
 
@@ -179,17 +180,28 @@ export interface GrpcServerOptions {
    * (`streamLanesSupported`).
    */
   readonly lane?: StreamLane;
+  /** HTTP/2 keepalive; by default a PING every 30 s answered within 10 s (contract §7). */
+  readonly keepalive?: KeepaliveOptions;
 }
+
+/** Contract §7: an HTTP/2 PING every 30 s; a client that does not answer within 10 s is dropped. */
+const KEEPALIVE: KeepaliveOptions = { intervalMs: 30_000, timeoutMs: 10_000 };
 
 /** Creates the nice-grpc server with transport limits and HTTP/2 keepalive. */
 export function createGrpcServer(options: GrpcServerOptions): Server {
-  const grpcOptions = {
+  const grpcOptions: Record<string, unknown> = {
     "grpc.max_receive_message_length": maxReceiveMessageBytes(options.maxCommandPayloadBytes),
-    "grpc.keepalive_time_ms": 30_000,
-    "grpc.keepalive_timeout_ms": 10_000,
-    "grpc.keepalive_permit_without_calls": 1,
+    // Nothing here serves channelz; grpc-js would keep a record per connection and call.
+    "grpc.enable_channelz": 0,
     interceptors: [deadlineInterceptor, ...(options.interceptors ?? [])],
   };
+  const keepalive = options.keepalive ?? KEEPALIVE;
+  const wheel = new KeepaliveWheel(keepalive);
+  if (!addSessionHook(grpcOptions, (session) => wheel.add(session))) {
+    // This grpc-js cannot take the hook: it pings itself, on two timers per connection.
+    grpcOptions["grpc.keepalive_time_ms"] = keepalive.intervalMs;
+    grpcOptions["grpc.keepalive_timeout_ms"] = keepalive.timeoutMs;
+  }
   if (options.lane !== undefined) addStreamLane(grpcOptions, options.lane);
   return createServer(grpcOptions as Parameters<typeof createServer>[0]);
 }
