@@ -6,9 +6,11 @@
  * grpc-js keeps two timers per connection for this (the next ping, then its
  * timeout), recreated on every ping. With 10 000 idle devices that is 333
  * pings a second, each waking the event loop twice more than the ping itself
- * needs. Here connections sit in a wheel of one-second slots: each tick pings
+ * needs. Here connections sit in a wheel of 100 ms slots: each tick pings
  * the connections of one slot and closes those of an older slot still
- * waiting for their answer.
+ * waiting for their answer. Slots are short so that a tick's pings, and the
+ * answers that come back together, take the event loop for a moment only
+ * (with 10 000 connections, 33 pings a tick rather than 333 a second at once).
  */
 import type { Http2Session } from "node:http2";
 
@@ -33,7 +35,7 @@ interface Entry {
   readonly answered: (error: Error | null) => void;
 }
 
-const DEFAULT_TICK_MS = 1000;
+const DEFAULT_TICK_MS = 100;
 
 /** A keepalive wheel; {@link add} each connection once it is established. */
 export class KeepaliveWheel {
