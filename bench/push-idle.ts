@@ -1,24 +1,25 @@
+import { fork } from "node:child_process";
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import type { Redis } from "ioredis";
-import {
-  type Channel,
-  ChannelCredentials,
-  ClientError,
-  createChannel,
-  createClient,
-  Status,
-} from "nice-grpc";
-import { EdgeGatewayServiceDefinition } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { signSubscribeEventsRequest } from "../runtime/kit/device-client.js";
-import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
+import { publishClientEvent } from "../runtime/kit/publishers.js";
 import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { metricValue, scrapeMetrics } from "../test/support/push.js";
 import type { TestRedis } from "../test/support/redis-server.js";
+import type { ProbeCommand, ProbeDevice } from "./peer/revoke-probe.js";
 import { cpuMicros, createRunCleanup, launchPinned, prepareRun, rssKiB } from "./processes.js";
+import {
+  closeDevices,
+  type Device,
+  OPEN_RETRIES,
+  openDevices,
+  type RevokeTimes,
+  requireNoEnds,
+  untilAll,
+} from "./push-devices.js";
 import {
   fmt,
   interleave,
@@ -71,13 +72,6 @@ const GOALS = {
 };
 /** How long RSS is left to settle (GC, freed buffers) before it is read. */
 const RSS_SETTLE_MS = 3000;
-/** A batch of streams must have opened within this. */
-const BATCH_TIMEOUT_MS = 60_000;
-/** How often a stream that ended UNAVAILABLE while opening is opened again, and after how long. */
-const OPEN_RETRIES = 3;
-const OPEN_RETRY_DELAY_MS = 200;
-/** A revoked stream must have ended within this. */
-const REVOKE_TIMEOUT_MS = 5000;
 /** The sanity events must have arrived within this. */
 const DELIVERY_TIMEOUT_MS = 10_000;
 /** The server's HTTP/2 keepalive ping interval (runtime/grpc/server.ts). */
@@ -93,36 +87,6 @@ const run = createRunCleanup(
   120_000 + ROUNDS * MODES.length * (IDLE_SECONDS * 1000 + 90_000 + DEVICES * 10),
 );
 
-/** How a device's stream ended, as its client saw it. */
-interface StreamEnd {
-  /** `performance.now()` when the client saw the end. */
-  readonly at: number;
-  /** The gRPC status name, or `OK` for an end without error. */
-  readonly code: string;
-  readonly message: string;
-}
-
-/** One device: its session, its own connection and its one SubscribeEvents stream. */
-interface Device {
-  readonly index: number;
-  readonly userId: string;
-  readonly deviceSessionId: string;
-  readonly privateKey: KeyObject;
-  /** The raw public key, base64url, as the session stores it. */
-  readonly publicKeyText: string;
-  channel?: Channel;
-  abort?: AbortController;
-  /** Settles when the stream has ended, however. */
-  done?: Promise<void>;
-  /** Set once the bootstrap event arrived. */
-  open: boolean;
-  /** Event types received after the bootstrap event. */
-  readonly events: string[];
-  end?: StreamEnd;
-  /** Called on the bootstrap event, on each later event, and at the end. */
-  onChange?: () => void;
-}
-
 /** What one run (one gateway process, one mode) measured. */
 interface RunResult {
   readonly rssBeforeKiB: number;
@@ -135,7 +99,7 @@ interface RunResult {
   readonly revokeMs: readonly number[];
   /** Publish → Redis acknowledged the snapshot, ms, one per revoke. */
   readonly revokeAckMs: readonly number[];
-  /** This process's event-loop delay while revoking (p99, max), ms: how much of a latency the client added. */
+  /** The revoke probe's event-loop delay while revoking (p99, max), ms: how much of a latency the client added. */
   readonly clientLoopDelayMs: { readonly p99: number; readonly max: number };
   /** This process's CPU (every thread) over the idle window, in % of one core. */
   readonly clientIdleCpuPercent: number;
@@ -149,90 +113,57 @@ interface RunResult {
   readonly logProblems: readonly string[];
 }
 
-/** The stream end a device's client saw, from what its `for await` threw (or not). */
-function streamEnd(error: unknown): StreamEnd {
-  const at = performance.now();
-  if (error === undefined) return { at, code: "OK", message: "ended" };
-  if (error instanceof ClientError) {
-    return { at, code: Status[error.code], message: error.details };
-  }
-  return { at, code: (error as Error).name, message: (error as Error).message };
+/** The revoke probe's process (bench/peer/revoke-probe.ts), asked one thing at a time. */
+interface Probe {
+  ask(command: ProbeCommand): Promise<unknown>;
+  /** Closes its streams and waits for it to exit. */
+  close(): Promise<void>;
 }
 
-/** Opens `device`'s connection and stream; `device.done` settles once the stream ended. */
-function openDevice(device: Device, address: string, label: string): void {
-  const channel = createChannel(address, ChannelCredentials.createInsecure(), {
-    // Its own HTTP/2 connection, as a real device has.
-    "grpc.use_local_subchannel_pool": 1,
+/** Starts the revoke probe in its own process; the run's exit kills it if it is still there. */
+function startProbe(): Probe {
+  const child = fork(join(ROOT, "bench", "peer", "revoke-probe.ts"), {
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
-  const client = createClient(EdgeGatewayServiceDefinition, channel);
-  const abort = new AbortController();
-  device.channel = channel;
-  device.abort = abort;
-  const { deviceSessionId, privateKey } = device;
-  const request = signSubscribeEventsRequest(
-    { deviceSessionId, requestId: `${label}-${device.index}`, timestampMs: Date.now() },
-    privateKey,
-  );
-  device.done = (async () => {
-    let failure: unknown;
-    try {
-      for await (const event of client.subscribeEvents(request, { signal: abort.signal })) {
-        if (device.open) device.events.push(event.eventType);
-        else device.open = true;
-        device.onChange?.();
-      }
-    } catch (error) {
-      failure = error;
-    }
-    device.end = streamEnd(failure);
-    device.onChange?.();
-  })();
-}
-
-/** Resolves once `ready(device)` holds for every one of `devices`, or rejects after `ms`. */
-function untilAll(
-  devices: readonly Device[],
-  ready: (device: Device) => boolean,
-  ms: number,
-  what: string,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let remaining = devices.length;
-    const timer = setTimeout(() => {
-      for (const device of devices) device.onChange = undefined;
-      reject(new Error(`${remaining} of ${devices.length} ${what} after ${ms} ms`));
-    }, ms);
-    const check = (device: Device) => {
-      if (!ready(device)) return;
-      device.onChange = undefined;
-      if (--remaining === 0) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    for (const device of devices) {
-      device.onChange = () => check(device);
-      check(device);
-    }
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const running = () => child.exitCode === null && child.signalCode === null;
+  run.atExit.push(() => {
+    if (running()) child.kill("SIGKILL");
   });
+  const ask = (command: ProbeCommand) =>
+    new Promise<unknown>((resolve, reject) => {
+      const onExit = (code: number | null) => {
+        child.off("message", onMessage);
+        reject(new Error(`the revoke probe exited (${code}) before answering ${command.type}`));
+      };
+      const onMessage = (answer: { type: string; message?: string }) => {
+        child.off("exit", onExit);
+        if (answer.type === "error") reject(new Error(`revoke probe: ${answer.message}`));
+        else resolve(answer);
+      };
+      child.once("message", onMessage);
+      child.once("exit", onExit);
+      child.send(command);
+    });
+  return {
+    ask,
+    async close() {
+      if (running()) await ask({ type: "close" }).catch(() => child.kill("SIGKILL"));
+      await exited;
+    },
+  };
 }
 
-/** Fails with the first few stream ends of `devices` no one asked for. */
-function requireNoEnds(devices: readonly Device[], when: string): void {
-  const ended = devices.filter((device) => device.end !== undefined);
-  if (ended.length === 0) return;
-  const sample = ended
-    .slice(0, 5)
-    .map((device) => `${device.deviceSessionId}: ${device.end!.code} ${device.end!.message}`);
-  throw new Error(`${ended.length} stream(s) ended ${when}:\n  ${sample.join("\n  ")}`);
-}
-
-/** Ends every stream from the client side and closes the connections. */
-async function closeDevices(devices: readonly Device[]): Promise<void> {
-  for (const device of devices) device.abort?.abort();
-  await Promise.allSettled(devices.map((device) => device.done));
-  for (const device of devices) device.channel?.close();
+/** A device as the revoke probe takes it: its key as PKCS#8 DER. */
+function probeDevice(device: Device): ProbeDevice {
+  return {
+    index: device.index,
+    userId: device.userId,
+    deviceSessionId: device.deviceSessionId,
+    publicKeyText: device.publicKeyText,
+    privateKeyDer: device.privateKey.export({ type: "pkcs8", format: "der" }).toString("base64"),
+  };
 }
 
 /** Sends SIGTERM to `pid` and waits for it to be gone, SIGKILL after `ms`. */
@@ -309,6 +240,7 @@ async function measureRun(
   }));
   await writeSessions(redis, devices);
   const log: string[] = [];
+  const probe = startProbe();
   const gateway = await launchPinned(run, {
     label: `gateway (${mode})`,
     core: SERVER_CORE,
@@ -330,30 +262,18 @@ async function measureRun(
     await scrapeMetrics(admin);
     console.error(`${label}: opening ${fmt(DEVICES)} streams, ${fmt(BATCH)} at a time…`);
     const openStart = performance.now();
-    const openRetries: string[] = [];
-    for (let from = 0; from < DEVICES; from += BATCH) {
-      const batch = devices.slice(from, from + BATCH);
-      let opening = batch;
-      for (let attempt = 0; opening.length > 0; attempt++) {
-        for (const device of opening) openDevice(device, gateway.address, `${label}-${attempt}`);
-        await untilAll(
-          opening,
-          (device) => device.open || device.end !== undefined,
-          BATCH_TIMEOUT_MS,
-          "streams not open",
-        );
-        // UNAVAILABLE tells a device to retry, and real devices do: so do these, a few times, and say so.
-        opening = batch.filter((device) => !device.open && device.end?.code === "UNAVAILABLE");
-        if (attempt === OPEN_RETRIES) break;
-        for (const device of opening) {
-          openRetries.push(`${device.deviceSessionId}: ${device.end!.code} ${device.end!.message}`);
-          device.channel?.close();
-          device.end = undefined;
-        }
-        if (opening.length > 0) await settle(OPEN_RETRY_DELAY_MS);
-      }
-      requireNoEnds(batch, `while opening (devices ${from}–${from + batch.length - 1})`);
-    }
+    const revoked = new Set(spread(REVOKES, 0));
+    const held = devices.filter((device) => !revoked.has(device.index));
+    const openRetries = await openDevices(held, gateway.address, label, BATCH);
+    const probed = await probe.ask({
+      type: "open",
+      address: gateway.address,
+      label: `${label}-probe`,
+      batch: BATCH,
+      redis: { addr: testRedis.addr, password: testRedis.password },
+      devices: devices.filter((device) => revoked.has(device.index)).map(probeDevice),
+    });
+    openRetries.push(...(probed as { openRetries: string[] }).openRetries);
     if (openRetries.length > 0) {
       console.error(
         `${label}: ${openRetries.length} stream(s) retried, e.g.:\n  ${openRetries.slice(0, 5).join("\n  ")}`,
@@ -376,41 +296,22 @@ async function measureRun(
     const idleCpuPercent = ((cpuMicros(gateway.pid) - cpuBefore) / 1000 / idleMs) * 100;
     const clientCpu = process.cpuUsage(clientCpuBefore);
     const clientIdleCpuPercent = ((clientCpu.user + clientCpu.system) / 1000 / idleMs) * 100;
-    requireNoEnds(devices, "while idle");
+    requireNoEnds(held, "while idle");
+    const { ended } = (await probe.ask({ type: "ends" })) as { ended: string[] };
+    if (ended.length > 0)
+      throw new Error(
+        `${ended.length} probe stream(s) ended while idle:\n  ${ended.slice(0, 5).join("\n  ")}`,
+      );
 
     console.error(`${label}: ${REVOKES} revokes, one after another…`);
-    const revokeMs: number[] = [];
-    const revokeAckMs: number[] = [];
-    const loopDelay = monitorEventLoopDelay({ resolution: 1 });
-    loopDelay.enable();
-    for (const index of spread(REVOKES, 0)) {
-      const device = devices[index]!;
-      const ended = untilAll([device], (d) => d.end !== undefined, REVOKE_TIMEOUT_MS, "revoked");
-      const { deviceSessionId } = device;
-      const snapshot = {
-        deviceSessionId,
-        userId: device.userId,
-        clientPublicKey: device.publicKeyText,
-        status: "revoked" as const,
-        revokedAtMs: Date.now(),
-      };
-      const start = performance.now();
-      await publishSessionSnapshot(redis, snapshot);
-      revokeAckMs.push(performance.now() - start);
-      await ended;
-      const end = device.end!;
-      if (end.code !== "FAILED_PRECONDITION") {
-        throw new Error(`revoked ${deviceSessionId} ended ${end.code} ${end.message}`);
-      }
-      revokeMs.push(end.at - start);
-    }
-    loopDelay.disable();
-    const clientLoopDelayMs = { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 };
-    const revoked = new Set(spread(REVOKES, 0));
-    requireNoEnds(
-      devices.filter((device) => !revoked.has(device.index)),
-      "that were not revoked",
-    );
+    const {
+      revokeMs,
+      revokeAckMs,
+      loopDelayMs: clientLoopDelayMs,
+    } = (await probe.ask({
+      type: "revoke",
+    })) as RevokeTimes;
+    requireNoEnds(held, "that were not revoked");
 
     console.error(`${label}: one event to each of ${DELIVERIES} devices…`);
     const targets = spread(DELIVERIES, REVOKES).map((index) => devices[index]!);
@@ -452,6 +353,7 @@ async function measureRun(
     console.error(`${label}: gateway output:\n${lines || "(none)"}`);
     throw error;
   } finally {
+    await probe.close();
     await closeDevices(devices);
     await stopProcess(gateway.pid);
   }
@@ -501,7 +403,9 @@ a stream that ends UNAVAILABLE before it is open is opened again (up to ${OPEN_R
     `idle CPU: gateway user + system time (every thread, /proc/<pid>/stat, 10 ms ticks) over ${IDLE_SECONDS} s with every stream open and`,
     `nothing published, in % of one core. The server sends an HTTP/2 keepalive ping on every connection every ${KEEPALIVE_SECONDS} s: about one per connection falls in the window.`,
     `revoke: ${REVOKES} of the sessions, one after another, publishSessionSnapshot(status revoked); time from just before the MULTI/XADD`,
-    `to the client seeing its stream end with FAILED_PRECONDITION (and to Redis acknowledging it). delivery: one event to each of ${DELIVERIES} other devices (publishClientEvent).`,
+    `to the client seeing its stream end with FAILED_PRECONDITION (and to Redis acknowledging it). The ${REVOKES} revoked devices and their publisher`,
+    `run in a probe process of their own (bench/peer/revoke-probe.ts, same core): this process, holding thousands of`,
+    `connections, stalls for up to 40 ms at times, which would count as revoke latency. delivery: one event to each of ${DELIVERIES} other devices (publishClientEvent).`,
     `${ROUNDS} round(s), modes alternating (A B A B), a fresh gateway per run; medians over rounds.`,
   ]) {
     console.log(note);
@@ -561,7 +465,7 @@ a stream that ends UNAVAILABLE before it is open is opened again (up to ${OPEN_R
         "",
       ],
       [
-        "client event-loop delay while revoking p99 / max ms",
+        "probe event-loop delay while revoking p99 / max ms",
         `${fmt(
           m((r) => r.clientLoopDelayMs.p99),
           1,
