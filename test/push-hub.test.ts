@@ -41,6 +41,8 @@ async function drain(stream: PushStream): Promise<SignedEvent[]> {
     const next = await stream.next(idle.signal);
     if (next !== undefined) events.push(next);
   }
+  // A reader whose transport accepts what it is given at once.
+  stream.settled();
   return events;
 }
 
@@ -158,6 +160,32 @@ describe("PushHub", () => {
     expect(hub.size).toBe(1);
     expect(await value(metrics, "pushStreamCloses", { reason: "overflow" })).toBe(1);
     expect(await value(metrics, "pushStreamsActive")).toBe(1);
+  });
+
+  // A transport may be handed several events before it accepts them (a burst
+  // written at once): until it has, they still count against the queue.
+  it("counts events taken but not yet accepted by the transport against the queue", async () => {
+    const { hub } = hubWith({ queueSize: 2 });
+    const stream = hub.open({ userId: "alice", deviceSessionId: "a-phone" });
+    hub.publish(event(), { userId: "alice" });
+    expect(stream.take()).toBeDefined();
+    hub.publish(event(), { userId: "alice" });
+    expect(stream.take()).toBeDefined();
+    expect(stream.queued).toBe(0);
+    // Two taken and not accepted: a third event finds the stream full.
+    expect(hub.publish(event(), { userId: "alice" })).toBe(0);
+    expect(await terminal(stream)).toEqual({
+      code: "resource_exhausted",
+      message: "push stream overflowed",
+    });
+
+    const accepting = hub.open({ userId: "bob", deviceSessionId: "b-phone" });
+    for (let i = 0; i < 5; i++) {
+      expect(hub.publish(event(), { userId: "bob" })).toBe(1);
+      expect(accepting.take()).toBeDefined();
+      accepting.settled();
+    }
+    expect(accepting.ended.aborted).toBe(false);
   });
 
   it("ends exactly the revoked session's streams with FAILED_PRECONDITION", async () => {

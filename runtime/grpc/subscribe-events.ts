@@ -70,14 +70,15 @@ export class GrpcPushTransport implements PushTransport {
   }
 
   /**
-   * Resolves once every message written so far was accepted, the call is
-   * over, or one of `signals` aborted. The signals must be the ones given to
-   * {@link watch}: listeners are registered once per call, not once per event.
+   * `undefined` once every message written so far was accepted, the call is
+   * over, or one of `signals` aborted; else a promise that resolves then. The
+   * signals must be the ones given to {@link watch}: listeners are
+   * registered once per call, not once per event.
    */
-  whenAccepted(signals: readonly AbortSignal[]): Promise<void> {
+  whenAccepted(signals: readonly AbortSignal[]): Promise<void> | undefined {
     const done = () =>
       this.unaccepted === 0 || this.isClosed || signals.some((signal) => signal.aborted);
-    if (done()) return Promise.resolve();
+    if (done()) return undefined;
     return new Promise((resolve) => {
       this.wake = () => {
         if (!done()) return;

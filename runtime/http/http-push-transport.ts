@@ -116,14 +116,14 @@ export class HttpPushTransport implements PushTransport {
   }
 
   /**
-   * Resolves once every event handed over so far was taken by the router,
-   * the call is over, or one of `signals` aborted. The signals must be the
-   * ones given to {@link watch}.
+   * `undefined` once every event handed over so far was taken by the router,
+   * the call is over, or one of `signals` aborted; else a promise that
+   * resolves then. The signals must be the ones given to {@link watch}.
    */
-  whenAccepted(signals: readonly AbortSignal[]): Promise<void> {
+  whenAccepted(signals: readonly AbortSignal[]): Promise<void> | undefined {
     const done = () =>
       this.handed.length === 0 || this.isClosed || signals.some((signal) => signal.aborted);
-    if (done()) return Promise.resolve();
+    if (done()) return undefined;
     return new Promise((resolve) => {
       this.wakeWriter = () => {
         if (!done()) return;

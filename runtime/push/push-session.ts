@@ -35,10 +35,11 @@ import type { PushHub, PushStream } from "./push-hub.js";
 /** The write side of a transport, as the push loop needs it. */
 export interface PushTransport {
   /**
-   * Resolves once every event written so far was accepted by the transport
-   * (flow control), the call is over, or one of `signals` aborted.
+   * `undefined` when the transport takes another event now; else a promise
+   * that resolves once it does (flow control let what it holds through), the
+   * call is over, or one of `signals` aborted.
    */
-  whenAccepted(signals: readonly AbortSignal[]): Promise<void>;
+  whenAccepted(signals: readonly AbortSignal[]): Promise<void> | undefined;
   /** Wakes a pending `whenAccepted` when any of `signals` aborts; returns the unwatch. */
   watch(signals: readonly AbortSignal[]): () => void;
   /** Resets the transport (the client never took its terminal status). */
@@ -116,7 +117,8 @@ export async function* runPushSession(
   const endSignals = [signal, stream.ended];
   const unwatch = transport?.watch(endSignals);
   const accepted = async () => {
-    if (transport !== undefined) await transport.whenAccepted(endSignals);
+    const waiting = transport?.whenAccepted(endSignals);
+    if (waiting !== undefined) await waiting;
     if (stream.ended.aborted) throw stream.ended.reason;
   };
 
@@ -138,15 +140,23 @@ export async function* runPushSession(
       }
     }
     for (;;) {
-      // Take the next event only once the transport accepted the last one:
-      // what it has not accepted stays in the hub's bounded queue.
-      if (transport !== undefined) await transport.whenAccepted(endSignals);
+      // Take events only once the transport accepted every event written so
+      // far: until then they count against the stream's queue, and what does
+      // not fit overflows it.
+      const waiting = transport?.whenAccepted(endSignals);
+      if (waiting !== undefined) await waiting;
+      stream.settled();
       if (signal.aborted) return;
       // A queued event is taken at once; only an empty queue costs a promise.
-      const event = stream.take() ?? (await stream.next(signal));
+      let event = stream.take() ?? (await stream.next(signal));
       if (event === undefined) return;
-      if (beforeStart(event.eventId)) continue;
-      yield event;
+      // Everything queued by now is written together: on HTTP/2 a burst leaves
+      // as DATA frames in a few socket writes, not one write and one write
+      // callback per event.
+      do {
+        if (!beforeStart(event.eventId)) yield event;
+        event = stream.take();
+      } while (event !== undefined);
     }
   } catch (error) {
     const failure =

@@ -38,6 +38,12 @@ export interface PushStream extends PushStreamOwner {
    */
   take(): SignedEvent | undefined;
   /**
+   * The transport accepted every event taken so far. Until then the events
+   * taken count against the queue's size, as if still queued: the bound is
+   * on events the transport has not accepted, however many are written.
+   */
+  settled(): void;
+  /**
    * Registers how to reset the stream's transport. The hub calls it when a
    * stream it ended is not released within the terminal timeout.
    */
@@ -73,6 +79,8 @@ export class HubStream implements PushStream {
   readonly ended: AbortSignal = this.controller.signal;
   private registered = true;
   private isReleased = false;
+  /** Events taken since the transport last accepted everything (`settled`). */
+  private unsettled = 0;
   private wake: (() => void) | undefined;
   /**
    * `ended.aborted`, kept as a field: the reader asks for each event, and the
@@ -115,9 +123,9 @@ export class HubStream implements PushStream {
     return this.registered;
   }
 
-  /** True once the queue holds as many events as it may. */
+  /** True once as many events as the queue may hold wait for the transport, queued or taken. */
   get isFull(): boolean {
-    return this.queue.full;
+    return this.queue.size + this.unsettled >= this.queue.capacity;
   }
 
   next(signal: AbortSignal): Promise<SignedEvent | undefined> {
@@ -129,8 +137,11 @@ export class HubStream implements PushStream {
         else if (signal.aborted) resolve(undefined);
         else {
           const event = this.queue.shift();
-          if (event !== undefined) resolve(event);
-          else this.wake = settle;
+          if (event === undefined) this.wake = settle;
+          else {
+            this.unsettled++;
+            resolve(event);
+          }
         }
       };
       settle();
@@ -138,7 +149,14 @@ export class HubStream implements PushStream {
   }
 
   take(): SignedEvent | undefined {
-    return this.isEnded ? undefined : this.queue.shift();
+    if (this.isEnded) return undefined;
+    const event = this.queue.shift();
+    if (event !== undefined) this.unsettled++;
+    return event;
+  }
+
+  settled(): void {
+    this.unsettled = 0;
   }
 
   /**
