@@ -4,11 +4,12 @@
  * allocates little, so the server under test, not the client, sets the pace
  * and the client's own garbage collection does not show up as server latency.
  *
- * It does only what a unary gRPC call over cleartext HTTP/2 needs: the
- * connection preface and SETTINGS (no server push, a header table of size 0,
- * large receive windows), one HEADERS + DATA(END_STREAM) per call, connection
- * flow control both ways, PING and SETTINGS acknowledgements, RST_STREAM and
- * GOAWAY. Response header blocks are decoded with HPACK (static table and
+ * It does only what a unary or server-streaming gRPC call over cleartext
+ * HTTP/2 needs: the connection preface and SETTINGS (no server push, a header
+ * table of size 0, large receive windows), one HEADERS + DATA(END_STREAM) per
+ * call, flow control both ways, PING and SETTINGS acknowledgements,
+ * RST_STREAM and GOAWAY. A server stream's messages are taken out of its DATA
+ * frames as they arrive (a message may span frames, a frame may hold many). Response header blocks are decoded with HPACK (static table and
  * Huffman; the header table of size 0 means no dynamic table), so every
  * call's `:status` and `grpc-status` are read, not assumed.
  */
@@ -266,9 +267,17 @@ function summarize(headers: readonly [string, string][]): BlockSummary {
 /** Gets true for HTTP 200 with grpc-status 0, and the response's DATA bytes if asked for. */
 export type CallDone = (ok: boolean, data?: Buffer) => void;
 
+/** Gets each response message of a server stream (its bytes, without the 5-byte prefix). */
+export type OnMessage = (message: Buffer) => void;
+
 interface WireStream {
   readonly done: CallDone;
   readonly chunks: Buffer[] | undefined;
+  readonly onMessage: OnMessage | undefined;
+  /** A message's bytes received so far, when it spans DATA frames. */
+  partial: Buffer | undefined;
+  /** DATA bytes received since this stream's last WINDOW_UPDATE. */
+  receivedSinceUpdate: number;
   status: string | undefined;
   grpcStatus: string | undefined;
 }
@@ -368,7 +377,7 @@ class WireConnection {
     });
   }
 
-  call(body: Buffer, done: CallDone, keepData: boolean): void {
+  call(body: Buffer, done: CallDone, keepData: boolean, onMessage?: OnMessage): void {
     if (this.closed || this.streams.size >= this.peerMaxStreams) {
       setImmediate(() => done(false));
       return;
@@ -381,6 +390,9 @@ class WireConnection {
     this.streams.set(id, {
       done,
       chunks: keepData ? [] : undefined,
+      onMessage,
+      partial: undefined,
+      receivedSinceUpdate: 0,
       status: undefined,
       grpcStatus: undefined,
     });
@@ -503,14 +515,34 @@ class WireConnection {
     }
     const stream = this.streams.get(id);
     if (stream === undefined) return;
-    if (stream.chunks !== undefined) {
-      const pad = flags & PADDED ? payload[0]! : 0;
-      stream.chunks.push(
-        Buffer.from(payload.subarray(flags & PADDED ? 1 : 0, payload.length - pad)),
-      );
+    stream.receivedSinceUpdate += payload.length;
+    if (stream.receivedSinceUpdate >= RECEIVE_WINDOW / 2 && (flags & END_STREAM) === 0) {
+      this.write(windowUpdate(id, stream.receivedSinceUpdate));
+      stream.receivedSinceUpdate = 0;
     }
+    const pad = flags & PADDED ? payload[0]! : 0;
+    const data = payload.subarray(flags & PADDED ? 1 : 0, payload.length - pad);
+    if (stream.chunks !== undefined) stream.chunks.push(Buffer.from(data));
+    if (stream.onMessage !== undefined) this.takeMessages(stream, stream.onMessage, data);
     // A gRPC response ends with trailers; a stream that ends on DATA has no status.
     if (flags & END_STREAM) this.finish(id, false);
+  }
+
+  /** Hands `stream` each whole gRPC message in `data`, keeping a message's start until its end comes. */
+  private takeMessages(stream: WireStream, onMessage: OnMessage, data: Buffer): void {
+    let bytes = stream.partial === undefined ? data : Buffer.concat([stream.partial, data]);
+    while (bytes.length >= 5) {
+      if (bytes[0] !== 0) {
+        this.protocolError("a compressed gRPC message");
+        return;
+      }
+      const length = bytes.readUInt32BE(1);
+      if (bytes.length < 5 + length) break;
+      onMessage(bytes.subarray(5, 5 + length));
+      bytes = bytes.subarray(5 + length);
+    }
+    // Copied: the frame's buffer is the socket's chunk, not to be held.
+    stream.partial = bytes.length === 0 ? undefined : Buffer.from(bytes);
   }
 
   private onHeaders(id: number, flags: number, block: Buffer): void {
@@ -597,10 +629,14 @@ export class WireClient {
     return new WireClient(ready);
   }
 
-  /** Sends one call with `body` (a framed gRPC message); `done` runs once it ends. */
-  call(body: Buffer, done: CallDone, keepData = false): void {
+  /**
+   * Sends one call with `body` (a framed gRPC message); `done` runs once it
+   * ends. With `onMessage`, each response message goes to it as it arrives
+   * (a server stream).
+   */
+  call(body: Buffer, done: CallDone, keepData = false, onMessage?: OnMessage): void {
     const connection = this.connections[this.next++ % this.connections.length]!;
-    connection.call(body, done, keepData);
+    connection.call(body, done, keepData, onMessage);
   }
 
   close(): void {

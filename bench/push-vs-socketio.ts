@@ -6,13 +6,14 @@ import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { createAdapter } from "@socket.io/redis-streams-adapter";
 import type { Redis } from "ioredis";
-import { type Channel, ChannelCredentials, createChannel, createClient } from "nice-grpc";
 import { Server } from "socket.io";
 import { io as connectSocket, type Socket } from "socket.io-client";
 import {
-  EdgeGatewayServiceDefinition,
-  type SubscribeEventsResponse,
+  SubscribeEventsRequest,
+  SubscribeEventsResponse,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { frameOf } from "../runtime/grpc/grpc-frames.js";
+import { SUBSCRIBE_EVENTS_PATH } from "../runtime/grpc/subscribe-events.js";
 import {
   importGatewayKey,
   signSubscribeEventsRequest,
@@ -20,6 +21,7 @@ import {
 } from "../runtime/kit/device-client.js";
 import { gatewayEnv, putSession } from "../test/support/gateway.js";
 import { newDeviceKey, vectors } from "../test/support/keys.js";
+import { WireClient } from "./h2-wire.js";
 import { cpuMicros, createRunCleanup, launchPinned, prepareRun } from "./processes.js";
 import {
   fmt,
@@ -156,16 +158,20 @@ function allReceived(fleet: Fleet, perDevice: number): Promise<void> {
 let closing = false;
 const runId = randomUUID().slice(0, 8);
 
-/** Opens `users × perUser` gateway streams, each device its own session and HTTP/2 connection. */
+/**
+ * Opens `users × perUser` gateway streams, each device its own session and
+ * HTTP/2 connection. The devices speak gRPC through the wire-level client
+ * (`bench/h2-wire.ts`), which costs this process far less per event than
+ * grpc-js: with grpc-js, fan-out rounds left the gateway a third idle while
+ * this process, on the other core, kept up.
+ */
 async function openGatewayFleet(
   redis: Redis,
   address: string,
   users: readonly string[],
   perUser: number,
 ): Promise<Fleet> {
-  const channels: Channel[] = [];
-  const aborts: AbortController[] = [];
-  const consumers: Promise<void>[] = [];
+  const clients: WireClient[] = [];
   let closed = false;
   const fleet: Fleet = {
     users,
@@ -174,9 +180,7 @@ async function openGatewayFleet(
     timing: false,
     close: async () => {
       closed = true;
-      for (const abort of aborts) abort.abort();
-      await Promise.allSettled(consumers);
-      for (const channel of channels) channel.close();
+      for (const client of clients) client.close();
     },
   };
   run.cleanups.push(() => (closed ? undefined : fleet.close()));
@@ -190,32 +194,26 @@ async function openGatewayFleet(
         { deviceSessionId, requestId: `${runId}-${userId}-${i}`, timestampMs: Date.now() },
         key.privateKey,
       );
-      const channel = createChannel(address, ChannelCredentials.createInsecure(), {
-        "grpc.use_local_subchannel_pool": 1,
-      });
-      channels.push(channel);
-      const client = createClient(EdgeGatewayServiceDefinition, channel);
-      const abort = new AbortController();
-      aborts.push(abort);
+      const client = await WireClient.connect(address, SUBSCRIBE_EVENTS_PATH, 1);
+      clients.push(client);
       fleet.received.push(-1);
-      consumers.push(
-        (async () => {
-          let ended = "ended";
-          try {
-            for await (const event of client.subscribeEvents(request, { signal: abort.signal })) {
-              if (event.eventType === "bench.tick") {
-                if (index === 0) fleet.lastEvent = event;
-                onEvent(fleet, index, event.payload.toString("latin1"));
-              } else {
-                // The bootstrap event: the stream is registered in the hub.
-                fleet.received[index]!++;
-              }
-            }
-          } catch (error) {
-            ended = (error as Error).message;
-          }
+      client.call(
+        frameOf(SubscribeEventsRequest.encode(request).finish()),
+        (ok) => {
+          const ended = ok ? "ended" : "ended with an error status or a reset";
           if (!closing && !closed) deviceFailed(fleet, `a gateway stream of ${userId}: ${ended}`);
-        })(),
+        },
+        false,
+        (message) => {
+          const event = SubscribeEventsResponse.decode(message);
+          if (event.eventType === "bench.tick") {
+            if (index === 0) fleet.lastEvent = event;
+            onEvent(fleet, index, Buffer.from(event.payload).toString("latin1"));
+          } else {
+            // The bootstrap event: the stream is registered in the hub.
+            fleet.received[index]!++;
+          }
+        },
       );
     }
   }
@@ -603,7 +601,8 @@ try {
   for (const note of [
     `the gateway bin (history on, the default) and bench/peer/socketio-server.ts, each pinned to core ${SERVER_CORE}, on one redis-server;`,
     `devices and publishers (this process) and redis-server on core ${CLIENT_CORE}. Each device is its own connection with one stream:`,
-    "a gRPC SubscribeEvents stream on its own HTTP/2 connection, or a socket.io-client websocket. Gateway events are signed; Socket.IO's are not.",
+    "a gRPC SubscribeEvents stream on its own HTTP/2 connection (bench/h2-wire.ts, a wire-level gRPC client), or a socket.io-client websocket.",
+    "Gateway events are signed (and decoded by the devices); Socket.IO's are not.",
     `${ROUNDS} rounds per workload, gateway and Socket.IO alternating (A B A B), after one warm-up burst each; medians (ratio: median of the rounds' ratios).`,
     `events/s = events / (first publish → every device had its share); ${PAYLOAD_BYTES}-byte payloads; server CPU counts every thread of the server process;`,
     "server busy = server CPU / wall time of the burst: well under 100% means the devices' core, not the server, set the pace.",

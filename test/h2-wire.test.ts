@@ -23,7 +23,11 @@ const Reply = {
   NO_TRAILERS: 4,
   BIG: 5,
   HANG: 6,
+  STREAM: 7,
 } as const;
+
+/** A server stream's messages: sizes from 0 to 40 000 bytes, 25 MB in all. */
+const STREAMED = Array.from({ length: 1250 }, (_, index) => (index * 7919) % 40_001);
 /** The server's open sessions, gathered as they connect. */
 const openSessions = new Set<http2.ServerHttp2Session>();
 
@@ -50,6 +54,22 @@ beforeAll(async () => {
           return;
         case Reply.RESET:
           stream.close(http2.constants.NGHTTP2_CANCEL);
+          return;
+        case Reply.STREAM:
+          stream.respond(
+            { ":status": 200, "content-type": "application/grpc" },
+            { waitForTrailers: true },
+          );
+          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+          // One write per message: node:http2 packs them into DATA frames as
+          // they fit, so messages share frames and span them.
+          for (const [index, size] of STREAMED.entries()) {
+            const message = Buffer.alloc(5 + size, index % 251);
+            message[0] = 0;
+            message.writeUInt32BE(size, 1);
+            stream.write(message);
+          }
+          stream.end();
           return;
         case Reply.NO_TRAILERS:
           stream.respond({ ":status": 200, "content-type": "application/grpc" });
@@ -153,6 +173,32 @@ it("keeps both flow-control windows moving under many concurrent calls", async (
     const big = Array.from({ length: 400 }, () => call(client, body(Reply.BIG, 10_000), true));
     const results = await Promise.all(big);
     expect(results.every((r) => r.ok && r.data?.length === 100_000)).toBe(true);
+  } finally {
+    client.close();
+  }
+});
+
+it("hands over a server stream's messages, whole and in order, past the stream's window", async () => {
+  const client = await WireClient.connect(address, PATH, 1);
+  try {
+    const received: { size: number; fill: number | undefined; same: boolean }[] = [];
+    const ok = await new Promise<boolean>((resolve) => {
+      client.call(
+        body(Reply.STREAM),
+        (done) => resolve(done),
+        false,
+        (message) => {
+          const fill = message[0];
+          received.push({ size: message.length, fill, same: message.every((b) => b === fill) });
+        },
+      );
+    });
+    expect(ok).toBe(true);
+    expect(received.map((m) => m.size)).toEqual(STREAMED);
+    for (const [index, message] of received.entries()) {
+      if (message.size > 0) expect(message.fill).toBe(index % 251);
+      expect(message.same).toBe(true);
+    }
   } finally {
     client.close();
   }
