@@ -33,6 +33,8 @@ import {
 } from "./report.js";
 
 const KNOWN_MODES = ["read", "routed"] as const;
+/** The first revokes of a run are not timed: they run the code paths cold. */
+const REVOKE_WARM_UP = 5;
 type Mode = (typeof KNOWN_MODES)[number];
 
 const { values: options } = parseArgs({
@@ -59,6 +61,7 @@ const {
   revokes: REVOKES,
   deliveries: DELIVERIES,
 } = wholeNumbers(numeric);
+if (REVOKES <= REVOKE_WARM_UP) throw new Error(`--revokes must be more than ${REVOKE_WARM_UP}`);
 if (REVOKES + DELIVERIES > DEVICES) {
   throw new Error("--revokes plus --deliveries must not exceed --devices");
 }
@@ -310,6 +313,7 @@ async function measureRun(
       loopDelayMs: clientLoopDelayMs,
     } = (await probe.ask({
       type: "revoke",
+      warmUp: REVOKE_WARM_UP,
     })) as RevokeTimes;
     requireNoEnds(held, "that were not revoked");
 
@@ -402,7 +406,7 @@ a stream that ends UNAVAILABLE before it is open is opened again (up to ${OPEN_R
     `memory: gateway RSS ${RSS_SETTLE_MS / 1000} s after start (no streams) and ${RSS_SETTLE_MS / 1000} s after the last stream opened; KiB/device = difference / ${fmt(DEVICES)}.`,
     `idle CPU: gateway user + system time (every thread, /proc/<pid>/stat, 10 ms ticks) over ${IDLE_SECONDS} s with every stream open and`,
     `nothing published, in % of one core. The server sends an HTTP/2 keepalive ping on every connection every ${KEEPALIVE_SECONDS} s: about one per connection falls in the window.`,
-    `revoke: ${REVOKES} of the sessions, one after another, publishSessionSnapshot(status revoked); time from just before the MULTI/XADD`,
+    `revoke: ${REVOKES} of the sessions, one after another, publishSessionSnapshot(status revoked), the first ${REVOKE_WARM_UP} untimed (cold code); time from just before the MULTI/XADD`,
     `to the client seeing its stream end with FAILED_PRECONDITION (and to Redis acknowledging it). The ${REVOKES} revoked devices and their publisher`,
     `run in a probe process of their own (bench/peer/revoke-probe.ts, same core): this process, holding thousands of`,
     `connections, stalls for up to 40 ms at times, which would count as revoke latency. delivery: one event to each of ${DELIVERIES} other devices (publishClientEvent).`,

@@ -10,7 +10,7 @@
  * Driven over the IPC channel, one message at a time, each answered:
  * `open` (devices with their keys as PKCS#8 DER, base64) → `opened`;
  * `ends` → the streams that ended so far; `revoke` → the revoke times
- * (`revokeOneByOne`); `close` → `closed`, then the process exits. A failure
+ * (`revokeOneByOne`, the first `warmUp` untimed); `close` → `closed`, then the process exits. A failure
  * answers `error` with its message.
  */
 import { createPrivateKey } from "node:crypto";
@@ -38,7 +38,9 @@ export type ProbeCommand =
       readonly redis: { readonly addr: string; readonly password: string };
       readonly devices: readonly ProbeDevice[];
     }
-  | { readonly type: "ends" | "revoke" | "close" };
+  /** Revokes every device, one after another; the first `warmUp` are not timed. */
+  | { readonly type: "revoke"; readonly warmUp: number }
+  | { readonly type: "ends" | "close" };
 
 const send = (message: unknown) => process.send?.(message);
 
@@ -75,7 +77,7 @@ async function handle(command: ProbeCommand): Promise<unknown> {
       };
     case "revoke":
       if (redis === undefined) throw new Error("revoke before open");
-      return { type: "revoked", ...(await revokeOneByOne(redis, devices)) };
+      return { type: "revoked", ...(await revokeOneByOne(redis, devices, command.warmUp)) };
     case "close":
       await closeDevices(devices);
       await redis?.quit();
