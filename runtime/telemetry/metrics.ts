@@ -11,12 +11,22 @@ const PROMTOOL_REJECTED = [
   "nodejs_active_resources_total",
 ];
 
+/** How often the event-loop delay (`nodejs_eventloop_lag_*`) is sampled, ms. */
+const EVENT_LOOP_SAMPLE_MS = 50;
+
 /** Creates the gateway's metrics, with prom-client's process and Node.js defaults. */
 export function createMetrics() {
   const registry = new client.Registry();
   /** What each tracked Redis client reports to `gateway_redis_connections`. */
   const redisConnectionSources = new Set<{ role: string; count: () => number }>();
-  client.collectDefaultMetrics({ register: registry });
+  // The event-loop delay histogram samples on a timer: prom-client's default
+  // 10 ms wakes an idle process 100 times a second, about 0.5 % of a core
+  // here. Every 50 ms, stalls from 50 ms up are always caught, shorter ones
+  // in proportion to their length.
+  client.collectDefaultMetrics({
+    register: registry,
+    eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
+  });
   for (const name of PROMTOOL_REJECTED) registry.removeSingleMetric(name);
   const registers = [registry];
 
