@@ -95,13 +95,6 @@ export class KeepaliveWheel {
     return this.timer !== undefined;
   }
 
-  /** Stops pinging; connections already in the wheel stay unpinged. */
-  stop(): void {
-    this.stopTimer();
-    for (const slot of this.slots) slot.clear();
-    this.connections = 0;
-  }
-
   private stopTimer(): void {
     clearInterval(this.timer);
     this.timer = undefined;
