@@ -302,12 +302,17 @@ class LeasedRouter implements HistoryRouter {
       for (let from = 0; from < users.length; from += USERS_PER_CALL) {
         const chunk = users.slice(from, from + USERS_PER_CALL);
         const keys: string[] = [];
-        const argv: (string | number | Buffer)[] = [history.size, history.ttlMs];
+        // Each user's arguments go in as their array: ioredis flattens a
+        // command's arguments once, so they are copied once, not three times.
+        const argv: (number | readonly (string | number | Buffer)[])[] = [
+          history.size,
+          history.ttlMs,
+        ];
         for (const [userId, args] of chunk) {
           keys.push(keyspace.historyKey(userId), keyspace.eventsChannel(userId));
-          argv.push(args.length, ...args);
+          argv.push(args.length, args);
         }
-        writes.push(this.redis.historyAppendMany(keys.length, ...keys, ...argv));
+        writes.push(this.redis.historyAppendMany(keys.length, keys, ...argv));
       }
     }
     const results = await Promise.all(writes);

@@ -240,7 +240,10 @@ export interface HistoryCommands {
     ...args: (string | number | Buffer)[]
   ): Promise<[number, number]>;
   /** `numberOfKeys`, then the keys, then the arguments of {@link APPEND_MANY}. */
-  historyAppendMany(...args: (string | number | Buffer)[]): Promise<[number, number]>;
+  /** Arguments may come in arrays: ioredis flattens them one level. */
+  historyAppendMany(
+    ...args: (string | number | Buffer | readonly (string | number | Buffer)[])[]
+  ): Promise<[number, number]>;
   historySeamBuffer(
     key: string,
     floor: string,
