@@ -113,12 +113,8 @@ export class KeepaliveWheel {
 
   private ping(entry: Entry): void {
     const { session } = entry;
+    // Unanswered pings were checked first: a connection still waiting is destroyed by now.
     if (session.destroyed || session.closed) return;
-    if (entry.awaiting) {
-      // Still unanswered from the last round (a timeout as long as the interval).
-      session.destroy();
-      return;
-    }
     let sent: boolean;
     try {
       sent = session.ping(entry.answered);

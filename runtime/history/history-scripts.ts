@@ -239,8 +239,10 @@ export interface HistoryCommands {
     channel: string,
     ...args: (string | number | Buffer)[]
   ): Promise<[number, number]>;
-  /** `numberOfKeys`, then the keys, then the arguments of {@link APPEND_MANY}. */
-  /** Arguments may come in arrays: ioredis flattens them one level. */
+  /**
+   * `numberOfKeys`, then the keys, then the arguments of {@link APPEND_MANY};
+   * any of them may come in arrays, which ioredis flattens one level.
+   */
   historyAppendMany(
     ...args: (string | number | Buffer | readonly (string | number | Buffer)[])[]
   ): Promise<[number, number]>;

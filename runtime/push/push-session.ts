@@ -35,9 +35,9 @@ import type { PushHub, PushStream } from "./push-hub.js";
 /** The write side of a transport, as the push loop needs it. */
 export interface PushTransport {
   /**
-   * `undefined` when the transport takes another event now; else a promise
-   * that resolves once it does (flow control let what it holds through), the
-   * call is over, or one of `signals` aborted.
+   * `undefined` when the transport has accepted every event written so far
+   * (flow control let them through), the call is over, or one of `signals`
+   * aborted; else a promise that resolves once one of those holds.
    */
   whenAccepted(signals: readonly AbortSignal[]): Promise<void> | undefined;
   /** Wakes a pending `whenAccepted` when any of `signals` aborts; returns the unwatch. */
