@@ -17,7 +17,7 @@ import {
   ExecuteCommandRequest,
   ExecuteCommandResponse,
 } from "../proto/gen/edgegateway/v1/edge_gateway.js";
-import { addStreamLane, streamLanesSupported } from "../runtime/grpc/http2-lane.js";
+import { addSessionHook, addStreamLane, streamLanesSupported } from "../runtime/grpc/http2-lane.js";
 import { maxReceiveMessageBytes } from "../runtime/grpc/server.js";
 import { signExecuteCommandRequest } from "../runtime/kit/device-client.js";
 import { putSession, startGateway } from "./support/gateway.js";
@@ -106,6 +106,33 @@ describe("addStreamLane", () => {
       expect(seen).toEqual(["/grpc.health.v1.Health/Check", PATH]);
     } finally {
       channel.close();
+      await server.shutdown();
+    }
+  });
+});
+
+describe("addSessionHook", () => {
+  // The gRPC listener's keepalive wheel sees connections only through this
+  // hook; without it the gateway falls back to grpc-js's per-connection timers.
+  it("hands each HTTP/2 connection of the grpc-js server to the hook once, and grpc-js still serves it", async () => {
+    const options = {};
+    const sessions: http2.ServerHttp2Session[] = [];
+    expect(addSessionHook(options, (session) => sessions.push(session))).toBe(true);
+    const server = createServer(options);
+    server.add(HealthDefinition, HealthServiceImpl());
+    const port = await server.listen("127.0.0.1:0");
+    const channels = [0, 1].map(() =>
+      createChannel(`127.0.0.1:${port}`, undefined, { "grpc.use_local_subchannel_pool": 1 }),
+    );
+    try {
+      for (const channel of channels) {
+        const health = await createClient(HealthDefinition, channel).check({ service: "" });
+        expect(health.status).toBe(1); // SERVING
+      }
+      expect(sessions).toHaveLength(2);
+      expect(new Set(sessions).size).toBe(2);
+    } finally {
+      for (const channel of channels) channel.close();
       await server.shutdown();
     }
   });

@@ -14,7 +14,10 @@
  * that listener is replaced by one that offers each stream to the lane first.
  * nice-grpc hands its options object to `new grpc.Server(options)` and grpc-js
  * keeps it as `options`, so the options object names the server.
- * test/http2-lane.test.ts fails when a grpc-js release moves either.
+ * The same wrapper also hands each HTTP/2 connection to a session hook
+ * (`addSessionHook`), which the gRPC listener's keepalive uses
+ * (`runtime/grpc/keepalive.ts`). test/http2-lane.test.ts fails when a grpc-js
+ * release moves either.
  */
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from "node:http2";
 import { Server } from "@grpc/grpc-js";
