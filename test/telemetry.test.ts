@@ -19,6 +19,7 @@ import {
   startTelemetry,
   type Telemetry,
 } from "../runtime/telemetry/telemetry.js";
+import { metricValue } from "./support/push.js";
 import type { TestRedis } from "./support/redis-server.js";
 
 const exporter = new InMemorySpanExporter();
@@ -171,6 +172,23 @@ describe("observeRedisCommands", () => {
     await lazy.ping();
 
     expect(await observations(metrics, "get")).toBe(1);
+  });
+});
+
+describe("event-loop delay metrics", () => {
+  // RUNBOOK §12: the delay is sampled every 50 ms, so a stall of 50 ms or
+  // more always shows, as at least its length less 50 ms.
+  it("show a 200 ms stall in nodejs_eventloop_lag_max_seconds as at least 150 ms", async () => {
+    const metrics = createMetrics();
+    await metrics.registry.metrics(); // each scrape starts the figures afresh
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    const stalledUntil = performance.now() + 200;
+    while (performance.now() < stalledUntil) {
+      // The event loop is blocked: no timer fires.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    const text = await metrics.registry.metrics();
+    expect(metricValue(text, "nodejs_eventloop_lag_max_seconds")).toBeGreaterThanOrEqual(0.15);
   });
 });
 

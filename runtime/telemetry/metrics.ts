@@ -21,8 +21,8 @@ export function createMetrics() {
   const redisConnectionSources = new Set<{ role: string; count: () => number }>();
   // The event-loop delay histogram samples on a timer: prom-client's default
   // 10 ms wakes an idle process 100 times a second, about 0.5 % of a core
-  // here. Every 50 ms, stalls from 50 ms up are always caught, shorter ones
-  // in proportion to their length.
+  // here. Every 50 ms, a stall of 50 ms or more always shows (as at least its
+  // length less 50 ms); a shorter one with a chance in proportion to its length.
   client.collectDefaultMetrics({
     register: registry,
     eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
