@@ -5,12 +5,12 @@
  * server. The intervals here are shortened through the server's options; the
  * bin uses the contract's.
  */
-import http2 from "node:http2";
+import http2, { type Http2Session } from "node:http2";
 import { connect, type Socket } from "node:net";
 import type { Server } from "nice-grpc";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { KeepaliveWheel } from "../runtime/grpc/keepalive.js";
-import { createGrpcServer } from "../runtime/grpc/server.js";
+import { createGrpcServer, KEEPALIVE } from "../runtime/grpc/server.js";
 
 const INTERVAL_MS = 300;
 const TIMEOUT_MS = 200;
@@ -124,5 +124,56 @@ describe("KeepaliveWheel", () => {
     while (wheel.size > 0) await new Promise((resolve) => setTimeout(resolve, 10));
     expect(wheel.size).toBe(0);
     expect(wheel.running).toBe(false);
+  });
+});
+
+describe("the listener's keepalive timing (contract §7)", () => {
+  /** A connection that records its pings and answers them only when told. */
+  function fakeSession() {
+    const session = {
+      destroyed: false,
+      closed: false,
+      pings: [] as number[],
+      destroyedAt: undefined as number | undefined,
+      answer: undefined as ((error: Error | null) => void) | undefined,
+      ping(callback: (error: Error | null) => void) {
+        session.pings.push(Date.now());
+        session.answer = callback;
+        return true;
+      },
+      destroy() {
+        session.destroyed = true;
+        session.destroyedAt = Date.now();
+      },
+      once() {},
+    };
+    return session;
+  }
+
+  it("pings every 30 s and closes a connection 10 s after a ping it did not answer", () => {
+    vi.useFakeTimers({ now: 0 });
+    try {
+      expect(KEEPALIVE).toMatchObject({ intervalMs: 30_000, timeoutMs: 10_000 });
+      const wheel = new KeepaliveWheel(KEEPALIVE);
+      const answering = fakeSession();
+      const silent = fakeSession();
+      wheel.add(answering as unknown as Http2Session);
+      wheel.add(silent as unknown as Http2Session);
+      vi.advanceTimersByTime(29_000);
+      expect(answering.pings).toEqual([]);
+      vi.advanceTimersByTime(1_000);
+      expect(answering.pings).toEqual([30_000]);
+      expect(silent.pings).toEqual([30_000]);
+      answering.answer?.(null);
+      vi.advanceTimersByTime(9_900);
+      expect(silent.destroyed).toBe(false);
+      vi.advanceTimersByTime(100);
+      expect(silent.destroyedAt).toBe(40_000);
+      expect(answering.destroyed).toBe(false);
+      vi.advanceTimersByTime(20_000);
+      expect(answering.pings).toEqual([30_000, 60_000]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

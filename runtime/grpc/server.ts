@@ -185,7 +185,7 @@ export interface GrpcServerOptions {
 }
 
 /** Contract §7: an HTTP/2 PING every 30 s; a client that does not answer within 10 s is dropped. */
-const KEEPALIVE: KeepaliveOptions = { intervalMs: 30_000, timeoutMs: 10_000 };
+export const KEEPALIVE: KeepaliveOptions = { intervalMs: 30_000, timeoutMs: 10_000 };
 
 /** Creates the nice-grpc server with transport limits and HTTP/2 keepalive. */
 export function createGrpcServer(options: GrpcServerOptions): Server {
