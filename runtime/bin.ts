@@ -3,17 +3,17 @@
  * The `edge-gateway` bin: with no command it runs the gateway; `dev` runs dev
  * mode; anything else is a CLI command. Everything loads through dynamic
  * imports so that telemetry's loader hook is in place before ioredis loads.
- * Both ways of running a gateway bound how far its heap grows past what it
- * holds (runtime/host/heap-growth.ts).
+ * Both ways of running a gateway first set the V8 flags of
+ * runtime/host/v8-flags.ts.
  */
 const [command, ...args] = process.argv.slice(2);
 if (command === undefined || command === "serve") {
-  (await import("./host/heap-growth.js")).limitHeapGrowth();
+  (await import("./host/v8-flags.js")).applyGatewayV8Flags();
   await import("./telemetry/register.js");
   const { serve } = await import("./host/serve.js");
   await serve();
 } else if (command === "dev") {
-  (await import("./host/heap-growth.js")).limitHeapGrowth();
+  (await import("./host/v8-flags.js")).applyGatewayV8Flags();
   const { runDev } = await import("./dev/dev.js");
   await runDev().catch(async (error: unknown) => {
     const { createLogger } = await import("./telemetry/logger.js");
