@@ -8,7 +8,12 @@
 import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { flagSetByOperator, GATEWAY_V8_FLAGS } from "../runtime/host/v8-flags.js";
+import {
+  flagSetByOperator,
+  GATEWAY_V8_FLAGS,
+  gatewayV8Flags,
+  LARGE_HEAP_LIMIT_BYTES,
+} from "../runtime/host/v8-flags.js";
 import { BIN } from "./support/node-process.js";
 
 const MODULE = join(dirname(BIN), "host", "v8-flags.js");
@@ -32,9 +37,21 @@ function churnScript(apply: boolean): string {
   ].join("\n");
 }
 
-/** Runs `script` in a child Node with `flags`; resolves with its output once it exited 0. */
-async function run(script: string, flags: readonly string[]): Promise<string> {
-  const child = spawn(process.execPath, [...flags, "--input-type=module", "--eval", script], {
+/**
+ * Runs `script` in a child Node with `flags`; resolves with its output once
+ * it exited 0. The child's heap limit is fixed at 4 GiB: V8 caps its own
+ * growing factor below 4 when the limit it derives from the machine's
+ * memory is small, and the limit only bounds the heap, it reserves nothing.
+ */
+async function run(script: string, flags: readonly string[], heapLimitMiB = 4096): Promise<string> {
+  const args = [
+    `--max-old-space-size=${heapLimitMiB}`,
+    ...flags,
+    "--input-type=module",
+    "--eval",
+    script,
+  ];
+  const child = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? "" },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -57,8 +74,12 @@ async function run(script: string, flags: readonly string[]): Promise<string> {
  * Limit" line, as "(2.0)"; Node 24's prints a "[HeapController] factor 2.0
  * based on …" line, which Node 20's prints too but before applying the flag.
  */
-async function growthFactors(script: string, flags: readonly string[] = []): Promise<number[]> {
-  const output = await run(script, [...flags, "--trace-gc-verbose"]);
+async function growthFactors(
+  script: string,
+  flags: readonly string[] = [],
+  heapLimitMiB?: number,
+): Promise<number[]> {
+  const output = await run(script, [...flags, "--trace-gc-verbose"], heapLimitMiB);
   const onLimit = [...output.matchAll(/\[HeapController\] Limit: .*\(([\d.]+)\)$/gm)];
   const computed = [...output.matchAll(/\[HeapController\] factor ([\d.]+) based on/g)];
   const factors = (onLimit.length > 0 ? onLimit : computed).map((match) => Number(match[1]));
@@ -94,6 +115,23 @@ describe("flagSetByOperator", () => {
   });
 });
 
+describe("gatewayV8Flags", () => {
+  it("sets the growing factor only above a 2 GiB heap limit, and neither flag the operator set", () => {
+    const GiB = 1024 ** 3;
+    expect(gatewayV8Flags([], 4 * GiB)).toEqual([...GATEWAY_V8_FLAGS]);
+    expect(gatewayV8Flags([], LARGE_HEAP_LIMIT_BYTES + 48 * 1024 ** 2)).toEqual([
+      ...GATEWAY_V8_FLAGS,
+    ]);
+    expect(gatewayV8Flags([], 1 * GiB)).toEqual(["--no-allocation-site-pretenuring"]);
+    expect(gatewayV8Flags(["--allocation-site-pretenuring"], 4 * GiB)).toEqual([
+      "--heap-growing-percent=100",
+    ]);
+    expect(
+      gatewayV8Flags(["--heap-growing-percent=0", "--allocation-site-pretenuring"], 4 * GiB),
+    ).toEqual([]);
+  });
+});
+
 describe("applyGatewayV8Flags in a process", () => {
   it("sets every old-generation limit at twice the heap left after a full collection", async () => {
     const script = churnScript(true);
@@ -103,8 +141,14 @@ describe("applyGatewayV8Flags in a process", () => {
   }, 60_000);
 
   it("leaves V8's own factor, above 2 for this script, when it is not called", async () => {
-    // 4 on a machine with a few GiB of memory; V8 lowers its ceiling on small ones.
+    // 4 with that heap limit; V8 computes below it when collections are slow.
     expect(Math.max(...(await growthFactors(churnScript(false))))).toBeGreaterThan(2);
+  }, 60_000);
+
+  it("leaves the factor to V8 under a 1 GiB heap limit, where V8 keeps it below 2", async () => {
+    const script = churnScript(true);
+    expect(await run(script, [], 1024)).toContain('applied ["--no-allocation-site-pretenuring"]');
+    for (const factor of await growthFactors(script, [], 1024)) expect(factor).toBeLessThan(2);
   }, 60_000);
 
   it("turns off pretenuring by allocation site, which V8 weighs for this script otherwise", async () => {

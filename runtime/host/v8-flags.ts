@@ -11,7 +11,10 @@
  *   almost all of the heap is per-call garbage, while the live heap (about
  *   20 MiB, mostly the code of the libraries loaded) stays put. At 4 the
  *   peak heap is four times what the gateway needs; at 2 it is half that,
- *   full collections run more often and each pauses for less.
+ *   full collections run more often and each pauses for less. V8 allows
+ *   itself more than 2 only when the old generation's limit is 2 GiB or
+ *   more (below that it scales its ceiling from 1.3 to 2 with the limit),
+ *   so on a smaller heap limit the bin leaves the factor to V8.
  * - `--no-allocation-site-pretenuring`: V8 watches how many objects from
  *   each allocation site survive young-generation collections and, past a
  *   threshold, allocates that site's objects straight in the old
@@ -23,13 +26,22 @@
  *
  * docs/RUNBOOK.md §14 and §15 have the figures.
  */
-import { setFlagsFromString } from "node:v8";
+import { getHeapStatistics, setFlagsFromString } from "node:v8";
+
+const HEAP_GROWTH = "--heap-growing-percent=100";
 
 /** The flags, as given to V8. */
 export const GATEWAY_V8_FLAGS: readonly string[] = [
-  "--heap-growing-percent=100",
+  HEAP_GROWTH,
   "--no-allocation-site-pretenuring",
 ];
+
+/**
+ * The heap size limit (`v8.getHeapStatistics().heap_size_limit`: the old
+ * generation's limit plus the young generation's) above which V8's own
+ * growing factor can exceed 2.
+ */
+export const LARGE_HEAP_LIMIT_BYTES = 2 * 1024 ** 3;
 
 /** `--heap-growing-percent=100` → `heap-growing-percent`; `--no-x` → `x`. */
 function flagName(flag: string): string {
@@ -45,9 +57,25 @@ export function flagSetByOperator(flag: string, execArgv: readonly string[]): bo
   return execArgv.some((arg) => arg.startsWith("--") && flagName(arg) === name);
 }
 
-/** Sets each of GATEWAY_V8_FLAGS that `execArgv` does not set; returns the ones it set. */
-export function applyGatewayV8Flags(execArgv: readonly string[] = process.execArgv): string[] {
-  const applied = GATEWAY_V8_FLAGS.filter((flag) => !flagSetByOperator(flag, execArgv));
+/**
+ * The flags of GATEWAY_V8_FLAGS the bin sets for a process started with
+ * `execArgv` whose heap size limit is `heapSizeLimit` bytes: those the
+ * command line does not set, and the growing factor only on a large heap.
+ */
+export function gatewayV8Flags(execArgv: readonly string[], heapSizeLimit: number): string[] {
+  return GATEWAY_V8_FLAGS.filter(
+    (flag) =>
+      !flagSetByOperator(flag, execArgv) &&
+      (flag !== HEAP_GROWTH || heapSizeLimit > LARGE_HEAP_LIMIT_BYTES),
+  );
+}
+
+/** Sets the flags `gatewayV8Flags` picks for this process; returns them. */
+export function applyGatewayV8Flags(
+  execArgv: readonly string[] = process.execArgv,
+  heapSizeLimit: number = getHeapStatistics().heap_size_limit,
+): string[] {
+  const applied = gatewayV8Flags(execArgv, heapSizeLimit);
   for (const flag of applied) setFlagsFromString(flag);
   return applied;
 }
