@@ -9,9 +9,10 @@
  * table of size 0, large receive windows), one HEADERS + DATA(END_STREAM) per
  * call, flow control both ways, PING and SETTINGS acknowledgements,
  * RST_STREAM and GOAWAY. A server stream's messages are taken out of its DATA
- * frames as they arrive (a message may span frames, a frame may hold many). Response header blocks are decoded with HPACK (static table and
- * Huffman; the header table of size 0 means no dynamic table), so every
- * call's `:status` and `grpc-status` are read, not assumed.
+ * frames as they arrive (a message may span frames, a frame may hold many).
+ * Response header blocks are decoded with HPACK (static table and Huffman;
+ * the header table of size 0 means no dynamic table), so every call's
+ * `:status` and `grpc-status` are read, not assumed.
  */
 import { connect, type Socket } from "node:net";
 

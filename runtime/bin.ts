@@ -7,13 +7,13 @@
  * runtime/host/v8-flags.ts.
  */
 const [command, ...args] = process.argv.slice(2);
+const runsGateway = command === undefined || command === "serve" || command === "dev";
+if (runsGateway) (await import("./host/v8-flags.js")).applyGatewayV8Flags();
 if (command === undefined || command === "serve") {
-  (await import("./host/v8-flags.js")).applyGatewayV8Flags();
   await import("./telemetry/register.js");
   const { serve } = await import("./host/serve.js");
   await serve();
 } else if (command === "dev") {
-  (await import("./host/v8-flags.js")).applyGatewayV8Flags();
   const { runDev } = await import("./dev/dev.js");
   await runDev().catch(async (error: unknown) => {
     const { createLogger } = await import("./telemetry/logger.js");
