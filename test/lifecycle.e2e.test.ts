@@ -252,6 +252,10 @@ describe("a healthy start and SIGTERM", () => {
     expect(output).toContain("session events stream: gateway:session_events");
     expect(output).toContain("client events stream: gateway:client_events");
     expect(output).toContain(`response signer key_id=${vectors.gateway_key.key_id}`);
+    // The growing factor only where the heap limit is over 2 GiB (runtime/host/v8-flags.ts).
+    expect(output).toMatch(
+      /V8 flags set by the bin: (--heap-growing-percent=100 )?--no-allocation-site-pretenuring\n/,
+    );
     expect(output).toMatch(/authenticated gRPC listening on 127\.0\.0\.1:\d+/);
     expect(output).toMatch(/public HTTP listening on 127\.0\.0\.1:\d+/);
     expect(output).toMatch(/admin HTTP listening on 127\.0\.0\.1:\d+/);

@@ -40,6 +40,7 @@ import { observeRedisCommands } from "../telemetry/ioredis-command-timing.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import type { PublicHttpListener } from "./gateway.js";
 import type { Component } from "./lifecycle.js";
+import { appliedGatewayV8Flags } from "./v8-flags.js";
 import { within } from "./within.js";
 
 /** What every component may use. */
@@ -103,6 +104,8 @@ export function createCoreComponent(
       logger.info(`session events stream: ${config.sessionEventsStream}`);
       logger.info(`client events stream: ${config.clientEventsStream}`);
       logger.info(`response signer key_id=${signer?.keyId}`);
+      const v8Flags = appliedGatewayV8Flags();
+      if (v8Flags.length > 0) logger.info(`V8 flags set by the bin: ${v8Flags.join(" ")}`);
     },
     async stop(budgetMs) {
       untrackRedis?.();

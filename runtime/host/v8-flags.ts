@@ -70,12 +70,20 @@ export function gatewayV8Flags(execArgv: readonly string[], heapSizeLimit: numbe
   );
 }
 
+let applied: readonly string[] = [];
+
 /** Sets the flags `gatewayV8Flags` picks for this process; returns them. */
 export function applyGatewayV8Flags(
   execArgv: readonly string[] = process.execArgv,
   heapSizeLimit: number = getHeapStatistics().heap_size_limit,
 ): string[] {
-  const applied = gatewayV8Flags(execArgv, heapSizeLimit);
-  for (const flag of applied) setFlagsFromString(flag);
+  const flags = gatewayV8Flags(execArgv, heapSizeLimit);
+  for (const flag of flags) setFlagsFromString(flag);
+  applied = flags;
+  return flags;
+}
+
+/** The flags `applyGatewayV8Flags` set in this process: none unless the bin runs it. */
+export function appliedGatewayV8Flags(): readonly string[] {
   return applied;
 }
