@@ -32,11 +32,13 @@ import {
   type SessionSnapshotInput,
 } from "../../runtime/kit/publishers.js";
 import type { RedisClient } from "../../runtime/redis/connection.js";
+import { createKeyspace } from "../../runtime/redis/keyspace.js";
 import type { Cleanup } from "./cleanup.js";
 import { startGateway } from "./gateway.js";
 import { newDeviceKey, vectors } from "./keys.js";
 import type { TestRedis } from "./redis-server.js";
 import * as stalled from "./stalled-subscriptions.js";
+import { waitFor } from "./wait.js";
 
 /** Safety net of every wait below; never an expectation about speed. */
 export const SAFETY_MS = 15_000;
@@ -389,6 +391,25 @@ export async function metric(adminAddress: string, series: string): Promise<numb
   return metricValue(await scrapeMetrics(adminAddress), series);
 }
 
+/**
+ * With history on, waits until a history router has started on `stream`. On
+ * a new stream the router's state records where history begins, and a resume
+ * from an event published before that is rightly not recovered; the tests
+ * publish only once history is complete.
+ */
+async function historyRouted(
+  publisher: RedisClient,
+  stream: string,
+  env: Record<string, string>,
+): Promise<void> {
+  const off = (value: string | undefined) => value !== undefined && /^0+[a-z]*$/.test(value);
+  if (off(env.GATEWAY_PUSH_HISTORY_SIZE) || off(env.GATEWAY_PUSH_HISTORY_TTL)) return;
+  const key = createKeyspace(env.GATEWAY_REDIS_KEY_PREFIX).historyRouterKey(stream);
+  await waitFor(`the history router's state on ${stream}`, async () => {
+    return (await publisher.exists(key)) === 1;
+  });
+}
+
 /** An in-process gateway reading streams of its own, with publishers bound to them. */
 export async function startPushGateway(
   redis: Pick<TestRedis, "addr" | "password">,
@@ -408,6 +429,7 @@ export async function startPushGateway(
     ...(options.routes === undefined ? {} : { routes: options.routes }),
   });
   cleanup.defer(() => gateway.stop());
+  await historyRouted(publisher, clientEvents, options.env ?? {});
   return {
     gateway,
     grpc: gateway.addresses.grpc,
