@@ -1,8 +1,11 @@
 /**
  * The kit's device client following its events across streams (contract
  * §12) against real gateways over real sockets: the built bin stopped with
- * SIGTERM and started again on the same port, and a revoke.
+ * SIGTERM and started again on the same port, a connection cut under the
+ * stream, an app that stops reading until its stream overflowed and was
+ * reset, and a revoke.
  */
+import { connect, createServer, type Socket } from "node:net";
 import type { Redis } from "ioredis";
 import { ClientError, Status } from "nice-grpc";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -12,7 +15,7 @@ import type { ReconnectInfo } from "../runtime/kit/resumable-subscription.js";
 import { createCleanup } from "./support/cleanup.js";
 import { startGatewayBin, storeSession } from "./support/gateway.js";
 import { vectors } from "./support/keys.js";
-import { newDevice, startPushGateway, type TestDevice } from "./support/push.js";
+import { metric, newDevice, startPushGateway, type TestDevice } from "./support/push.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 import { waitFor } from "./support/wait.js";
 
@@ -85,6 +88,45 @@ function follow(address: string, device: TestDevice) {
           .slice(from)
           .some((item) => item.kind === "event" && item.event.eventType === "gateway.server_time"),
       );
+    },
+  };
+}
+
+/**
+ * A loopback TCP proxy to `target` whose open connections the test can cut,
+ * as a network change or a middlebox dropping the device's connection does.
+ */
+async function cuttableProxy(target: string): Promise<{ address: string; cut(): void }> {
+  const [host, port] = [
+    target.slice(0, target.lastIndexOf(":")),
+    target.slice(target.lastIndexOf(":") + 1),
+  ];
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  };
+  const server = createServer((inbound) => {
+    const outbound = connect(Number(port), host);
+    track(inbound);
+    track(outbound);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+    inbound.on("error", () => outbound.destroy());
+    outbound.on("error", () => inbound.destroy());
+    inbound.on("close", () => outbound.destroy());
+    outbound.on("close", () => inbound.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanup.defer(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const { port: proxyPort } = server.address() as { port: number };
+  return {
+    address: `127.0.0.1:${proxyPort}`,
+    cut: () => {
+      for (const socket of sockets) socket.resetAndDestroy();
     },
   };
 }
@@ -191,6 +233,103 @@ describe("a device client with follow", () => {
       expect(following.ended).toBeUndefined();
     },
   );
+
+  it("reconnects after its connection is cut under the stream and replays what it missed", async () => {
+    const gateway = await startPushGateway(redis, publisher, cleanup);
+    const proxy = await cuttableProxy(gateway.grpc);
+    const device = newDevice("u-cut");
+    await gateway.snapshot(device, "active");
+    const following = follow(proxy.address, device);
+    await following.bootstrap();
+    const received = await gateway.publish({ userId: device.userId, eventType: "demo.note" });
+    await following.event(received);
+
+    proxy.cut();
+    await waitFor("a reconnect", () => following.reconnects.length > 0);
+    const missed = await gateway.publish({ userId: device.userId, eventType: "demo.note" });
+    const afterCut = following.items.length;
+    await following.event(missed, afterCut);
+
+    expect(following.reconnects[0]!.lastEventId).toBe(received);
+    expect(seen(following.items)).toEqual([
+      expect.stringMatching(/^gateway\.server_time /),
+      `demo.note ${received}`,
+      // Later reconnects, if the first one raced the cut, resume after the same id.
+      ...following.items.slice(2, afterCut).map(() => `gateway.server_time ${received}`),
+      `gateway.server_time ${received}`,
+      `demo.note ${missed}`,
+    ]);
+    expect(following.ended).toBeUndefined();
+  });
+
+  // A device app that stops taking events (a busy or suspended page): its
+  // stream overflows, and since the client never reads the status queued
+  // behind the data, the gateway resets the stream after
+  // GATEWAY_SHUTDOWN_TIMEOUT (contract §7). When the app reads again the
+  // client sees the reset (CANCELLED), reconnects, and history fills the gap.
+  it("resumes without a gap after the app stopped reading until its stream overflowed and was reset", async () => {
+    const gateway = await startPushGateway(redis, publisher, cleanup, {
+      env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "4", GATEWAY_SHUTDOWN_TIMEOUT: "1s" },
+    });
+    const device = newDevice("u-stalled");
+    await gateway.snapshot(device, "active");
+    const client = createDeviceClient({
+      address: gateway.grpc,
+      deviceSessionId: device.deviceSessionId,
+      devicePrivateKey: device.privateKey,
+      gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+    });
+    const abort = new AbortController();
+    const reconnects: ReconnectInfo[] = [];
+    const subscription = client.subscribe({
+      signal: abort.signal,
+      follow: { minDelayMs: 20, maxDelayMs: 400, onReconnect: (info) => reconnects.push(info) },
+    });
+    cleanup.defer(async () => {
+      abort.abort();
+      await subscription.return(undefined);
+      client.close();
+    });
+    const next = async () => (await subscription.next()).value as FollowedItem;
+    expect(await next()).toMatchObject({
+      kind: "event",
+      event: { eventType: "gateway.server_time" },
+    });
+
+    // Far more than the HTTP/2 window and the stream's queue, while the app takes nothing.
+    const published: string[] = [];
+    for (let index = 0; index < 24; index += 1) {
+      published.push(
+        await gateway.publish({
+          userId: device.userId,
+          eventType: "demo.note",
+          payload: Buffer.alloc(16_384, index),
+        }),
+      );
+    }
+    await waitFor("the overflow", async () => {
+      const closes = 'gateway_push_stream_closes_total{reason="overflow"}';
+      return (await metric(gateway.admin, closes)) === 1;
+    });
+    await waitFor("the reset of the stalled stream", () =>
+      gateway.gateway.logger.lines.some((line) => line.includes("push stream reset")),
+    );
+
+    const items: FollowedItem[] = [];
+    while (
+      !items.some((item) => item.kind === "event" && item.event.eventId === published.at(-1))
+    ) {
+      items.push(await next());
+    }
+    const events = items.filter((item) => item.kind === "event");
+    const notes = events.filter((item) => item.event.eventType === "demo.note");
+    // Every event once, in order; the bootstraps of reconnected streams sit between them.
+    expect(notes.map((item) => item.event.eventId)).toEqual(published);
+    expect(items.filter((item) => item.kind === "continuity_lost")).toEqual([]);
+    expect(reconnects.length).toBeGreaterThan(0);
+    expect(reconnects[0]!.error).toBeInstanceOf(ClientError);
+    expect(reconnects[0]!.error).toMatchObject({ code: Status.CANCELLED });
+  });
 
   it("ends with FAILED_PRECONDITION when its session is revoked, and does not reconnect", async () => {
     const gateway = await startPushGateway(redis, publisher, cleanup);

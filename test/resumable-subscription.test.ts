@@ -171,6 +171,27 @@ describe("resumableSubscription", () => {
     expect(calls.map((call) => call.lastEventId)).toEqual(["3-0"]);
   });
 
+  // CANCELLED: the gateway reset an overflowed stream whose client did not
+  // take its status in time. UNKNOWN and INTERNAL: how Connect and gRPC-Web
+  // report a connection that broke mid-stream in a browser.
+  it.each([
+    ["CANCELLED", status(Status.CANCELLED, "Call cancelled")],
+    ["UNKNOWN", status(Status.UNKNOWN, "network error")],
+    ["INTERNAL", status(Status.INTERNAL, "protocol error: missing trailer")],
+  ])("reconnects after %s with the last event id", async (_name, ending) => {
+    const { open, calls } = scriptedOpen(
+      { events: ["1-0", "2-0"], end: ending },
+      { events: ["2-0", "3-0"], end: "stays open" },
+    );
+    const { options, reconnects } = instant();
+    const items = await take(resumableSubscription(open, options), 4);
+    expect(seen(items)).toEqual(["1-0", "2-0", "2-0", "3-0"]);
+    expect(calls.map((call) => call.lastEventId)).toEqual(["", "2-0"]);
+    expect(reconnects).toEqual([
+      { error: ending, delayMs: expect.any(Number), lastEventId: "2-0" },
+    ]);
+  });
+
   it("reconnects when a stream ends without a status (a dropped connection)", async () => {
     const { open, calls } = scriptedOpen(
       { events: ["1-0", "2-0"], end: "ends" },
@@ -208,7 +229,7 @@ describe("resumableSubscription", () => {
     ],
     ["PERMISSION_DENIED", status(Status.PERMISSION_DENIED, "denied")],
     ["ALREADY_EXISTS", status(Status.ALREADY_EXISTS, "request_id already used")],
-    ["INTERNAL", status(Status.INTERNAL, "internal error")],
+    ["DEADLINE_EXCEEDED", status(Status.DEADLINE_EXCEEDED, "Deadline exceeded")],
     ["an error without a status", new Error("event 2-0 has an invalid gateway signature")],
   ])("throws %s to the caller without reconnecting", async (_name, ending) => {
     const { open, calls } = scriptedOpen({ events: [], end: ending });

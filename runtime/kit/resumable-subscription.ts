@@ -63,9 +63,8 @@ export interface ResumableSubscriptionOptions {
   /** The longest reconnect delay; 10 s by default. */
   readonly maxDelayMs?: number;
   /**
-   * Whether an error that ended a stream allows reconnecting. By default
-   * gRPC (and Connect, which shares its numbers) `UNAVAILABLE` and
-   * `RESOURCE_EXHAUSTED` do; every other error ends the subscription.
+   * Whether an error that ended a stream allows reconnecting; by default
+   * {@link isRecoverableStreamEnd}.
    */
   readonly isRecoverable?: (error: unknown) => boolean;
   /** Told before each reconnect delay. */
@@ -80,18 +79,42 @@ const DEFAULT_MIN_DELAY_MS = 100;
 const DEFAULT_MAX_DELAY_MS = 10_000;
 
 // gRPC status codes; Connect's error codes use the same numbers.
+const CANCELLED = 1;
+const UNKNOWN = 2;
 const RESOURCE_EXHAUSTED = 8;
+const INTERNAL = 13;
 const UNAVAILABLE = 14;
+
+/** The codes after which the same stream, opened again, can go on. */
+const RECOVERABLE_CODES: ReadonlySet<number> = new Set([
+  UNAVAILABLE,
+  RESOURCE_EXHAUSTED,
+  CANCELLED,
+  UNKNOWN,
+  INTERNAL,
+]);
 
 /**
  * Whether a stream-ending error is one a device recovers from by
- * reconnecting (contract §7, §12): `UNAVAILABLE` (node stopping, connection
- * lost, Redis trouble) or `RESOURCE_EXHAUSTED` (overflow, stream caps). A
- * revoke (`FAILED_PRECONDITION`) and authentication or request errors are not.
+ * reconnecting (contract §7, §12):
+ *
+ * - `UNAVAILABLE`: the node is stopping, Redis is unreachable, or the
+ *   connection dropped (grpc-js);
+ * - `RESOURCE_EXHAUSTED`: the stream overflowed, or a stream cap was reached;
+ * - `CANCELLED`: the gateway reset the stream (an overflowed stream whose
+ *   client did not take its status in time). The caller's own abort never
+ *   gets here: it ends the subscription first;
+ * - `UNKNOWN` and `INTERNAL`: a connection that broke mid-stream as Connect
+ *   and gRPC-Web report it in a browser (a network error, a missing end of
+ *   stream or trailer), and the gateway's answer to a fault of its own.
+ *
+ * A revoke (`FAILED_PRECONDITION`), authentication and request errors, an
+ * expired deadline the caller set, and errors without a status code (an
+ * event whose signature does not verify) end the subscription.
  */
 export function isRecoverableStreamEnd(error: unknown): boolean {
   if (typeof error !== "object" || error === null || !("code" in error)) return false;
-  return error.code === UNAVAILABLE || error.code === RESOURCE_EXHAUSTED;
+  return typeof error.code === "number" && RECOVERABLE_CODES.has(error.code);
 }
 
 /**
