@@ -27,7 +27,7 @@ const TOOLS = [
   // The TLS tests make a self-signed certificate.
   { command: ["openssl", "version"], pkg: "openssl", required: true },
   // The browser tests drive Debian's Chromium through playwright-core.
-  { command: ["/usr/bin/chromium", "--version"], pkg: "chromium", required: false },
+  { command: ["/usr/bin/chromium", "--version"], pkg: "chromium", required: true },
   // infra/ checks: the YAML files and the compose file.
   { command: ["yamllint", "--version"], pkg: "yamllint", required: false },
   {
