@@ -462,11 +462,23 @@ describe("docs/examples/fetch-worker.mjs", () => {
     try {
       const [, status, body] = await worker.waitFor(/answer (\d+) (.*)/);
       expect(status).toBe("200");
-      expect(JSON.parse(body!)).toMatchObject({
+      const answer = JSON.parse(body!);
+      expect(answer).toMatchObject({
+        requestId: "r-1",
         resultCode: "ok",
         payload: Buffer.from("from a worker").toString("base64"),
         keyId: vectors.gateway_key.key_id,
       });
+      // Signed by the gateway key the worker loaded, over the §4 bytes.
+      await verify(
+        {
+          ...answer,
+          timestampMs: BigInt(answer.timestampMs),
+          payload: Buffer.from(answer.payload, "base64"),
+          signature: Buffer.from(answer.signature, "base64"),
+        } as ExecuteCommandResponse,
+        "ds-worker",
+      );
     } finally {
       await worker.kill();
     }
