@@ -250,6 +250,7 @@ describe("loadConfig", () => {
       ["GATEWAY_SHUTDOWN_TIMEOUT", (config) => config.shutdownTimeoutMs],
       ["GATEWAY_REQUEST_MAX_CLOCK_SKEW", (config) => config.maxClockSkewMs],
       ["GATEWAY_SESSION_CACHE_TTL", (config) => config.sessionCacheTtlMs],
+      ["GATEWAY_PUSH_HISTORY_TTL", (config) => config.pushHistory?.ttlMs ?? Number.NaN],
     ];
 
     it.each(DURATIONS)("reads %s in milliseconds", (name, read) => {
@@ -435,6 +436,17 @@ describe("loadConfig", () => {
     });
   });
 
+  describe("GATEWAY_PUSH_HISTORY_SIZE and GATEWAY_PUSH_HISTORY_TTL", () => {
+    it("reads the history size and TTL; 0 in either turns history off", () => {
+      expect(
+        load({ GATEWAY_PUSH_HISTORY_SIZE: "100000", GATEWAY_PUSH_HISTORY_TTL: "1h" }).pushHistory,
+      ).toEqual({ size: 100_000, ttlMs: 3_600_000 });
+      expect(load({ GATEWAY_PUSH_HISTORY_SIZE: "0" }).pushHistory).toBeUndefined();
+      expect(load({ GATEWAY_PUSH_HISTORY_TTL: "0" }).pushHistory).toBeUndefined();
+      expect(load({ GATEWAY_PUSH_HISTORY_TTL: "0s" }).pushHistory).toBeUndefined();
+    });
+  });
+
   describe("invalid values", () => {
     it.each([
       ["GATEWAY_REDIS_KEY_PREFIX", "has space:"],
@@ -459,6 +471,38 @@ describe("loadConfig", () => {
       ["GATEWAY_CLIENT_EVENTS_REDIS_STREAM", "gateway:session_events"],
     ])("fails naming %s for %j", (name, value) => {
       expectNamesVariable(configError({ ...REQUIRED, [name]: value }), name);
+    });
+
+    // Push history (§12): the whole message, with the accepted range or form.
+    it.each([
+      ["GATEWAY_PUSH_HISTORY_SIZE", "-1", 'expected an integer from 0 to 100000, got "-1"'],
+      ["GATEWAY_PUSH_HISTORY_SIZE", "abc", 'expected an integer from 0 to 100000, got "abc"'],
+      ["GATEWAY_PUSH_HISTORY_SIZE", "1.5", 'expected an integer from 0 to 100000, got "1.5"'],
+      ["GATEWAY_PUSH_HISTORY_SIZE", "100001", 'expected an integer from 0 to 100000, got "100001"'],
+      [
+        "GATEWAY_PUSH_HISTORY_TTL",
+        "-1s",
+        'expected a Go duration such as 500ms, 5s or 1m30s, got "-1s"',
+      ],
+      [
+        "GATEWAY_PUSH_HISTORY_TTL",
+        "10",
+        'expected a Go duration such as 500ms, 5s or 1m30s, got "10"',
+      ],
+      [
+        "GATEWAY_PUSH_HISTORY_TTL",
+        "abc",
+        'expected a Go duration such as 500ms, 5s or 1m30s, got "abc"',
+      ],
+      [
+        "GATEWAY_PUSH_HISTORY_TTL",
+        "600h",
+        'expected a whole number of milliseconds up to 2147483647ms (about 24 days), got "600h"',
+      ],
+    ])("fails naming %s for %j with the reason an operator can act on", (name, value, problem) => {
+      const error = configError({ ...REQUIRED, [name]: value });
+      expectNamesVariable(error, name);
+      expect(error.message).toBe(`${name}: ${problem}`);
     });
   });
 
