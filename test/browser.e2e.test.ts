@@ -17,12 +17,15 @@ import { createDevAuthUpstream } from "../runtime/dev/dev-auth-upstream.js";
 import { createFetchHandler, type FetchHandler } from "../runtime/host/fetch-handler.js";
 import type * as BrowserKit from "../runtime/kit/browser/index.js";
 import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
+import { createCleanup } from "./support/cleanup.js";
+import { cuttableProxy } from "./support/cuttable-proxy.js";
 import { gatewayEnv, startGateway } from "./support/gateway.js";
 import { vectors } from "./support/keys.js";
 import { silentLogger } from "./support/logger.js";
 import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
 import { tempDir } from "./support/temp-dir.js";
+import { waitFor } from "./support/wait.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const BUNDLE = fileURLToPath(new URL("../dist/browser/edge-gateway-device.js", import.meta.url));
@@ -40,6 +43,8 @@ interface PageGlobals {
   deviceKey: BrowserKit.DeviceKey;
   events: string[];
   streamStatus: string;
+  /** The status names that ended each stream of a following subscription. */
+  reconnects: string[];
 }
 
 /** Serves a page on its own origin that loads the browser kit bundle with `<script type="module">`. */
@@ -231,6 +236,134 @@ describe.skipIf(chromiumMissing)(
         ]);
 
         await expectRevokeEndsStream(page, admin, { ...session, clientPublicKey: publicKey.text });
+      },
+      60_000,
+    );
+
+    // A dropped connection surfaces in the browser as a network error
+    // (Connect: UNKNOWN) or a missing trailer (gRPC-Web: INTERNAL), not as a
+    // gateway status; a following subscription reconnects after it.
+    it.each(["connect", "grpc-web"] as const)(
+      "over %s: a following subscription resumes after its connection is cut, replaying what it missed",
+      async (protocol) => {
+        const cleanup = createCleanup();
+        try {
+          const proxy = await cuttableProxy(gateway.addresses.publicHttp, cleanup);
+          const page = await openKitPage(browser!, allowed.origin);
+          cleanup.defer(() => page.close());
+          const publicKey = await page.evaluate(async () => {
+            const g = globalThis as unknown as PageGlobals;
+            g.deviceKey = await g.kit.generateDeviceKey();
+            return g.deviceKey.publicKeyBase64Url;
+          });
+          const session = {
+            deviceSessionId: `ds-cut-${protocol}`,
+            userId: `user-cut-${protocol}`,
+            clientPublicKey: publicKey,
+          };
+          await publishSessionSnapshot(admin, { ...session, status: "active" });
+          // Events published before any history router ran are not in history.
+          await waitFor("a history router", async () => {
+            return (await admin.keys("gateway:history-router:*")).length > 0;
+          });
+
+          await page.evaluate(
+            ({ baseUrl, deviceSessionId, gatewayPublicKey, protocol }) => {
+              const g = globalThis as unknown as PageGlobals;
+              const device = g.kit.createBrowserDeviceClient({
+                baseUrl,
+                deviceSessionId,
+                devicePrivateKey: g.deviceKey.keyPair.privateKey,
+                gatewayPublicKey,
+                ...(protocol === "grpc-web"
+                  ? { transport: g.kit.createGrpcWebTransport({ baseUrl, useBinaryFormat: true }) }
+                  : {}),
+              });
+              g.events = [];
+              g.reconnects = [];
+              g.streamStatus = "OPEN";
+              void (async () => {
+                try {
+                  const follow = {
+                    minDelayMs: 20,
+                    maxDelayMs: 400,
+                    onReconnect: (info: { error: unknown }) =>
+                      g.reconnects.push(g.kit.statusNameOf(info.error)),
+                  };
+                  for await (const item of device.subscribe({ follow })) {
+                    g.events.push(
+                      item.kind === "event"
+                        ? `${item.event.eventType} ${item.event.eventId}`
+                        : `lost after ${item.lastEventId}`,
+                    );
+                  }
+                  g.streamStatus = "ENDED";
+                } catch (error) {
+                  g.streamStatus = g.kit.statusNameOf(error);
+                }
+              })();
+            },
+            {
+              baseUrl: `http://${proxy.address}`,
+              deviceSessionId: session.deviceSessionId,
+              gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+              protocol,
+            },
+          );
+          const events = () => page.evaluate(() => (globalThis as unknown as PageGlobals).events);
+          await page.waitForFunction(
+            () => (globalThis as unknown as PageGlobals).events.length >= 1,
+          );
+          const received = await publishClientEvent(admin, {
+            userId: session.userId,
+            eventType: "demo.note",
+          });
+          await page.waitForFunction(
+            () => (globalThis as unknown as PageGlobals).events.length >= 2,
+          );
+
+          proxy.cut();
+          await page.waitForFunction(() => {
+            const g = globalThis as unknown as PageGlobals;
+            return g.reconnects.length >= 1 || g.streamStatus !== "OPEN";
+          });
+          // Not ended by the cut: the subscription is reconnecting.
+          expect(
+            await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus),
+          ).toBe("OPEN");
+          const missed = await publishClientEvent(admin, {
+            userId: session.userId,
+            eventType: "demo.note",
+          });
+          await page.waitForFunction(
+            (id) =>
+              (globalThis as unknown as PageGlobals).events.includes(`demo.note ${id}`) ||
+              (globalThis as unknown as PageGlobals).streamStatus !== "OPEN",
+            missed,
+          );
+
+          const seen = await events();
+          expect(seen.slice(0, 2)).toEqual([
+            expect.stringMatching(/^gateway\.server_time /),
+            `demo.note ${received}`,
+          ]);
+          // Each new stream resumes after the last event received: its
+          // bootstrap echoes that id (recovered), then the missed event comes.
+          expect(seen.slice(2)).toEqual([
+            ...seen.slice(2, -2).map(() => `gateway.server_time ${received}`),
+            `gateway.server_time ${received}`,
+            `demo.note ${missed}`,
+          ]);
+          expect(
+            await page.evaluate(() => (globalThis as unknown as PageGlobals).streamStatus),
+          ).toBe("OPEN");
+          const reconnects = await page.evaluate(
+            () => (globalThis as unknown as PageGlobals).reconnects,
+          );
+          expect(["UNKNOWN", "INTERNAL", "UNAVAILABLE"]).toContain(reconnects[0]);
+        } finally {
+          await cleanup.run();
+        }
       },
       60_000,
     );

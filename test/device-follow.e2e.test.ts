@@ -5,7 +5,6 @@
  * stream, an app that stops reading until its stream overflowed and was
  * reset, and a revoke.
  */
-import { connect, createServer, type Socket } from "node:net";
 import type { Redis } from "ioredis";
 import { ClientError, Status } from "nice-grpc";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +12,7 @@ import { createDeviceClient, type FollowedItem } from "../runtime/kit/device-cli
 import { publishClientEvent } from "../runtime/kit/publishers.js";
 import type { ReconnectInfo } from "../runtime/kit/resumable-subscription.js";
 import { createCleanup } from "./support/cleanup.js";
+import { cuttableProxy } from "./support/cuttable-proxy.js";
 import { startGatewayBin, storeSession } from "./support/gateway.js";
 import { vectors } from "./support/keys.js";
 import { metric, newDevice, startPushGateway, type TestDevice } from "./support/push.js";
@@ -88,45 +88,6 @@ function follow(address: string, device: TestDevice) {
           .slice(from)
           .some((item) => item.kind === "event" && item.event.eventType === "gateway.server_time"),
       );
-    },
-  };
-}
-
-/**
- * A loopback TCP proxy to `target` whose open connections the test can cut,
- * as a network change or a middlebox dropping the device's connection does.
- */
-async function cuttableProxy(target: string): Promise<{ address: string; cut(): void }> {
-  const [host, port] = [
-    target.slice(0, target.lastIndexOf(":")),
-    target.slice(target.lastIndexOf(":") + 1),
-  ];
-  const sockets = new Set<Socket>();
-  const track = (socket: Socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  };
-  const server = createServer((inbound) => {
-    const outbound = connect(Number(port), host);
-    track(inbound);
-    track(outbound);
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
-    inbound.on("error", () => outbound.destroy());
-    outbound.on("error", () => inbound.destroy());
-    inbound.on("close", () => outbound.destroy());
-    outbound.on("close", () => inbound.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  cleanup.defer(async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  const { port: proxyPort } = server.address() as { port: number };
-  return {
-    address: `127.0.0.1:${proxyPort}`,
-    cut: () => {
-      for (const socket of sockets) socket.resetAndDestroy();
     },
   };
 }
@@ -236,7 +197,7 @@ describe("a device client with follow", () => {
 
   it("reconnects after its connection is cut under the stream and replays what it missed", async () => {
     const gateway = await startPushGateway(redis, publisher, cleanup);
-    const proxy = await cuttableProxy(gateway.grpc);
+    const proxy = await cuttableProxy(gateway.grpc, cleanup);
     const device = newDevice("u-cut");
     await gateway.snapshot(device, "active");
     const following = follow(proxy.address, device);

@@ -179,7 +179,8 @@ export function createBrowserDeviceClient(options: BrowserDeviceClientOptions) {
   ): AsyncGenerator<SubscribeEventsResponse>;
   /**
    * Follows the device's events across streams (contract §12): reconnects
-   * after `UNAVAILABLE`, `RESOURCE_EXHAUSTED` or a dropped connection, each
+   * after a recoverable end (`isRecoverableStreamEnd`: `UNAVAILABLE`,
+   * `RESOURCE_EXHAUSTED`, a reset stream, a dropped connection), each
    * time with a freshly signed request resuming after the last `event_id`
    * received, and yields a `continuity_lost` item, before the new stream's
    * bootstrap event, when the gateway could not resume without a gap. Throws
