@@ -3,12 +3,14 @@
  * directory, with its own redis-server, a seeded demo device and the CLI
  * talking to it; Ctrl-C stops everything it started.
  */
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { runCli } from "../runtime/cli/cli.js";
 import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
+import { SAFETY_MS } from "./support/push.js";
 
 const tmpDirs: string[] = [];
 const running: NodeProcess[] = [];
@@ -63,8 +65,34 @@ function parseEnvFile(path: string): Record<string, string> {
   return env;
 }
 
+/**
+ * Stops a bin as `npm run dev` passes on Ctrl-C (SIGTERM), so that dev mode
+ * stops its redis-server; SIGKILL only if it has not exited within the safety net.
+ */
+async function stopWithSigterm(bin: NodeProcess): Promise<void> {
+  if (bin.child.exitCode !== null || bin.child.signalCode !== null) return;
+  bin.child.kill("SIGTERM");
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    bin.exited,
+    new Promise((wake) => {
+      timer = setTimeout(wake, SAFETY_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+  await bin.kill();
+}
+
+/** The pid of the local redis-server dev mode reported, kept to end it should dev mode not. */
+function reportedRedisPid(dev: NodeProcess): number {
+  const [, pid] = dev.output().match(/local redis-server \(pid (\d+)\)/) ?? [];
+  expect(pid, "dev mode reports its redis-server").toBeDefined();
+  redisPids.push(Number(pid));
+  return Number(pid);
+}
+
 afterEach(async () => {
-  for (const dev of running.splice(0)) await dev.kill();
+  for (const dev of running.splice(0)) await stopWithSigterm(dev);
   for (const pid of redisPids.splice(0)) {
     if (isRunning(pid)) {
       process.kill(pid, "SIGKILL");
@@ -157,6 +185,46 @@ describe("dev mode", () => {
     await untilGone(pid);
   });
 
+  // What a developer sees first, stdout and stderr together: the console's
+  // URL, then the commands to try, then the startup log it held back.
+  it("writes the device console's URL as its first line, before its startup log", async () => {
+    const cwd = freshDir("edge-gateway-dev-url-");
+    const dev = spawnDev(cwd, devEnv());
+    await dev.waitFor(/Ctrl-C stops the gateway and everything dev mode started\./);
+    await dev.waitFor(/gateway ready/);
+    const redisPid = reportedRedisPid(dev);
+    const lines = dev.output().split("\n");
+    expect(lines[0]).toMatch(/^Device console: http:\/\/127\.0\.0\.1:\d+\/_dev\/$/);
+    const consoleUrl = lines[0]!.slice("Device console: ".length);
+    const [, publicHttp] = dev.output().match(/public HTTP listening on (127\.0\.0\.1:\d+)/) ?? [];
+    expect(consoleUrl).toBe(`http://${publicHttp}/_dev/`);
+
+    const blockEnd = lines.indexOf("Ctrl-C stops the gateway and everything dev mode started.");
+    for (const startupLine of [
+      /local redis-server \(pid \d+\) on /,
+      /Redis connected: /,
+      /response signer key_id=/,
+      /authenticated gRPC listening on /,
+      /public HTTP listening on /,
+      /admin HTTP listening on /,
+      /gateway ready$/,
+    ]) {
+      const at = lines.findIndex((line) => startupLine.test(line));
+      expect(at, `${startupLine} is written after the URL block`).toBeGreaterThan(blockEnd);
+    }
+
+    const page = await fetch(consoleUrl);
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    const html = await page.text();
+    expect(html).toContain('data-testid="send-code"');
+    expect(html).toContain('data-testid="subscribe"');
+
+    dev.child.kill("SIGTERM");
+    expect(await dev.exited).toBe(0);
+    await untilGone(redisPid);
+  });
+
   it("exits 1 and says how to install redis-server when it is not on PATH", async () => {
     const cwd = freshDir("edge-gateway-dev-noredis-");
     const bin = freshDir("edge-gateway-dev-path-");
@@ -186,8 +254,10 @@ describe("dev mode", () => {
 
   // `npm run dev` forwards SIGTERM to dev mode only. Dev mode holds here while
   // it loads GATEWAY_ROUTES_MODULE, after its redis-server is up and before the
-  // gateway starts; the signal must still stop that redis-server.
-  it("stops its redis-server when SIGTERM arrives during startup", async () => {
+  // gateway starts; the signal must still stop that redis-server. Its startup
+  // log is still held back then, so the redis-server is found as its child,
+  // and the signal must also write the held lines.
+  it("stops its redis-server and writes its startup log when SIGTERM arrives during startup", async () => {
     const cwd = freshDir("edge-gateway-dev-early-");
     writeFileSync(
       join(cwd, "routes.mjs"),
@@ -196,12 +266,18 @@ describe("dev mode", () => {
       export const routes = {};`,
     );
     const dev = spawnDev(cwd, devEnv({ GATEWAY_ROUTES_MODULE: "routes.mjs" }));
-    const [, redisPid] = await dev.waitFor(/local redis-server \(pid (\d+)\)/);
-    const pid = Number(redisPid);
-    redisPids.push(pid);
     await dev.waitFor(/routes module loading/);
+    expect(dev.output()).not.toContain("local redis-server");
+    const children = execFileSync("pgrep", ["-P", String(dev.child.pid)], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .map(Number);
+    redisPids.push(...children);
+    expect(children).toHaveLength(1);
+    const pid = children[0]!;
     dev.child.kill("SIGTERM");
     await dev.exited;
+    expect(dev.output()).toContain(`local redis-server (pid ${pid}) on 127.0.0.1:`);
     const deadline = Date.now() + 10_000;
     while (isRunning(pid) && Date.now() < deadline) {
       await new Promise((wake) => setTimeout(wake, 25));

@@ -25,6 +25,7 @@ import { provisionRedis } from "../redis/provision.js";
 import { createLogger, SILENT_LOGGER } from "../telemetry/logger.js";
 import { createDevAuthUpstream } from "./dev-auth-upstream.js";
 import { createDevConsole, DEV_CONSOLE_PATH, type DevConsoleHandler } from "./dev-console.js";
+import { type HeldLogger, holdLogLines } from "./held-log.js";
 import { freeLoopbackPort, waitForRedisPing } from "./local-redis.js";
 
 /** The demo device session dev mode seeds. */
@@ -101,10 +102,11 @@ interface DevProcesses {
 }
 
 /**
- * Traps SIGINT/SIGTERM and the launcher's disconnect: the gateway stops, then
- * the local redis-server.
+ * Traps SIGINT/SIGTERM and the launcher's disconnect: the startup lines
+ * `logger` still holds are written, the gateway stops, then the local
+ * redis-server.
  */
-function trapDevSignals(logger: Logger): DevProcesses {
+function trapDevSignals(logger: HeldLogger): DevProcesses {
   const started: DevProcesses = {
     redis: undefined,
     gateway: undefined,
@@ -112,6 +114,10 @@ function trapDevSignals(logger: Logger): DevProcesses {
       if (started.redis && started.redis.exitCode === null) started.redis.kill("SIGTERM");
     },
   };
+  // Listeners run in the order they were added: these write the held startup
+  // lines before the shutdown handlers log the signal.
+  process.on("SIGTERM", logger.release);
+  process.on("SIGINT", logger.release);
   const onSignal = trapShutdownSignals({
     logger,
     what: "stopping the dev gateway",
@@ -119,7 +125,10 @@ function trapDevSignals(logger: Logger): DevProcesses {
     onExitNow: started.stopRedis,
   });
   // Started by `npm run dev`: stop when the launcher is gone.
-  process.on("disconnect", () => onSignal("SIGTERM"));
+  process.on("disconnect", () => {
+    logger.release();
+    onSignal("SIGTERM");
+  });
   return started;
 }
 
@@ -256,7 +265,10 @@ function writeCliEnvFile(path: string, config: GatewayConfig, signerPath: string
   );
 }
 
-/** The lines dev mode prints once ready: the device console first, then commands to try. */
+/**
+ * The lines dev mode prints once ready, before its startup log: the device
+ * console first, then commands to try.
+ */
 function tryItLines({ publicHttp, grpc, adminHttp }: GatewayAddresses): string {
   const device = `--session ${DEV_SESSION.deviceSessionId} --key .dev/device.pem`;
   return [
@@ -285,7 +297,9 @@ function tryItLines({ publicHttp, grpc, adminHttp }: GatewayAddresses): string {
  * 8080 through listhen, which moves to a free port when 8080 is busy).
  */
 export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  const logger = createLogger(env.GATEWAY_LOG_LEVEL);
+  // The startup log waits until dev mode is ready (or fails, or is stopped),
+  // so that the device console's URL is the first line it writes.
+  const logger = holdLogLines(createLogger(env.GATEWAY_LOG_LEVEL));
   const dir = resolve(".dev");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // Installed before anything else is started, so a signal at any point of
@@ -293,15 +307,15 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
   const started = trapDevSignals(logger);
 
   const devEnv: NodeJS.ProcessEnv = { ...env };
-  if (!env.GATEWAY_REDIS_MASTER_ADDR) {
-    const local = await startLocalRedis(dir, (child) => {
-      started.redis = child;
-    });
-    devEnv.GATEWAY_REDIS_MASTER_ADDR = local.addr;
-    devEnv.GATEWAY_REDIS_PASSWORD = local.password;
-    logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
-  }
   try {
+    if (!env.GATEWAY_REDIS_MASTER_ADDR) {
+      const local = await startLocalRedis(dir, (child) => {
+        started.redis = child;
+      });
+      devEnv.GATEWAY_REDIS_MASTER_ADDR = local.addr;
+      devEnv.GATEWAY_REDIS_PASSWORD = local.password;
+      logger.info(`local redis-server (pid ${local.child.pid}) on ${local.addr}`);
+    }
     const { config, signerPath, signerKey, deviceKey } = loadDevConfig(devEnv, dir);
     await seedRedis(config, deviceKey, logger);
     const gateway = await createDevGateway(config, env, logger, signerKey);
@@ -312,5 +326,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
   } catch (error) {
     started.stopRedis();
     throw error;
+  } finally {
+    logger.release();
   }
 }
