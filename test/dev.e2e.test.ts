@@ -1,16 +1,31 @@
 /**
  * Dev mode as a developer runs it: the built bin's `dev` command in a fresh
  * directory, with its own redis-server, a seeded demo device and the CLI
- * talking to it; Ctrl-C stops everything it started.
+ * talking to it; a device signed in by email code through the dev auth
+ * upstream (contract §15); Ctrl-C stops everything it started.
  */
 import { execFileSync } from "node:child_process";
+import { createPrivateKey, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { rawPublicKeyOf } from "../handlers/ed25519.js";
+import type { ExecuteCommandResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { EdgeGatewayService } from "../proto/gen-es/edgegateway/v1/edge_gateway_pb.js";
 import { runCli } from "../runtime/cli/cli.js";
+import { devUserIdOf } from "../runtime/dev/dev-auth-upstream.js";
+import {
+  importGatewayKey,
+  signExecuteCommandRequest,
+  verifyExecuteCommandResponse,
+} from "../runtime/kit/device-client.js";
+import { createCleanup } from "./support/cleanup.js";
+import { newDeviceKey } from "./support/keys.js";
 import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
-import { SAFETY_MS } from "./support/push.js";
+import { grpcClient, SAFETY_MS } from "./support/push.js";
 
 const tmpDirs: string[] = [];
 const running: NodeProcess[] = [];
@@ -91,7 +106,10 @@ function reportedRedisPid(dev: NodeProcess): number {
   return Number(pid);
 }
 
+const cleanup = createCleanup();
+
 afterEach(async () => {
+  await cleanup.run();
   for (const dev of running.splice(0)) await stopWithSigterm(dev);
   for (const pid of redisPids.splice(0)) {
     if (isRunning(pid)) {
@@ -220,6 +238,102 @@ describe("dev mode", () => {
     expect(html).toContain('data-testid="send-code"');
     expect(html).toContain('data-testid="subscribe"');
 
+    dev.child.kill("SIGTERM");
+    expect(await dev.exited).toBe(0);
+    await untilGone(redisPid);
+  });
+
+  // Contract §15: the dev auth upstream's session is an ordinary device
+  // session on every transport, each response signed by the dev signer key.
+  it("signs a device in by email code, and its session executes over gRPC, gRPC-Web and Connect", async () => {
+    const cwd = freshDir("edge-gateway-dev-signin-");
+    const dev = spawnDev(cwd, devEnv());
+    await dev.waitFor(/gateway ready/);
+    const redisPid = reportedRedisPid(dev);
+    const output = dev.output();
+    const [, grpc] = output.match(/authenticated gRPC listening on (127\.0\.0\.1:\d+)/) ?? [];
+    const [, publicHttp] = output.match(/public HTTP listening on (127\.0\.0\.1:\d+)/) ?? [];
+    const [, keyId] = output.match(/response signer key_id=([0-9a-f]{16})/) ?? [];
+    const baseUrl = `http://${publicHttp}`;
+    // The key the responses must verify against, read from the signer file dev mode created.
+    const signerPem = readFileSync(join(cwd, ".dev", "signer.pem"), "utf8");
+    const gatewayKey = importGatewayKey(rawPublicKeyOf(createPrivateKey(signerPem)));
+    expect(gatewayKey.keyId).toBe(keyId);
+
+    const email = "grace@example.com";
+    const device = newDeviceKey();
+    const post = (path: string, body: unknown) =>
+      fetch(`${baseUrl}/api/v1/public/auth/${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const sent = await post("send-email-code", { email });
+    expect(sent.status).toBe(200);
+    const { challenge_id } = (await sent.json()) as { challenge_id: string };
+    const [, code] = await dev.waitFor(/email code for grace@example\.com: (\d{6})\n/);
+    const confirmed = await post("confirm-email-code", {
+      challenge_id,
+      code,
+      client_public_key: device.publicKeyText,
+    });
+    expect(confirmed.status).toBe(200);
+    const session = (await confirmed.json()) as { device_session_id: string; user_id: string };
+    expect(session.user_id).toBe(devUserIdOf(email));
+    const deviceSessionId = session.device_session_id;
+
+    const signed = (transport: string) =>
+      signExecuteCommandRequest(
+        {
+          deviceSessionId,
+          messageType: "demo.echo",
+          requestId: `${transport}-${randomUUID()}`,
+          timestampMs: Date.now(),
+          payload: Buffer.from(`hello over ${transport}`),
+        },
+        device.privateKey,
+      );
+    const expectSignedEcho = async (
+      transport: string,
+      sentRequestId: string,
+      response: ExecuteCommandResponse,
+    ) => {
+      expect(response.resultCode, transport).toBe("ok");
+      expect(Buffer.from(response.payload).toString(), transport).toBe(`hello over ${transport}`);
+      expect(response.requestId, transport).toBe(sentRequestId);
+      expect(response.keyId, transport).toBe(keyId);
+      await verifyExecuteCommandResponse(response, deviceSessionId, gatewayKey);
+    };
+
+    const overGrpc = signed("gRPC");
+    await expectSignedEcho(
+      "gRPC",
+      overGrpc.requestId,
+      await grpcClient(grpc!, cleanup).executeCommand(overGrpc, {
+        signal: AbortSignal.timeout(SAFETY_MS),
+      }),
+    );
+
+    const webTransports: [string, Transport][] = [
+      ["gRPC-Web", createGrpcWebTransport({ baseUrl, useBinaryFormat: true })],
+      ["Connect", createConnectTransport({ baseUrl, useBinaryFormat: true })],
+    ];
+    for (const [name, transport] of webTransports) {
+      const request = signed(name);
+      const response = await createClient(EdgeGatewayService, transport).executeCommand(
+        { ...request, timestampMs: BigInt(request.timestampMs) },
+        { signal: AbortSignal.timeout(SAFETY_MS) },
+      );
+      // In the shape the kit verifies (numbers and Buffers, as ts-proto decodes them).
+      await expectSignedEcho(name, request.requestId, {
+        ...response,
+        timestampMs: Number(response.timestampMs),
+        payload: Buffer.from(response.payload),
+        signature: Buffer.from(response.signature),
+      });
+    }
+
+    await cleanup.run();
     dev.child.kill("SIGTERM");
     expect(await dev.exited).toBe(0);
     await untilGone(redisPid);
