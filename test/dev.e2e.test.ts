@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { rawPublicKeyOf } from "../handlers/ed25519.js";
 import type { ExecuteCommandResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
 import { EdgeGatewayService } from "../proto/gen-es/edgegateway/v1/edge_gateway_pb.js";
@@ -23,9 +23,11 @@ import {
   verifyExecuteCommandResponse,
 } from "../runtime/kit/device-client.js";
 import { createCleanup } from "./support/cleanup.js";
+import { gatewayEnv } from "./support/gateway.js";
 import { newDeviceKey } from "./support/keys.js";
 import { BIN, type NodeProcess, spawnNode } from "./support/node-process.js";
 import { grpcClient, SAFETY_MS } from "./support/push.js";
+import { startRedis, type TestRedis } from "./support/redis-server.js";
 
 const tmpDirs: string[] = [];
 const running: NodeProcess[] = [];
@@ -398,4 +400,80 @@ describe("dev mode", () => {
     }
     expect(isRunning(pid), `redis-server pid ${pid} outlived dev mode`).toBe(false);
   });
+});
+
+// Contract §15: the dev auth upstream and the console exist only in dev mode.
+// The gateway has no setting for either; these variables only look as if
+// they might turn them on.
+describe("outside dev mode", () => {
+  const LOOKALIKES = {
+    NODE_ENV: "development",
+    GATEWAY_DEV: "1",
+    GATEWAY_DEV_MODE: "true",
+    GATEWAY_DEV_AUTH_UPSTREAM: "1",
+    GATEWAY_AUTH_UPSTREAM: "dev",
+    EDGE_GATEWAY_DEV: "1",
+  };
+  let redis: TestRedis | undefined;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it.each([
+    ["edge-gateway serve", ["serve"]],
+    ["edge-gateway", []],
+  ])(
+    "%s answers /_dev/ 404 and the auth routes 503 as with no auth upstream",
+    async (_name, args) => {
+      const bin = spawnNode(BIN, args, {
+        env: gatewayEnv(redis!, LOOKALIKES),
+        waitTimeoutMs: SAFETY_MS,
+      });
+      running.push(bin);
+      const [, publicHttp] = await bin.waitFor(/public HTTP listening on (127\.0\.0\.1:\d+)/);
+      await bin.waitFor(/gateway ready/);
+      const baseUrl = `http://${publicHttp}`;
+
+      for (const path of ["/_dev/", "/_dev/gateway-key", "/_dev/edge-gateway-device.js"]) {
+        const response = await fetch(`${baseUrl}${path}`);
+        expect(response.status, path).toBe(404);
+        expect(await response.json(), path).toEqual({
+          error: { code: "not_found", message: "no route for this path" },
+        });
+      }
+      // Dev mode redirects the bare path to the console; here it is unknown too.
+      expect((await fetch(`${baseUrl}/_dev`, { redirect: "manual" })).status).toBe(404);
+
+      const device = newDeviceKey();
+      for (const [path, body] of [
+        ["send-email-code", { email: "ada@example.com" }],
+        [
+          "confirm-email-code",
+          {
+            challenge_id: "dev-challenge-1",
+            code: "123456",
+            client_public_key: device.publicKeyText,
+          },
+        ],
+      ] as const) {
+        const response = await fetch(`${baseUrl}/api/v1/public/auth/${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        expect(response.status, path).toBe(503);
+        const envelope = (await response.json()) as { error: { code: string } };
+        expect(envelope.error.code, path).toBe("service_unavailable");
+      }
+      expect(bin.output()).not.toContain("email code for");
+
+      bin.child.kill("SIGTERM");
+      expect(await bin.exited).toBe(0);
+    },
+  );
 });
