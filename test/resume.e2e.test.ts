@@ -4,15 +4,23 @@
  * its session that it missed, in order, then live events — on the node it left
  * or on another — or a bootstrap that says continuity was lost.
  */
+import * as http2 from "node:http2";
 import type { Redis } from "ioredis";
+import { Status } from "nice-grpc";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { SubscribeEventsResponse } from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import {
+  SubscribeEventsRequest,
+  SubscribeEventsResponse,
+} from "../proto/gen/edgegateway/v1/edge_gateway.js";
+import { SUBSCRIBE_EVENTS_PATH } from "../runtime/grpc/subscribe-events.js";
 import { publishClientEvent, publishSessionSnapshot } from "../runtime/kit/publishers.js";
 import { createCleanup } from "./support/cleanup.js";
+import { grpcFrame, grpcRequestHeaders } from "./support/grpc-wire.js";
 import {
   hasValidGatewaySignature,
   metric,
   newDevice,
+  type Outcome,
   pausedSubscription,
   type Subscription,
   startPushGateway,
@@ -137,6 +145,68 @@ function compareIds(a: string, b: string): number {
   return aSeq === bSeq ? 0 : aSeq < bSeq ? -1 : 1;
 }
 
+/** The node's debug lines on how each resume went (§12), in order. */
+function resumeLog(node: PushGateway): string[] {
+  return node.gateway.logger.lines.filter((line) => line.startsWith("debug push resume "));
+}
+
+/**
+ * SubscribeEvents on a bare HTTP/2 connection of its own that reads only when
+ * the test says so: until then it takes no data, so its stream window runs
+ * out and the gateway cannot send more (`windowLeft()` 0). `events` are the
+ * ones read so far, the bootstrap first.
+ */
+function throttledSubscription(address: string, request: SubscribeEventsRequest) {
+  const session = http2.connect(`http://${address}`);
+  session.on("error", () => {});
+  cleanup.defer(() => session.destroy());
+  const stream = session.request(grpcRequestHeaders(SUBSCRIBE_EVENTS_PATH));
+  stream.on("error", () => {});
+  stream.end(grpcFrame(SubscribeEventsRequest.encode(request).finish()));
+  const events: SubscribeEventsResponse[] = [];
+  let readUpTo = 0;
+  let unread = Buffer.alloc(0);
+  stream.on("data", (chunk: Buffer) => {
+    unread = Buffer.concat([unread, chunk]);
+    while (unread.length >= 5 && unread.length >= 5 + unread.readUInt32BE(1)) {
+      const end = 5 + unread.readUInt32BE(1);
+      events.push(SubscribeEventsResponse.decode(unread.subarray(5, end)));
+      unread = unread.subarray(end);
+    }
+    if (events.length >= readUpTo) stream.pause();
+  });
+  stream.pause();
+  let ended: Outcome | undefined;
+  stream.on("trailers", (trailers) => {
+    const code = Number(trailers["grpc-status"]);
+    const details = decodeURIComponent(String(trailers["grpc-message"] ?? ""));
+    ended = { status: Status[code] ?? String(code), details };
+  });
+  stream.on("close", () => {
+    ended ??= { status: "closed without a status", details: `RST_STREAM ${stream.rstCode}` };
+  });
+  return {
+    events,
+    /** The terminal status, once the stream ended. */
+    get ended() {
+      return ended;
+    },
+    /** Reads until at least `count` events arrived (a few more may come with the last chunk), then stops. */
+    async readUntil(count: number): Promise<void> {
+      readUpTo = count;
+      stream.resume();
+      await waitFor(`${count} events read`, () => events.length >= count);
+    },
+    /** Reads from now on. */
+    readOn(): void {
+      readUpTo = Number.POSITIVE_INFINITY;
+      stream.resume();
+    },
+    /** Bytes the gateway may still send on this stream until the client reads more. */
+    windowLeft: () => stream.state.localWindowSize,
+  };
+}
+
 describe("a stream resumed with last_event_id", () => {
   it("replays exactly the missed events addressed to its session, then goes live", async () => {
     const node = await startPushGateway(redis, publisher, cleanup);
@@ -163,6 +233,13 @@ describe("a stream resumed with last_event_id", () => {
     expect(events.every(hasValidGatewaySignature)).toBe(true);
     expect(events.at(-2)!.eventId).toBe(lastMissed);
     expect(await metric(node.admin, 'gateway_push_resumes_total{result="recovered"}')).toBe(1);
+    expect(resumeLog(node)).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^debug push resume recovered \\(user ${device.userId} session ${device.deviceSessionId} from ${seen}\\): history through \\d+-\\d+$`,
+        ),
+      ),
+    ]);
   });
 
   it("recovers on another node that never saw the device", async () => {
@@ -234,6 +311,11 @@ describe("a stream resumed with last_event_id", () => {
     expect(compareIds(resumed.bootstrap.eventId, ids.at(-1)!)).toBeGreaterThanOrEqual(0);
     await publishAll(node, device, ["live"]);
     expect(payloads(await resumed.stream.received(2))).toEqual(["live"]);
+    // The history keeps the last 3 of the 6 events; its floor is the last one trimmed.
+    expect(resumeLog(node)).toEqual([
+      `debug push resume not recovered (user ${device.userId} session ${device.deviceSessionId} from ${seen}): ` +
+        `the user's history was trimmed past ${seen} (floor ${ids[1]}); live from ${resumed.bootstrap.eventId}`,
+    ]);
   });
 
   it("says continuity was lost for an id the gateway never issued", async () => {
@@ -245,6 +327,10 @@ describe("a stream resumed with last_event_id", () => {
     expect(resumed.bootstrap.eventId).not.toBe(future);
     await publishAll(node, device, ["live"]);
     expect(payloads(await resumed.stream.received(2))).toEqual(["live"]);
+    expect(resumeLog(node)).toEqual([
+      `debug push resume not recovered (user ${device.userId} session ${device.deviceSessionId} from ${future}): ` +
+        `${future} is after this node's position and not in the ingress stream; live from ${resumed.bootstrap.eventId}`,
+    ]);
   });
 
   it("says continuity was lost once the history expired", async () => {
@@ -355,21 +441,65 @@ describe("a stream resumed with last_event_id", () => {
     }
   });
 
-  it("paces a replay of ten times the queue size to a client that reads", async () => {
+  // Replay is paced by the transport (§12): 160 events of 8 KiB are many
+  // HTTP/2 windows. Each time the client stops reading, the gateway's writes
+  // wait until it reads again, and live events published meanwhile wait in
+  // the stream's queue behind the replay (fewer than the queue holds).
+  it("paces a replay of ten times the queue size to a client that reads intermittently", async () => {
     const node = await startPushGateway(redis, publisher, cleanup, {
       env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "16" },
     });
     const device = newDevice(uniqueName("user"));
     await node.snapshot(device, "active");
     const seen = await receiveOneAndLeave(node, device);
-    const texts = Array.from({ length: 160 }, (_, index) => `m${index}`);
-    const ids = await publishAll(node, device, texts);
-    await routed(node, ids.at(-1)!);
+    const texts = Array.from({ length: 160 }, (_, index) => `m${index}:`.padEnd(8_192, "."));
+    const missedIds = await publishAll(node, device, texts);
+    await routed(node, missedIds.at(-1)!);
 
-    const resumed = await open(node, device, seen);
-    expect(resumed.bootstrap.eventId).toBe(seen);
-    expect(payloads(await resumed.stream.received(161))).toEqual(texts);
-    expect(resumed.stream.ended).toBeUndefined();
+    const client = throttledSubscription(
+      node.grpc,
+      subscribeRequest(device, { lastEventId: seen }),
+    );
+    /** Live events published while the gateway cannot write to the client, once queued. */
+    const publishWhileBlocked = async (prefix: string) => {
+      await waitFor("the gateway's writes to wait on the client", () => client.windowLeft() === 0);
+      const queued = await metric(node.admin, "gateway_push_events_delivered_total");
+      const live = Array.from({ length: 5 }, (_, index) => `${prefix}${index}`);
+      const ids = await publishAll(node, device, live);
+      await waitFor("the live events queued behind the replay", async () => {
+        return (
+          (await metric(node.admin, "gateway_push_events_delivered_total")) >= queued + ids.length
+        );
+      });
+      return { live, ids };
+    };
+
+    // Nothing read at first, not even the bootstrap.
+    const first = await publishWhileBlocked("stalled");
+    expect(client.events).toEqual([]);
+    // Part of the replay, then another stall in the middle of it.
+    await client.readUntil(41);
+    const second = await publishWhileBlocked("mid-replay");
+    expect(client.events.length).toBeLessThan(1 + texts.length);
+    client.readOn();
+    // A last event: once it arrived, any repeat of an earlier one would have too.
+    const [lastId] = await publishAll(node, device, ["last"]);
+    await waitFor("the last event", () => client.events.at(-1)?.eventId === lastId);
+
+    const [bootstrap, ...got] = client.events;
+    expect(bootstrap!.eventType).toBe("gateway.server_time");
+    expect(bootstrap!.eventId).toBe(seen);
+    expect(got.map((event) => event.eventId)).toEqual([
+      ...missedIds,
+      ...first.ids,
+      ...second.ids,
+      lastId,
+    ]);
+    expect(payloads(got)).toEqual([...texts, ...first.live, ...second.live, "last"]);
+    expect(client.events.every(hasValidGatewaySignature)).toBe(true);
+    expect(client.ended).toBeUndefined();
+    expect(await metric(node.admin, 'gateway_push_stream_closes_total{reason="overflow"}')).toBe(0);
+    expect(await metric(node.admin, 'gateway_push_resumes_total{result="recovered"}')).toBe(1);
   });
 
   it("overflows a replay whose client stops reading, and that client can resume again", async () => {
