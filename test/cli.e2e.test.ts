@@ -13,10 +13,12 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import { type CliIo, runCli } from "../runtime/cli/cli.js";
+import { createKeyspace } from "../runtime/redis/keyspace.js";
 import { gatewayEnv, startGateway } from "./support/gateway.js";
 import { newDeviceKey, vectors } from "./support/keys.js";
 import { BIN } from "./support/node-process.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { waitFor } from "./support/wait.js";
 
 const routes: Routes = {
   "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
@@ -350,6 +352,81 @@ describe("subscribe --from and --follow", () => {
     for (const node of started.splice(0)) await node.stop();
   });
 
+  /**
+   * A gateway on streams named after `name` (stopped after the test), once
+   * its history router started there, and an active device session of its
+   * own: the CLI's environment and device arguments, and a publisher.
+   */
+  async function ownGatewayAndDevice(name: string) {
+    const own = {
+      GATEWAY_CLIENT_EVENTS_REDIS_STREAM: `${name}:client_events`,
+      GATEWAY_SESSION_EVENTS_REDIS_STREAM: `${name}:session_events`,
+    };
+    const node = await startGateway(redis, { env: own, routes });
+    started.push(node);
+    const routerKey = createKeyspace().historyRouterKey(own.GATEWAY_CLIENT_EVENTS_REDIS_STREAM);
+    await waitFor(
+      `the history router on ${name}`,
+      async () => (await admin.exists(routerKey)) === 1,
+    );
+    const ownEnv = { ...env, ...own };
+    const { privateKey, publicKeyText } = newDeviceKey();
+    const ownKeyFile = join(tmp, `${name}.pem`);
+    writeFileSync(ownKeyFile, privateKey.export({ type: "pkcs8", format: "pem" }) as string, {
+      mode: 0o600,
+    });
+    const put = await cli(
+      [
+        "session",
+        "put",
+        "--session",
+        `ds-${name}`,
+        "--user",
+        `u-${name}`,
+        "--public-key",
+        publicKeyText,
+      ],
+      ownEnv,
+    );
+    expect(put.code).toBe(0);
+    const device = [
+      "--session",
+      `ds-${name}`,
+      "--key",
+      ownKeyFile,
+      "--addr",
+      node.addresses.grpc,
+      "--gateway-key",
+      vectors.gateway_key.public_key_base64url,
+    ];
+    /** Publishes a demo.note to the device's user with the CLI; resolves its event id. */
+    const publish = async (payload: string) => {
+      const published = await cli(
+        ["event", "publish", "--user", `u-${name}`, "--type", "demo.note", "--payload", payload],
+        ownEnv,
+      );
+      expect(published.code).toBe(0);
+      return /^event (\d+-\d+) published$/.exec(published.stdout)![1]!;
+    };
+    return { node, ownEnv, device, publish };
+  }
+
+  /** The fields of a printed event a device acts on. */
+  const printed = (line: string) => {
+    const event = JSON.parse(line) as {
+      event_id: string;
+      event_type: string;
+      payload: string;
+      signature: string;
+    };
+    return {
+      event_id: event.event_id,
+      event_type: event.event_type,
+      payload: event.payload,
+      signature: event.signature,
+    };
+  };
+
   it("refuses a --from that is not an event id as a usage error naming the flag", async () => {
     const { code, stdout, stderr } = await cli([
       "subscribe",
@@ -479,6 +556,64 @@ describe("subscribe --from and --follow", () => {
       "error: FAILED_PRECONDITION: device session is revoked",
     ]);
   });
+
+  it("--from without --follow prints the missed events after a bootstrap equal to --from, then live ones, and ends with the stream", async () => {
+    const { node, ownEnv, device, publish } = await ownGatewayAndDevice("cli-from");
+    const seen = await publish("seen");
+    const missed = [await publish("missed-1"), await publish("missed-2")];
+
+    const out = createIo();
+    const subscribing = runCli(["subscribe", ...device, "--from", seen], ownEnv, out.io);
+    await out.untilStdoutLines(3, subscribing);
+    const live = await publish("live");
+    await out.untilStdoutLines(4, subscribing);
+    // Without --follow the CLI does not reconnect: the stream's end is its end.
+    await node.stop();
+    expect(await subscribing).toBe(1);
+
+    expect(out.stdout.map(printed)).toEqual([
+      { event_id: seen, event_type: "gateway.server_time", payload: "", signature: "verified" },
+      { event_id: missed[0], event_type: "demo.note", payload: "missed-1", signature: "verified" },
+      { event_id: missed[1], event_type: "demo.note", payload: "missed-2", signature: "verified" },
+      { event_id: live, event_type: "demo.note", payload: "live", signature: "verified" },
+    ]);
+    expect(out.stderr).toEqual(["error: UNAVAILABLE: gateway is shutting down"]);
+  });
+
+  it.each([
+    ["without --follow", []],
+    ["with --follow", ["--follow"]],
+  ])(
+    "--from an id the gateway never issued prints that continuity was lost, then the events from the bootstrap on (%s)",
+    async (_mode, follow) => {
+      const name = `cli-lost-${follow.length}`;
+      const { ownEnv, device, publish } = await ownGatewayAndDevice(name);
+      const never = `${Date.now() + 3_600_000}-0`;
+
+      const out = createIo();
+      const subscribing = runCli(
+        ["subscribe", ...device, "--from", never, "--count", "2", ...follow],
+        ownEnv,
+        out.io,
+      );
+      await out.untilStdoutLines(1, subscribing);
+      const live = await publish("live");
+      expect(await subscribing).toBe(0);
+
+      const [bootstrap, event] = out.stdout.map(printed);
+      expect(bootstrap).toMatchObject({ event_type: "gateway.server_time", signature: "verified" });
+      expect(bootstrap!.event_id).not.toBe(never);
+      expect(event).toEqual({
+        event_id: live,
+        event_type: "demo.note",
+        payload: "live",
+        signature: "verified",
+      });
+      expect(out.stderr).toEqual([
+        `continuity lost after ${never}: resync (the stream continues from ${bootstrap!.event_id})`,
+      ]);
+    },
+  );
 });
 
 describe("CLI usage errors", () => {
