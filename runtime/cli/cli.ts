@@ -54,9 +54,10 @@ are verified against it.
 subscribe prints each event as a JSON line, the bootstrap event first. --from resumes
 after that event_id (such as 1764028801000-0); --follow reconnects, with jitter, after
 UNAVAILABLE, RESOURCE_EXHAUSTED, CANCELLED (a stream the gateway reset) or a dropped
-connection, resuming after the last event it printed. When the gateway cannot resume without a gap, stderr says
-"continuity lost after <event_id>: resync". A revoke (FAILED_PRECONDITION) or any other
-status ends it with exit code 1.`;
+connection, resuming after the last event it printed. When the gateway cannot resume
+without a gap, stderr says "continuity lost after <event_id>: resync (the stream
+continues from <event_id>)". A revoke (FAILED_PRECONDITION) or any other status ends
+it with exit code 1.`;
 
 /**
  * Runs one CLI command and resolves its exit code (0 success, 1 failure,
