@@ -6,7 +6,7 @@
  * browser sees it.
  */
 import { type KeyObject, randomUUID } from "node:crypto";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import type { Redis } from "ioredis";
@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Routes } from "../handlers/ports.js";
 import {
   EdgeGatewayService,
-  type ExecuteCommandRequestSchema,
+  ExecuteCommandRequestSchema,
   type ExecuteCommandResponse,
 } from "../proto/gen-es/edgegateway/v1/edge_gateway_pb.js";
 import {
@@ -41,8 +41,14 @@ const device = newDeviceKey();
 const userId = "user-1";
 const sessionId = "ds-connect";
 
+/** What the failing route throws: a secret of the gateway's that no client may see. */
+const THROWN_TEXT = "database password is hunter2";
+
 const routes: Routes = {
   "demo.echo": async (command) => ({ resultCode: "ok", payload: command.payload }),
+  "demo.fail": async () => {
+    throw new Error(THROWN_TEXT);
+  },
   "demo.slow": async (_command, ctx) =>
     new Promise((resolve, reject) => {
       const timer = setTimeout(() => resolve({ resultCode: "late" }), 10_000);
@@ -90,7 +96,11 @@ function asKitResponse(response: ExecuteCommandResponse) {
   };
 }
 
-async function expectStatus(call: Promise<unknown>, code: Code, message?: string) {
+async function expectStatus(
+  call: Promise<unknown>,
+  code: Code,
+  message?: string,
+): Promise<ConnectError> {
   const error = await call.then(
     () => undefined,
     (caught: unknown) => caught,
@@ -98,7 +108,12 @@ async function expectStatus(call: Promise<unknown>, code: Code, message?: string
   expect(error, "the call should fail").toBeInstanceOf(ConnectError);
   expect(Code[(error as ConnectError).code]).toBe(Code[code]);
   if (message !== undefined) expect((error as ConnectError).rawMessage).toBe(message);
+  return error as ConnectError;
 }
+
+/** How many times the gateway logged the failing route's error, with its text, so far. */
+const routeFailuresLogged = () =>
+  gateway.logger.lines.filter((line) => line === `error route failed ${THROWN_TEXT}`).length;
 
 const transports: [string, () => Transport][] = [
   ["Connect, binary", () => createConnectTransport({ baseUrl, useBinaryFormat: true })],
@@ -238,6 +253,24 @@ describe.each(transports)("ExecuteCommand over %s", (_name, transport) => {
     );
   });
 
+  // A route's own failure stays in the gateway's log: the client learns only
+  // that the call failed, as on the gRPC listener.
+  it("answers INTERNAL with the generic message when a route throws, never the thrown text", async () => {
+    now = Date.now();
+    const logged = routeFailuresLogged();
+    const error = await expectStatus(
+      client().executeCommand(request({ messageType: "demo.fail" })),
+      Code.Internal,
+      "internal error",
+    );
+    expect(error.message).not.toContain("hunter2");
+    expect(error.details).toEqual([]);
+    for (const [name, value] of error.metadata) {
+      expect(`${name}: ${value}`).not.toContain("hunter2");
+    }
+    expect(routeFailuresLogged()).toBe(logged + 1);
+  });
+
   it("aborts the route when the call's timeout passes", async () => {
     now = Date.now();
     await expectStatus(
@@ -295,6 +328,68 @@ describe("ExecuteCommand over Connect: raw requests", () => {
       code: "invalid_argument",
       message: "request message could not be decoded",
     });
+  });
+
+  // What reaches the wire for a route that throws: the generic status and
+  // message, and nothing of the thrown text in any byte or header.
+  it("answers a throwing route with the internal envelope and nothing of the thrown text", async () => {
+    now = Date.now();
+    const logged = routeFailuresLogged();
+    const response = await fetch(`${baseUrl}${EXECUTE_COMMAND_PATH}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "connect-protocol-version": "1" },
+      body: toJsonString(
+        ExecuteCommandRequestSchema,
+        create(ExecuteCommandRequestSchema, request({ messageType: "demo.fail" })),
+      ),
+    });
+    const body = await response.text();
+    expect(response.status).toBe(500);
+    expect(JSON.parse(body)).toEqual({ code: "internal", message: "internal error" });
+    expect(body).not.toContain("hunter2");
+    for (const [name, value] of response.headers) {
+      expect(`${name}: ${value}`).not.toContain("hunter2");
+    }
+    expect(routeFailuresLogged()).toBe(logged + 1);
+  });
+
+  it("answers a throwing route over gRPC-Web with grpc-status 13 and nothing of the thrown text", async () => {
+    now = Date.now();
+    const logged = routeFailuresLogged();
+    const message = toBinary(
+      ExecuteCommandRequestSchema,
+      create(ExecuteCommandRequestSchema, request({ messageType: "demo.fail" })),
+    );
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(message.byteLength, 1);
+    const response = await fetch(`${baseUrl}${EXECUTE_COMMAND_PATH}`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+      body: Buffer.concat([prefix, message]),
+    });
+    expect(response.status).toBe(200);
+    const body = Buffer.from(await response.arrayBuffer());
+    // The status comes in the headers (trailers-only) or in a trailer frame (flag 0x80).
+    const trailers = new Map(response.headers);
+    for (let offset = 0; offset + 5 <= body.byteLength; ) {
+      const length = body.readUInt32BE(offset + 1);
+      expect(body[offset]! & 0x80, "only a trailer frame answers a failed call").toBe(0x80);
+      for (const line of body
+        .subarray(offset + 5, offset + 5 + length)
+        .toString()
+        .split("\r\n")) {
+        const colon = line.indexOf(":");
+        if (colon > 0) trailers.set(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+      }
+      offset += 5 + length;
+    }
+    expect(trailers.get("grpc-status")).toBe("13");
+    expect(decodeURIComponent(trailers.get("grpc-message") ?? "")).toBe("internal error");
+    expect(body.toString("latin1")).not.toContain("hunter2");
+    for (const [name, value] of response.headers) {
+      expect(`${name}: ${value}`).not.toContain("hunter2");
+    }
+    expect(routeFailuresLogged()).toBe(logged + 1);
   });
 
   it("refuses an oversized body by its Content-Length before reading it", async () => {
