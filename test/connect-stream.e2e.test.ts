@@ -2,9 +2,10 @@
  * SubscribeEvents over Connect and gRPC-Web on the public listener (contract
  * §7, §12, §14): a real redis-server, in-process gateways on real sockets,
  * and the connect-web transports as the client, in both codecs. The same
- * signed events, terminal statuses and messages as on the gRPC listener; a
- * client that stops reading overflows its own bounded queue; resume recovers
- * missed events; shutdown ends open streams.
+ * signed events, terminal statuses, stream caps and messages as on the gRPC
+ * listener; a client that stops reading overflows its own bounded queue, and
+ * the gateway bin's memory stays bounded meanwhile; resume recovers missed
+ * events; shutdown ends open streams.
  */
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -24,8 +25,9 @@ import {
 } from "../proto/gen-es/edgegateway/v1/edge_gateway_pb.js";
 import { publishClientEvent } from "../runtime/kit/publishers.js";
 import { type Cleanup, createCleanup } from "./support/cleanup.js";
-import { putSession } from "./support/gateway.js";
+import { putSession, startGatewayBin } from "./support/gateway.js";
 import { newDeviceKey } from "./support/keys.js";
+import { processMemory, resetPeakResident } from "./support/process-memory.js";
 import {
   hasValidGatewaySignature,
   metric,
@@ -46,6 +48,14 @@ import { waitFor } from "./support/wait.js";
 const SUBSCRIBE_EVENTS_PATH = "/edgegateway.v1.EdgeGatewayService/SubscribeEvents";
 const REVOKED = { status: "FAILED_PRECONDITION", details: "device session is revoked" };
 const SHUTTING_DOWN = { status: "UNAVAILABLE", details: "gateway is shutting down" };
+const TOO_MANY_FOR_SESSION = {
+  status: "RESOURCE_EXHAUSTED",
+  details: "too many streams for this device session",
+};
+const CAPACITY_REACHED = {
+  status: "RESOURCE_EXHAUSTED",
+  details: "gateway stream capacity reached",
+};
 
 let redis: TestRedis;
 let publisher: Redis;
@@ -325,6 +335,64 @@ describe.each(transports)("SubscribeEvents over %s", (_name, transportFor) => {
     expect(metricValue(text, "gateway_push_streams_active")).toBe(1);
   });
 
+  // The caps count every stream of the node, whichever listener carries it,
+  // and refuse over Connect and gRPC-Web with the gRPC listener's statuses.
+  it("refuses a stream past the per-session cap or the node's cap, and opens one once a stream ends", async () => {
+    const node = await startPushGateway(redis, publisher, cleanup, {
+      env: { GATEWAY_MAX_STREAMS_PER_SESSION: "2", GATEWAY_MAX_PUSH_STREAMS: "3" },
+    });
+    const transport = transportFor(`http://${node.publicHttp}`);
+    const user = uniqueName("user");
+    const phone = await storedDevice(user);
+    const laptop = await storedDevice(user);
+    const tablet = await storedDevice();
+    const open = async (device: TestDevice) => {
+      const stream = connectSubscribe(transport, subscribeRequest(device), cleanup);
+      await stream.received(1);
+      return stream;
+    };
+    const refused = async (device: TestDevice) => {
+      const stream = connectSubscribe(transport, subscribeRequest(device), cleanup);
+      const outcome = await stream.terminal();
+      expect(stream.events).toEqual([]);
+      return outcome;
+    };
+    const refusedOverGrpc = async (device: TestDevice) => {
+      const stream = subscribe(node.grpc, subscribeRequest(device), cleanup);
+      const outcome = await stream.terminal();
+      expect(stream.events).toEqual([]);
+      return outcome;
+    };
+
+    const phoneFirst = await open(phone);
+    const phoneOverGrpc = subscribe(node.grpc, subscribeRequest(phone), cleanup);
+    await phoneOverGrpc.received(1);
+    expect(await refused(phone)).toEqual(TOO_MANY_FOR_SESSION);
+    expect(await refusedOverGrpc(phone)).toEqual(TOO_MANY_FOR_SESSION);
+    const laptopStream = await open(laptop);
+    expect(await refused(tablet)).toEqual(CAPACITY_REACHED);
+    expect(await refusedOverGrpc(tablet)).toEqual(CAPACITY_REACHED);
+    expect(await refused(phone)).toEqual(TOO_MANY_FOR_SESSION);
+
+    // The refusals took no slot; the open streams still receive.
+    const [id] = await publishMany(node, user, 1);
+    for (const stream of [phoneFirst, phoneOverGrpc, laptopStream]) {
+      expect(eventIds((await stream.received(2)).slice(1))).toEqual([id]);
+    }
+
+    phoneFirst.cancel();
+    await waitFor("the cancelled stream released", async () => {
+      return (await metric(node.admin, "gateway_push_streams_active")) === 2;
+    });
+    await open(phone);
+    laptopStream.cancel();
+    await waitFor("the cancelled stream released", async () => {
+      return (await metric(node.admin, "gateway_push_streams_active")) === 2;
+    });
+    await open(tablet);
+    expect(await metric(node.admin, "gateway_push_streams_active")).toBe(3);
+  });
+
   it("resumes from last_event_id with exactly the events missed while disconnected", async () => {
     const node = await startPushGateway(redis, publisher, cleanup);
     const transport = transportFor(`http://${node.publicHttp}`);
@@ -381,16 +449,43 @@ function envelopesOf(body: Buffer): { messages: number; end: unknown } {
   return { messages, end };
 }
 
+/** gRPC-Web response frames: how many messages, and the trailers of the trailer frame (flag 0x80). */
+function grpcWebFramesOf(body: Buffer): { messages: number; trailers: Record<string, string> } {
+  let messages = 0;
+  const trailers: Record<string, string> = {};
+  for (let offset = 0; offset + 5 <= body.byteLength; ) {
+    const flags = body[offset]!;
+    const length = body.readUInt32BE(offset + 1);
+    const data = body.subarray(offset + 5, offset + 5 + length);
+    if (flags & 0x80) {
+      for (const line of data.toString("utf8").split("\r\n")) {
+        const colon = line.indexOf(":");
+        if (colon > 0) trailers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim();
+      }
+    } else messages++;
+    offset += 5 + length;
+  }
+  return { messages, trailers };
+}
+
+/** The wire protocols of the public listener's push streams. */
+type HttpProtocol = "connect" | "grpc-web";
+
 /**
- * A binary Connect SubscribeEvents over a raw node:http request whose
- * response is not read until `resume()`: nothing past the socket buffers
- * leaves the gateway meanwhile.
+ * A binary Connect or gRPC-Web SubscribeEvents over a raw node:http request
+ * whose response is not read until `resume()`: nothing past the socket
+ * buffers leaves the gateway meanwhile.
  */
-function stalledConnectStream(publicHttp: string, request: SubscribeEventsRequest) {
+function stalledStream(
+  publicHttp: string,
+  request: SubscribeEventsRequest,
+  protocol: HttpProtocol = "connect",
+) {
   const [host, port] = [
     publicHttp.slice(0, publicHttp.lastIndexOf(":")),
     publicHttp.slice(publicHttp.lastIndexOf(":") + 1),
   ];
+  // Both protocols envelope the request message the same way.
   const body = connectBody(request);
   let response: IncomingMessage | undefined;
   const chunks: Buffer[] = [];
@@ -400,8 +495,9 @@ function stalledConnectStream(publicHttp: string, request: SubscribeEventsReques
     method: "POST",
     path: SUBSCRIBE_EVENTS_PATH,
     headers: {
-      "content-type": "application/connect+proto",
-      "connect-protocol-version": "1",
+      ...(protocol === "connect"
+        ? { "content-type": "application/connect+proto", "connect-protocol-version": "1" }
+        : { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" }),
       "content-length": String(body.byteLength),
     },
   });
@@ -421,16 +517,44 @@ function stalledConnectStream(publicHttp: string, request: SubscribeEventsReques
     responded,
     /**
      * Reads the rest of the response; resolves once it closed: how many
-     * messages it held, its end-stream message, and whether it ended whole.
+     * messages it held, its end-stream message (Connect) or trailers
+     * (gRPC-Web), the terminal status as a device sees it, and whether the
+     * response ended whole.
      */
-    async resume(): Promise<{ messages: number; end: unknown; complete: boolean }> {
+    async resume(): Promise<{
+      messages: number;
+      end: unknown;
+      outcome: Outcome | undefined;
+      complete: boolean;
+    }> {
       const answer = response ?? (await responded);
       answer.on("data", (chunk: Buffer) => chunks.push(chunk));
       answer.on("error", () => {});
       const closedAnswer = new Promise<void>((resolve) => answer.once("close", resolve));
       answer.resume();
       await closedAnswer;
-      return { ...envelopesOf(Buffer.concat(chunks)), complete: answer.complete };
+      const received = Buffer.concat(chunks);
+      if (protocol === "connect") {
+        const { messages, end } = envelopesOf(received);
+        const error = (end as { error?: { code: string; message: string } } | undefined)?.error;
+        const outcome =
+          end === undefined
+            ? undefined
+            : error === undefined
+              ? { status: "OK", details: "" }
+              : { status: error.code.toUpperCase(), details: error.message };
+        return { messages, end, outcome, complete: answer.complete };
+      }
+      const { messages, trailers } = grpcWebFramesOf(received);
+      const code = trailers["grpc-status"];
+      const outcome =
+        code === undefined
+          ? undefined
+          : {
+              status: Status[Number(code)] ?? code,
+              details: decodeURIComponent(trailers["grpc-message"] ?? ""),
+            };
+      return { messages, end: trailers, outcome, complete: answer.complete };
     },
   };
 }
@@ -443,7 +567,7 @@ describe("a Connect client that stops reading", () => {
   async function overflowStalledStream(node: PushGateway) {
     const phone = await storedDevice("alice");
     const laptop = await storedDevice("alice");
-    const stalled = stalledConnectStream(node.publicHttp, subscribeRequest(phone));
+    const stalled = stalledStream(node.publicHttp, subscribeRequest(phone));
     expect((await stalled.responded).statusCode).toBe(200);
     const healthy = connectSubscribe(
       createConnectTransport({ baseUrl: `http://${node.publicHttp}`, useBinaryFormat: true }),
@@ -510,6 +634,120 @@ describe("a Connect client that stops reading", () => {
     expect(await metric(node.admin, "gateway_push_streams_active")).toBe(1);
   });
 });
+
+const MIB = 1024 * 1024;
+
+const protocols: [string, HttpProtocol, (baseUrl: string) => Transport][] = [
+  ["Connect", "connect", (baseUrl) => createConnectTransport({ baseUrl, useBinaryFormat: true })],
+  ["gRPC-Web", "grpc-web", (baseUrl) => createGrpcWebTransport({ baseUrl, useBinaryFormat: true })],
+];
+
+describe.each(protocols)(
+  "a %s client that stops reading, against the gateway bin",
+  (_name, protocol, transportFor) => {
+    // The bin runs in a process of its own, so its resident memory holds none
+    // of the clients'. Delivering events at this rate costs the gateway a
+    // steady amount of memory of its own (garbage awaiting collection, the
+    // allocator's free lists), reached within the first few MiB: a warm-up
+    // reaches it first, with only the reading client. Then far more is
+    // published than the stalled client's socket buffers and queue of 8 can
+    // hold: a gateway that buffered a stalled stream's events without bound
+    // would grow by nearly all of it. Published a few at a time, each batch
+    // taken by the reading client first, so only the stalled stream falls behind.
+    it("ends it RESOURCE_EXHAUSTED with memory bounded far below what was published, while the other stream reads on", async () => {
+      const name = uniqueName("bin-push");
+      const clientEvents = `${name}:client_events`;
+      cleanup.defer(() => publisher.del(clientEvents));
+      const { bin, admin } = await startGatewayBin(redis, cleanup, {
+        GATEWAY_CLIENT_EVENTS_REDIS_STREAM: clientEvents,
+        GATEWAY_SESSION_EVENTS_REDIS_STREAM: `${name}:session_events`,
+        GATEWAY_PUSH_STREAM_QUEUE_SIZE: "8",
+        // No per-user history: the stream queues are all that could hold events.
+        GATEWAY_PUSH_HISTORY_SIZE: "0",
+        // Long enough that the stalled stream still holds its terminal status when read.
+        GATEWAY_SHUTDOWN_TIMEOUT: "120s",
+      });
+      const [, publicHttp] = await bin.waitFor(/public HTTP listening on (\S+)/);
+      const pid = bin.child.pid!;
+      const user = uniqueName("user");
+      const phone = await storedDevice(user);
+      const laptop = await storedDevice(user);
+      const healthy = connectSubscribe(
+        transportFor(`http://${publicHttp}`),
+        subscribeRequest(laptop),
+        cleanup,
+      );
+      await healthy.received(1);
+
+      const payloadBytes = 60 * 1024;
+      const published: string[] = [];
+      const overflows = () => metric(admin, 'gateway_push_stream_closes_total{reason="overflow"}');
+      /** Publishes events of `payloadBytes` for the user, 4 at a time, until `bytes` more went out. */
+      const publishBytes = async (bytes: number, afterEachBatch: () => Promise<void>) => {
+        for (let sent = 0; sent < bytes; sent += 4 * payloadBytes) {
+          const first = published.length;
+          published.push(
+            ...(await Promise.all(
+              Array.from({ length: 4 }, (_, index) =>
+                publishClientEvent(
+                  publisher,
+                  {
+                    userId: user,
+                    eventType: "demo.tick",
+                    payload: Buffer.alloc(payloadBytes, first + index),
+                  },
+                  { stream: clientEvents, maxPayloadBytes: payloadBytes },
+                ),
+              ),
+            )),
+          );
+          await healthy.received(published.length + 1);
+          await afterEachBatch();
+        }
+      };
+
+      resetPeakResident(pid);
+      await publishBytes(32 * MIB, async () => {});
+      const warm = processMemory(pid);
+      const warmedUpWith = published.length;
+
+      const stalled = stalledStream(publicHttp!, subscribeRequest(phone), protocol);
+      expect((await stalled.responded).statusCode).toBe(200);
+      await waitFor("the stalled stream open", async () => {
+        return (await metric(admin, "gateway_push_streams_active")) === 2;
+      });
+      let publishedWhenOverflowed: number | undefined;
+      await publishBytes(64 * MIB, async () => {
+        if (publishedWhenOverflowed === undefined && (await overflows()) > 0) {
+          publishedWhenOverflowed = published.length - warmedUpWith;
+        }
+      });
+      const after = processMemory(pid);
+      const publishedBytes = (published.length - warmedUpWith) * payloadBytes;
+      const grewBy = after.peakResidentBytes - warm.peakResidentBytes;
+      const figures = `published ${(publishedBytes / MIB).toFixed(1)} MiB; gateway peak RSS ${(warm.peakResidentBytes / MIB).toFixed(1)} MiB warmed up, ${(after.peakResidentBytes / MIB).toFixed(1)} MiB after`;
+      expect(grewBy, figures).toBeLessThan(publishedBytes / 3);
+
+      // The stalled stream overflowed well before the end, and only it.
+      expect(publishedWhenOverflowed).toBeDefined();
+      expect(publishedWhenOverflowed!).toBeLessThan((published.length - warmedUpWith) / 2);
+      const text = await scrapeMetrics(admin);
+      expect(metricValue(text, 'gateway_push_stream_closes_total{reason="overflow"}')).toBe(1);
+      expect(metricValue(text, "gateway_push_streams_active")).toBe(1);
+      expect(bin.output()).toContain("push stream overflowed");
+      // The reading stream got every event, in order, those after the overflow included.
+      expect(eventIds(healthy.events.slice(1))).toEqual(published);
+      expect(healthy.ended).toBeUndefined();
+
+      const { messages, outcome, complete } = await stalled.resume();
+      expect(outcome).toEqual({ status: "RESOURCE_EXHAUSTED", details: "push stream overflowed" });
+      expect(complete).toBe(true);
+      // The bootstrap and the events that fit before the overflow; far from all of them.
+      expect(messages).toBeGreaterThan(1);
+      expect(messages).toBeLessThan(publishedWhenOverflowed! + 1);
+    }, 120_000);
+  },
+);
 
 describe("shutdown", () => {
   it("ends open Connect and gRPC-Web streams with UNAVAILABLE and closes the public listener", async () => {
