@@ -12,7 +12,8 @@
  * sessions, starts both servers and alternates them round by round (A B A B).
  * Each round measures calls/s with C calls in flight (after a 1 s warm-up),
  * then p50/p99 latency open-loop at half of that round's rate (after a 1 s
- * warm-up at that rate), and the server's RSS at rest (after start) and at
+ * warm-up at that rate) and, for the peer, also at the gateway's half rate of
+ * the round (the same offered load), and the server's RSS at rest (after start) and at
  * its peak under load. Every request is signed before its phase starts, with
  * its own request_id; every response's `:status` and grpc-status are read
  * and failures are counted, not hidden.
@@ -133,6 +134,15 @@ interface RoundResult {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly halfErrors: number;
+  /**
+   * Latency at the gateway's half rate of the same round (the contract's
+   * "half of the project's max rate"): for the gateway the phase above, for
+   * the peer a phase of its own at that rate.
+   */
+  readonly loadRate: number;
+  readonly loadP50Ms: number;
+  readonly loadP99Ms: number;
+  readonly loadErrors: number;
   readonly peakRssKiB: number;
   /** CPU time of the server process per call at full rate (warm-up included). */
   readonly serverCpuMicros: number;
@@ -483,7 +493,28 @@ try {
           halfRate,
           Math.ceil((halfRate * WARM_MS) / 1000),
         );
+        // Over the same phases for both servers: not the peer's extra one below.
         peak = Math.max(peak, rssKiB(variant.server.pid));
+        const peakRssKiB = peak;
+        // The peer also runs at the gateway's half rate of this round (the
+        // gateway runs first): the same offered load for both.
+        const gatewayHalf = results.get("gateway")![round]?.halfRate;
+        const load =
+          gatewayHalf === undefined
+            ? { rate: halfRate, ...half }
+            : {
+                rate: gatewayHalf,
+                ...(await openLoop(
+                  variant.client,
+                  signFrames(
+                    devices,
+                    `${label}-load`,
+                    Math.ceil(gatewayHalf * (SECONDS + WARM_MS / 1000)),
+                  ),
+                  gatewayHalf,
+                  Math.ceil((gatewayHalf * WARM_MS) / 1000),
+                )),
+              };
         const result: RoundResult = {
           callsPerSecond: max.callsPerSecond,
           maxErrors: max.errors,
@@ -492,7 +523,11 @@ try {
           p50Ms: percentile(half.latenciesMs, 50),
           p99Ms: percentile(half.latenciesMs, 99),
           halfErrors: half.errors,
-          peakRssKiB: peak,
+          loadRate: load.rate,
+          loadP50Ms: percentile(load.latenciesMs, 50),
+          loadP99Ms: percentile(load.latenciesMs, 99),
+          loadErrors: gatewayHalf === undefined ? 0 : load.errors,
+          peakRssKiB,
           serverCpuMicros,
           clientCpuMicros,
           serverAllocBytes,
@@ -502,7 +537,11 @@ try {
           `round ${round + 1}/${ROUNDS} ${variant.name}: ${fmt(result.callsPerSecond)} calls/s` +
             ` (${result.maxErrors} errors${result.poolExhausted ? ", pool ran out" : ""}),` +
             ` at ${fmt(halfRate)}/s p50 ${fmt(result.p50Ms, 2)} ms p99 ${fmt(result.p99Ms, 2)} ms` +
-            ` (${result.halfErrors} errors), peak RSS ${fmt(peak / 1024, 1)} MiB,` +
+            ` (${result.halfErrors} errors),` +
+            (gatewayHalf === undefined
+              ? ""
+              : ` at the gateway's ${fmt(gatewayHalf)}/s p99 ${fmt(result.loadP99Ms, 2)} ms (${result.loadErrors} errors),`) +
+            ` peak RSS ${fmt(peakRssKiB / 1024, 1)} MiB,` +
             ` CPU/call server ${fmt(serverCpuMicros)} µs, client ${fmt(clientCpuMicros)} µs,` +
             ` heap allocated/call ${fmt(serverAllocBytes / 1024, 1)} KiB`,
         );
@@ -518,7 +557,7 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const variant of variants) {
       const r = results.get(variant.name)![round]!;
-      const errors = r.maxErrors + r.halfErrors;
+      const errors = r.maxErrors + r.halfErrors + r.loadErrors;
       perRound.push([
         String(round + 1),
         variant.name,
@@ -526,6 +565,8 @@ try {
         fmt(r.halfRate),
         fmt(r.p50Ms, 2),
         fmt(r.p99Ms, 2),
+        fmt(r.loadRate),
+        fmt(r.loadP99Ms, 2),
         mib(r.peakRssKiB),
         fmt(r.serverCpuMicros),
         fmt(r.serverAllocBytes / 1024, 1),
@@ -544,6 +585,8 @@ try {
       "",
       ratio(g.p50Ms / p.p50Ms),
       ratio(g.p99Ms / p.p99Ms),
+      "",
+      ratio(g.loadP99Ms / p.loadP99Ms),
       ratio(g.peakRssKiB / p.peakRssKiB),
       ratio(g.serverCpuMicros / p.serverCpuMicros),
       ratio(g.serverAllocBytes / p.serverAllocBytes),
@@ -557,12 +600,13 @@ try {
       rps: median(rounds.map((r) => r.callsPerSecond)),
       p50: median(rounds.map((r) => r.p50Ms)),
       p99: median(rounds.map((r) => r.p99Ms)),
+      loadP99: median(rounds.map((r) => r.loadP99Ms)),
       rest: server.restRssKiB,
       peak: median(rounds.map((r) => r.peakRssKiB)),
       serverCpu: median(rounds.map((r) => r.serverCpuMicros)),
       clientCpu: median(rounds.map((r) => r.clientCpuMicros)),
       alloc: median(rounds.map((r) => r.serverAllocBytes)),
-      errors: rounds.reduce((sum, r) => sum + r.maxErrors + r.halfErrors, 0),
+      errors: rounds.reduce((sum, r) => sum + r.maxErrors + r.halfErrors + r.loadErrors, 0),
     };
   };
   const g = summary("gateway", gateway);
@@ -572,6 +616,7 @@ try {
     fmt(s.rps),
     fmt(s.p50, 2),
     fmt(s.p99, 2),
+    fmt(s.loadP99, 2),
     mib(s.rest),
     mib(s.peak),
     fmt(s.serverCpu),
@@ -585,6 +630,7 @@ try {
       "calls/s",
       "half-rate p50 ms",
       "half-rate p99 ms",
+      "p99 ms at the gateway's half rate",
       "RSS at rest MiB",
       "RSS peak MiB",
       "server CPU µs/call",
@@ -600,6 +646,7 @@ try {
         ratio(g.rps / p.rps),
         ratio(g.p50 / p.p50),
         ratio(g.p99 / p.p99),
+        ratio(g.loadP99 / p.loadP99),
         ratio(g.rest / p.rest),
         ratio(g.peak / p.peak),
         ratio(g.serverCpu / p.serverCpu),
@@ -617,6 +664,8 @@ try {
       "half rate/s",
       "p50 ms",
       "p99 ms",
+      "gateway's half rate/s",
+      "p99 ms there",
       "peak RSS MiB",
       "server CPU µs/call",
       "heap KiB/call",
@@ -635,7 +684,8 @@ try {
       ` ${FIRST_WARM_MS / 1000} s untimed warm-up per server first.`,
     `${ROUNDS} rounds A B A B; per round: ${CONCURRENCY} calls in flight over ${CONNECTIONS} HTTP/2 connections,` +
       ` ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured;` +
-      ` then open loop at half that rate, ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured.`,
+      ` then open loop at half that rate, ${WARM_MS / 1000} s warm-up then ${SECONDS} s measured;` +
+      ` then, for ${PEER.name}, the same at the gateway's half rate of the round (the same offered load).`,
     `${SESSIONS} device sessions, ${PAYLOAD.length}-byte payloads, unique request_ids, signed and framed before each phase.`,
     "Medians over rounds; RSS at rest is after start, before any call; CPU and heap allocated per call at full rate, warm-up included;",
     `ratios are gateway / ${PEER.name}.`,
@@ -643,7 +693,9 @@ try {
     console.log(note);
   }
   console.log(`\n${medians}\n\n${rounds}\n`);
-  const failed = [...results.values()].flat().some((r) => r.maxErrors + r.halfErrors > 0);
+  const failed = [...results.values()]
+    .flat()
+    .some((r) => r.maxErrors + r.halfErrors + r.loadErrors > 0);
   if (failed) process.exitCode = 1;
 } finally {
   await cleanUp();
