@@ -4,7 +4,9 @@
  * over in-memory ports, then built from the environment against a real
  * redis-server, then as the worker-style example module.
  */
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -42,6 +44,7 @@ import {
   vectorSigner,
 } from "./support/ports.js";
 import { startRedis, type TestRedis } from "./support/redis-server.js";
+import { tempDir } from "./support/temp-dir.js";
 
 const EXECUTE_COMMAND_URL = "http://gateway.test/edgegateway.v1.EdgeGatewayService/ExecuteCommand";
 const NOW = 1_767_000_000_000;
@@ -483,4 +486,82 @@ describe("docs/examples/fetch-worker.mjs", () => {
       await worker.kill();
     }
   });
+
+  // The README's second runtime: the same module under `deno serve` (the
+  // `deno` npm package, a dev dependency), answering over a real socket.
+  it("serves a signed command under deno serve, over HTTP", async () => {
+    const device = newDeviceKey();
+    const admin = redis.client();
+    await putSession(admin, {
+      deviceSessionId: "ds-deno",
+      userId: "user-1",
+      publicKeyText: device.publicKeyText,
+    });
+    admin.disconnect();
+    // The package installs its binary on first use when install scripts did not run.
+    const deno: string = createRequire(import.meta.url)("deno/install_api.cjs").runInstall();
+    const child = spawn(
+      deno,
+      [
+        "serve",
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "docs/examples/fetch-worker.mjs",
+      ],
+      {
+        cwd: fileURLToPath(new URL("..", import.meta.url)),
+        env: {
+          ...gatewayEnv(redis),
+          PATH: process.env.PATH ?? "",
+          NO_COLOR: "1",
+          DENO_DIR: tempDir("deno"),
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    try {
+      let output = "";
+      const listening = new Promise<string>((resolve, reject) => {
+        const onData = (chunk: Buffer) => {
+          output += chunk.toString();
+          const match = output.match(/Listening on (http:\/\/127\.0\.0\.1:\d+)\//);
+          if (match) resolve(match[1]!);
+        };
+        child.stdout.on("data", onData);
+        child.stderr.on("data", onData);
+        void exited.then(() => reject(new Error(`deno serve exited:\n${output}`)));
+      });
+      const baseUrl = await listening;
+      const client = createClient(
+        EdgeGatewayService,
+        createConnectTransport({ baseUrl, useBinaryFormat: true }),
+      );
+      const signed = signExecuteCommandRequest(
+        {
+          deviceSessionId: "ds-deno",
+          messageType: "demo.echo",
+          requestId: "r-deno",
+          timestampMs: Date.now(),
+          payload: Buffer.from("from deno"),
+        },
+        device.privateKey,
+      );
+      const response = await client.executeCommand({
+        ...signed,
+        timestampMs: BigInt(signed.timestampMs),
+      });
+      expect(response).toMatchObject({ requestId: "r-deno", resultCode: "ok" });
+      expect(Buffer.from(response.payload).toString()).toBe("from deno");
+      await verify(response, "ds-deno");
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
+  }, 60_000);
 });
