@@ -224,73 +224,82 @@ describe("a device client with follow", () => {
   });
 
   // A device app that stops taking events (a busy or suspended page): its
-  // stream overflows, and since the client never reads the status queued
-  // behind the data, the gateway resets the stream after
-  // GATEWAY_SHUTDOWN_TIMEOUT (contract §7). When the app reads again the
-  // client sees the reset (CANCELLED), reconnects, and history fills the gap.
-  it("resumes without a gap after the app stopped reading until its stream overflowed and was reset", async () => {
-    const gateway = await startPushGateway(redis, publisher, cleanup, {
-      env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "4", GATEWAY_SHUTDOWN_TIMEOUT: "1s" },
-    });
-    const device = newDevice("u-stalled");
-    await gateway.snapshot(device, "active");
-    const client = createDeviceClient({
-      address: gateway.grpc,
-      deviceSessionId: device.deviceSessionId,
-      devicePrivateKey: device.privateKey,
-      gatewayPublicKey: vectors.gateway_key.public_key_base64url,
-    });
-    const abort = new AbortController();
-    const reconnects: ReconnectInfo[] = [];
-    const subscription = client.subscribe({
-      signal: abort.signal,
-      follow: { minDelayMs: 20, maxDelayMs: 400, onReconnect: (info) => reconnects.push(info) },
-    });
-    cleanup.defer(async () => {
-      abort.abort();
-      await subscription.return(undefined);
-      client.close();
-    });
-    const next = async () => (await subscription.next()).value as FollowedItem;
-    expect(await next()).toMatchObject({
-      kind: "event",
-      event: { eventType: "gateway.server_time" },
-    });
+  // stream overflows, and its status waits behind the data the client has
+  // not read (contract §7). An app that reads again soon gets that status
+  // (RESOURCE_EXHAUSTED); one that stays away past GATEWAY_SHUTDOWN_TIMEOUT
+  // finds the stream reset (CANCELLED). Either way the client reconnects and
+  // history fills the gap.
+  it.each([
+    { away: "until the status", shutdownTimeout: "60s", code: Status.RESOURCE_EXHAUSTED },
+    { away: "past the reset", shutdownTimeout: "1s", code: Status.CANCELLED },
+  ])(
+    "resumes without a gap after the app stopped reading $away of its overflowed stream",
+    async ({ shutdownTimeout, code }) => {
+      const gateway = await startPushGateway(redis, publisher, cleanup, {
+        env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "4", GATEWAY_SHUTDOWN_TIMEOUT: shutdownTimeout },
+      });
+      const device = newDevice("u-stalled");
+      await gateway.snapshot(device, "active");
+      const client = createDeviceClient({
+        address: gateway.grpc,
+        deviceSessionId: device.deviceSessionId,
+        devicePrivateKey: device.privateKey,
+        gatewayPublicKey: vectors.gateway_key.public_key_base64url,
+      });
+      const abort = new AbortController();
+      const reconnects: ReconnectInfo[] = [];
+      const subscription = client.subscribe({
+        signal: abort.signal,
+        follow: { minDelayMs: 20, maxDelayMs: 400, onReconnect: (info) => reconnects.push(info) },
+      });
+      cleanup.defer(async () => {
+        abort.abort();
+        await subscription.return(undefined);
+        client.close();
+      });
+      const next = async () => (await subscription.next()).value as FollowedItem;
+      expect(await next()).toMatchObject({
+        kind: "event",
+        event: { eventType: "gateway.server_time" },
+      });
 
-    // Far more than the HTTP/2 window and the stream's queue, while the app takes nothing.
-    const published: string[] = [];
-    for (let index = 0; index < 24; index += 1) {
-      published.push(
-        await gateway.publish({
-          userId: device.userId,
-          eventType: "demo.note",
-          payload: Buffer.alloc(16_384, index),
-        }),
-      );
-    }
-    await waitFor("the overflow", async () => {
-      const closes = 'gateway_push_stream_closes_total{reason="overflow"}';
-      return (await metric(gateway.admin, closes)) === 1;
-    });
-    await waitFor("the reset of the stalled stream", () =>
-      gateway.gateway.logger.lines.some((line) => line.includes("push stream reset")),
-    );
+      // Far more than the HTTP/2 window and the stream's queue, while the app takes nothing.
+      const published: string[] = [];
+      for (let index = 0; index < 24; index += 1) {
+        published.push(
+          await gateway.publish({
+            userId: device.userId,
+            eventType: "demo.note",
+            payload: Buffer.alloc(16_384, index),
+          }),
+        );
+      }
+      await waitFor("the overflow", async () => {
+        const closes = 'gateway_push_stream_closes_total{reason="overflow"}';
+        return (await metric(gateway.admin, closes)) === 1;
+      });
+      if (code === Status.CANCELLED) {
+        await waitFor("the reset of the stalled stream", () =>
+          gateway.gateway.logger.lines.some((line) => line.includes("push stream reset")),
+        );
+      }
 
-    const items: FollowedItem[] = [];
-    while (
-      !items.some((item) => item.kind === "event" && item.event.eventId === published.at(-1))
-    ) {
-      items.push(await next());
-    }
-    const events = items.filter((item) => item.kind === "event");
-    const notes = events.filter((item) => item.event.eventType === "demo.note");
-    // Every event once, in order; the bootstraps of reconnected streams sit between them.
-    expect(notes.map((item) => item.event.eventId)).toEqual(published);
-    expect(items.filter((item) => item.kind === "continuity_lost")).toEqual([]);
-    expect(reconnects.length).toBeGreaterThan(0);
-    expect(reconnects[0]!.error).toBeInstanceOf(ClientError);
-    expect(reconnects[0]!.error).toMatchObject({ code: Status.CANCELLED });
-  });
+      const items: FollowedItem[] = [];
+      while (
+        !items.some((item) => item.kind === "event" && item.event.eventId === published.at(-1))
+      ) {
+        items.push(await next());
+      }
+      const events = items.filter((item) => item.kind === "event");
+      const notes = events.filter((item) => item.event.eventType === "demo.note");
+      // Every event once, in order; the bootstraps of reconnected streams sit between them.
+      expect(notes.map((item) => item.event.eventId)).toEqual(published);
+      expect(items.filter((item) => item.kind === "continuity_lost")).toEqual([]);
+      expect(reconnects.length).toBeGreaterThan(0);
+      expect(reconnects[0]!.error).toBeInstanceOf(ClientError);
+      expect(reconnects[0]!.error).toMatchObject({ code });
+    },
+  );
 
   it("ends with FAILED_PRECONDITION when its session is revoked, and does not reconnect", async () => {
     const gateway = await startPushGateway(redis, publisher, cleanup);
