@@ -543,6 +543,57 @@ describe("a stream resumed with last_event_id", () => {
     expect(rest.slice(1).map((event) => event.eventId)).toEqual(all.slice(got.length));
   });
 
+  // The replay is read from history page by page as the client takes it.
+  // Events for another session of the same user are in the same history
+  // (and trim it) but never in this stream's queue, so the only thing that
+  // can end this stream is the trim overtaking its replay.
+  it("ends a replay that history was trimmed past as an overflow, and the next resume says so", async () => {
+    const node = await startPushGateway(redis, publisher, cleanup, {
+      env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "4", GATEWAY_PUSH_HISTORY_SIZE: "200" },
+    });
+    const device = newDevice(uniqueName("user"));
+    await node.snapshot(device, "active");
+    const seen = await receiveOneAndLeave(node, device);
+    // 2.4 MiB, far more than the HTTP/2 windows and buffers between the
+    // gateway and a client that does not read: the replay stalls on flow control.
+    const big = Array.from({ length: 150 }, (_, index) => `${index}`.padEnd(16_384, "."));
+    const missedIds = await publishAll(node, device, big);
+    await routed(node, missedIds.at(-1)!);
+
+    const paused = pausedSubscription(
+      node.grpc,
+      subscribeRequest(device, { lastEventId: seen }),
+      cleanup,
+    );
+    // Recovered when it began: every missed event was in history then.
+    expect((await paused.bootstrap).eventId).toBe(seen);
+    const others = await publishAll(
+      node,
+      device,
+      Array.from({ length: 250 }, (_, index) => `other${index}`),
+      { onlySession: "another-session" },
+    );
+    await routed(node, others.at(-1)!);
+    paused.resume();
+    expect(await paused.status).toEqual({
+      status: "RESOURCE_EXHAUSTED",
+      details: "push stream overflowed",
+    });
+    // What it got is a gapless start of the missed events, and not all of them.
+    const got = paused.events.slice(1).map((event) => event.eventId);
+    expect(got).toEqual(missedIds.slice(0, got.length));
+    expect(got.length).toBeLessThan(missedIds.length);
+    expect(await metric(node.admin, 'gateway_push_stream_closes_total{reason="overflow"}')).toBe(1);
+    expect(
+      node.gateway.logger.lines.some((line) => line.startsWith("warn push stream overflowed")),
+    ).toBe(true);
+
+    // Resuming after the last event it got cannot be recovered: the rest is gone.
+    const last = got.at(-1) ?? seen;
+    const again = await open(node, device, last);
+    expect(again.bootstrap.eventId).not.toBe(last);
+  });
+
   it("never misses or repeats an event at the seam while events keep coming", async () => {
     const name = uniqueName("seam");
     const nodes = [

@@ -159,10 +159,14 @@ export async function* runPushSession(
       } while (event !== undefined);
     }
   } catch (error) {
-    const failure =
-      error instanceof HistoryTrimmedError ? outcomeError(OUTCOMES.streamOverflowed) : error;
+    // History trimmed past a replay the client had not taken yet: the client
+    // fell behind as in an overflow, and is counted and told so.
+    const trimmed = error instanceof HistoryTrimmedError;
+    const failure = trimmed ? outcomeError(OUTCOMES.streamOverflowed) : error;
     // Whatever ended the call, the stream must stop receiving events now.
-    if (!stream.ended.aborted) stream.fail(toGatewayError(failure));
+    if (!stream.ended.aborted) {
+      stream.fail(toGatewayError(failure), trimmed ? "overflow" : undefined);
+    }
     throw failure;
   } finally {
     unwatch?.();

@@ -48,8 +48,8 @@ export interface PushStream extends PushStreamOwner {
    * stream it ended is not released within the terminal timeout.
    */
   onReset(reset: () => void): void;
-  /** Ends the stream with the caller's error; counted under no close reason. */
-  fail(error: GatewayError): void;
+  /** Ends the stream with the caller's error, counted under `reason` when one is given. */
+  fail(error: GatewayError, reason?: PushStreamCloseReason): void;
   /**
    * The call is over (status delivered, transport reset or client gone): frees
    * the stream. A stream the hub had not ended counts as closed by the client.
@@ -175,8 +175,8 @@ export class HubStream implements PushStream {
     this.reset = reset;
   }
 
-  fail(error: GatewayError): void {
-    this.registry.end(this, error, undefined);
+  fail(error: GatewayError, reason?: PushStreamCloseReason): void {
+    this.registry.end(this, error, reason);
   }
 
   release(): void {
