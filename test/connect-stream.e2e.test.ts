@@ -380,15 +380,22 @@ describe.each(transports)("SubscribeEvents over %s", (_name, transportFor) => {
       expect(eventIds((await stream.received(2)).slice(1))).toEqual([id]);
     }
 
-    phoneFirst.cancel();
-    await waitFor("the cancelled stream released", async () => {
-      return (await metric(node.admin, "gateway_push_streams_active")) === 2;
-    });
+    const released = async (stream: ConnectSubscription) => {
+      stream.cancel();
+      let active = Number.NaN;
+      await waitFor(
+        () =>
+          `the cancelled stream released (streams active: ${active}; the client got ` +
+          `${stream.events.length} event(s), ended: ${JSON.stringify(stream.ended)})`,
+        async () => {
+          active = await metric(node.admin, "gateway_push_streams_active");
+          return active === 2;
+        },
+      );
+    };
+    await released(phoneFirst);
     await open(phone);
-    laptopStream.cancel();
-    await waitFor("the cancelled stream released", async () => {
-      return (await metric(node.admin, "gateway_push_streams_active")) === 2;
-    });
+    await released(laptopStream);
     await open(tablet);
     expect(await metric(node.admin, "gateway_push_streams_active")).toBe(3);
   });

@@ -130,6 +130,28 @@ async function receiveOneAndLeave(node: PushGateway, device: TestDevice): Promis
   return seen!;
 }
 
+/**
+ * A device that received one event and left, `count` missed events of
+ * 16 KiB, and a resume from its event whose client does not read; the
+ * bootstrap echoed the resume point (recovered).
+ */
+async function stalledReplay(env: Record<string, string>, count: number) {
+  const node = await startPushGateway(redis, publisher, cleanup, { env });
+  const device = newDevice(uniqueName("user"));
+  await node.snapshot(device, "active");
+  const seen = await receiveOneAndLeave(node, device);
+  const big = Array.from({ length: count }, (_, index) => `${index}`.padEnd(16_384, "."));
+  const missedIds = await publishAll(node, device, big);
+  await routed(node, missedIds.at(-1)!);
+  const paused = pausedSubscription(
+    node.grpc,
+    subscribeRequest(device, { lastEventId: seen }),
+    cleanup,
+  );
+  expect((await paused.bootstrap).eventId).toBe(seen);
+  return { node, device, seen, missedIds, paused };
+}
+
 /** Waits until `node` has routed `id` into history (its router's position). */
 async function routed(node: PushGateway, id: string, client: Redis = publisher): Promise<void> {
   await waitFor(`history routed through ${id}`, async () => {
@@ -503,23 +525,11 @@ describe("a stream resumed with last_event_id", () => {
   });
 
   it("overflows a replay whose client stops reading, and that client can resume again", async () => {
-    const node = await startPushGateway(redis, publisher, cleanup, {
-      env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "16" },
-    });
-    const device = newDevice(uniqueName("user"));
-    await node.snapshot(device, "active");
-    const seen = await receiveOneAndLeave(node, device);
     // More than an HTTP/2 window of missed events: the replay cannot all be written.
-    const big = Array.from({ length: 24 }, (_, index) => `${index}`.padEnd(16_384, "."));
-    const missedIds = await publishAll(node, device, big);
-    await routed(node, missedIds.at(-1)!);
-
-    const paused = pausedSubscription(
-      node.grpc,
-      subscribeRequest(device, { lastEventId: seen }),
-      cleanup,
+    const { node, device, missedIds, paused } = await stalledReplay(
+      { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "16" },
+      24,
     );
-    expect((await paused.bootstrap).eventId).toBe(seen);
     // Live events wait in the stream's queue behind the stalled replay, until it overflows.
     const live: string[] = [];
     while (
@@ -548,25 +558,13 @@ describe("a stream resumed with last_event_id", () => {
   // (and trim it) but never in this stream's queue, so the only thing that
   // can end this stream is the trim overtaking its replay.
   it("ends a replay that history was trimmed past as an overflow, and the next resume says so", async () => {
-    const node = await startPushGateway(redis, publisher, cleanup, {
-      env: { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "4", GATEWAY_PUSH_HISTORY_SIZE: "200" },
-    });
-    const device = newDevice(uniqueName("user"));
-    await node.snapshot(device, "active");
-    const seen = await receiveOneAndLeave(node, device);
     // 2.4 MiB, far more than the HTTP/2 windows and buffers between the
-    // gateway and a client that does not read: the replay stalls on flow control.
-    const big = Array.from({ length: 150 }, (_, index) => `${index}`.padEnd(16_384, "."));
-    const missedIds = await publishAll(node, device, big);
-    await routed(node, missedIds.at(-1)!);
-
-    const paused = pausedSubscription(
-      node.grpc,
-      subscribeRequest(device, { lastEventId: seen }),
-      cleanup,
+    // gateway and a client that does not read: the replay stalls on flow
+    // control. Recovered when it began: every missed event was in history then.
+    const { node, device, seen, missedIds, paused } = await stalledReplay(
+      { GATEWAY_PUSH_STREAM_QUEUE_SIZE: "4", GATEWAY_PUSH_HISTORY_SIZE: "200" },
+      150,
     );
-    // Recovered when it began: every missed event was in history then.
-    expect((await paused.bootstrap).eventId).toBe(seen);
     const others = await publishAll(
       node,
       device,
