@@ -557,7 +557,7 @@ describe("a stream resumed with last_event_id", () => {
   // Events for another session of the same user are in the same history
   // (and trim it) but never in this stream's queue, so the only thing that
   // can end this stream is the trim overtaking its replay.
-  it("ends a replay that history was trimmed past as an overflow, and the next resume says so", async () => {
+  it("ends a replay that history was trimmed past as interrupted, and the next resume says so", async () => {
     // 2.4 MiB, far more than the HTTP/2 windows and buffers between the
     // gateway and a client that does not read: the replay stalls on flow
     // control. Recovered when it began: every missed event was in history then.
@@ -574,17 +574,19 @@ describe("a stream resumed with last_event_id", () => {
     await routed(node, others.at(-1)!);
     paused.resume();
     expect(await paused.status).toEqual({
-      status: "RESOURCE_EXHAUSTED",
-      details: "push stream overflowed",
+      status: "UNAVAILABLE",
+      details: "push stream interrupted: events may have been lost; reconnect to resume",
     });
     // What it got is a gapless start of the missed events, and not all of them.
     const got = paused.events.slice(1).map((event) => event.eventId);
     expect(got).toEqual(missedIds.slice(0, got.length));
     expect(got.length).toBeLessThan(missedIds.length);
-    expect(await metric(node.admin, 'gateway_push_stream_closes_total{reason="overflow"}')).toBe(1);
-    expect(
-      node.gateway.logger.lines.some((line) => line.startsWith("warn push stream overflowed")),
-    ).toBe(true);
+    const closes = (reason: string) =>
+      metric(node.admin, `gateway_push_stream_closes_total{reason="${reason}"}`);
+    expect(await closes("interrupted")).toBe(1);
+    expect(await closes("overflow")).toBe(0);
+    const warning = `warn push replay interrupted: history trimmed past ${got.at(-1) ?? seen} during replay (user ${device.userId} session ${device.deviceSessionId})`;
+    expect(node.gateway.logger.lines).toContain(warning);
 
     // Resuming after the last event it got cannot be recovered: the rest is gone.
     const last = got.at(-1) ?? seen;

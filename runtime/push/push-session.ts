@@ -159,13 +159,15 @@ export async function* runPushSession(
       } while (event !== undefined);
     }
   } catch (error) {
-    // History trimmed past a replay the client had not taken yet: the client
-    // fell behind as in an overflow, and is counted and told so.
+    // History trimmed past a replay the client had not taken yet: events it
+    // was promised are gone, so the stream is interrupted, and the device's
+    // next resume is told continuity was lost.
     const trimmed = error instanceof HistoryTrimmedError;
-    const failure = trimmed ? outcomeError(OUTCOMES.streamOverflowed) : error;
+    if (trimmed) deps.logger.warn(`push replay interrupted: ${error.message} (${stream.label})`);
+    const failure = trimmed ? outcomeError(OUTCOMES.streamInterrupted) : error;
     // Whatever ended the call, the stream must stop receiving events now.
     if (!stream.ended.aborted) {
-      stream.fail(toGatewayError(failure), trimmed ? "overflow" : undefined);
+      stream.fail(toGatewayError(failure), trimmed ? "interrupted" : undefined);
     }
     throw failure;
   } finally {
@@ -259,7 +261,7 @@ function reportResume(
     | { recovered: false; reason: string; liveFrom: string },
 ): void {
   deps.metrics?.pushResumes.inc({ result: outcome.recovered ? "recovered" : "not_recovered" });
-  const label = `user ${stream.userId} session ${stream.deviceSessionId} from ${lastEventId}`;
+  const label = `${stream.label} from ${lastEventId}`;
   deps.logger.debug(
     outcome.recovered
       ? `push resume recovered (${label}): ${outcome.detail}`

@@ -21,6 +21,8 @@ export interface PushStreamOwner {
 
 /** One registered stream, as its SubscribeEvents call sees it. */
 export interface PushStream extends PushStreamOwner {
+  /** `user … session …`, for log lines. */
+  readonly label: string;
   /** Aborts once the stream no longer receives events; `reason` is its terminal GatewayError. */
   readonly ended: AbortSignal;
   /** Events queued that the transport has not taken yet. */
