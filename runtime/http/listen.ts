@@ -3,42 +3,33 @@ import type { Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { formatAddress, type HostPort } from "../config/config.js";
 
-/**
- * Per listening server: its open connections, each with the number of
- * requests it has in flight, and whether the server is closing.
- */
+/** Per listening server: its open connections, and whether it is closing. */
 interface Connections {
-  readonly inFlight: Map<Socket, number>;
+  readonly open: Set<Socket>;
   closing: boolean;
 }
 
 const connectionsOf = new WeakMap<Server, Connections>();
 
 /**
- * Counts each connection's requests in flight, so that closing can end every
- * connection that carries none. Node's `closeIdleConnections` ends only
- * keep-alive connections between requests; a connection that never sent one
- * (a browser's or a proxy's preconnect) would hold the close for the whole
- * budget.
+ * Keeps each server's open connections, so that closing can end the ones
+ * that never sent a byte: Node's `closeIdleConnections` ends only keep-alive
+ * connections between requests, and one that never sent a request (a
+ * browser's or a proxy's preconnect) would hold the close for the whole
+ * budget. While closing, each answer that goes out lets Node end its
+ * connection if that one is idle now.
  */
 function trackConnections(server: Server): void {
   if (connectionsOf.has(server)) return;
-  const connections: Connections = { inFlight: new Map(), closing: false };
+  const connections: Connections = { open: new Set(), closing: false };
   connectionsOf.set(server, connections);
-  const { inFlight } = connections;
   server.on("connection", (socket: Socket) => {
-    inFlight.set(socket, 0);
-    socket.once("close", () => inFlight.delete(socket));
+    connections.open.add(socket);
+    socket.once("close", () => connections.open.delete(socket));
   });
-  server.on("request", (request, response) => {
-    const socket = request.socket;
-    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+  server.on("request", (_request, response) => {
     response.once("close", () => {
-      const left = (inFlight.get(socket) ?? 1) - 1;
-      if (!inFlight.has(socket)) return;
-      inFlight.set(socket, left);
-      // Closing: the connection's last answer is out, so end it (after what it buffered).
-      if (left === 0 && connections.closing) socket.end();
+      if (connections.closing) server.closeIdleConnections();
     });
   });
 }
@@ -78,10 +69,10 @@ export function closeHttp(server: Server, budgetMs: number): Promise<void> {
     const connections = connectionsOf.get(server);
     if (connections === undefined) return;
     connections.closing = true;
-    for (const [socket, requests] of connections.inFlight) {
+    for (const socket of connections.open) {
       // Not a byte received: no request can be on its way. (One whose head is
       // still arriving is Node's to finish, like a keep-alive connection's.)
-      if (requests === 0 && socket.bytesRead === 0) socket.destroy();
+      if (socket.bytesRead === 0) socket.destroy();
     }
   });
 }
