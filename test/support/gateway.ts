@@ -5,7 +5,7 @@
 import type { KeyObject } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { AuthUpstream, Routes } from "../../handlers/ports.js";
-import { loadConfig } from "../../runtime/config/config.js";
+import { type GatewayConfig, loadConfig } from "../../runtime/config/config.js";
 import { createGateway, type Gateway } from "../../runtime/host/gateway.js";
 import { createKeyspace } from "../../runtime/redis/keyspace.js";
 import type { Cleanup } from "./cleanup.js";
@@ -43,17 +43,18 @@ export async function startGateway(
     authUpstream?: AuthUpstream;
     now?: () => number;
   } = {},
-): Promise<Gateway & { logger: ReturnType<typeof createMemoryLogger> }> {
+): Promise<Gateway & { logger: ReturnType<typeof createMemoryLogger>; config: GatewayConfig }> {
   const logger = createMemoryLogger();
+  const config = loadConfig(gatewayEnv(redis, options.env));
   const gateway = createGateway({
-    config: loadConfig(gatewayEnv(redis, options.env)),
+    config,
     routes: options.routes,
     ...(options.authUpstream ? { authUpstream: options.authUpstream } : {}),
     logger,
     ...(options.now ? { clock: { now: options.now } } : {}),
   });
   await gateway.start();
-  return Object.assign(gateway, { logger });
+  return Object.assign(gateway, { logger, config });
 }
 
 /** A device session as the auth/session side stores it. */

@@ -21,6 +21,7 @@ import {
   type SubscribeEventsRequest,
   type SubscribeEventsResponse,
 } from "../../proto/gen/edgegateway/v1/edge_gateway.js";
+import type { GatewayConfig } from "../../runtime/config/config.js";
 import {
   signExecuteCommandRequest,
   signSubscribeEventsRequest,
@@ -392,19 +393,15 @@ export async function metric(adminAddress: string, series: string): Promise<numb
 }
 
 /**
- * With history on, waits until a history router has started on `stream`. On
- * a new stream the router's state records where history begins, and a resume
- * from an event published before that is rightly not recovered; the tests
- * publish only once history is complete.
+ * With history on, waits until a history router has started on the
+ * gateway's ingress. On a new stream the router's state records where
+ * history begins, and a resume from an event published before that is
+ * rightly not recovered; the tests publish only once history is complete.
  */
-async function historyRouted(
-  publisher: RedisClient,
-  stream: string,
-  env: Record<string, string>,
-): Promise<void> {
-  const off = (value: string | undefined) => value !== undefined && /^0+[a-z]*$/.test(value);
-  if (off(env.GATEWAY_PUSH_HISTORY_SIZE) || off(env.GATEWAY_PUSH_HISTORY_TTL)) return;
-  const key = createKeyspace(env.GATEWAY_REDIS_KEY_PREFIX).historyRouterKey(stream);
+async function historyRouted(publisher: RedisClient, config: GatewayConfig): Promise<void> {
+  if (config.pushHistory === undefined) return;
+  const stream = config.clientEventsStream;
+  const key = createKeyspace(config.redis.keyPrefix).historyRouterKey(stream);
   await waitFor(`the history router's state on ${stream}`, async () => {
     return (await publisher.exists(key)) === 1;
   });
@@ -429,7 +426,7 @@ export async function startPushGateway(
     ...(options.routes === undefined ? {} : { routes: options.routes }),
   });
   cleanup.defer(() => gateway.stop());
-  await historyRouted(publisher, clientEvents, options.env ?? {});
+  await historyRouted(publisher, gateway.config);
   return {
     gateway,
     grpc: gateway.addresses.grpc,
