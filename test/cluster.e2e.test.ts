@@ -234,6 +234,17 @@ describe("two gateway nodes on a Redis Cluster", () => {
 
     expect(await onFirst.terminal()).toEqual(REVOKED);
     expect(await onSecond.terminal()).toEqual(REVOKED);
+
+    // The tests after this one need both nodes' Redis connections back: until
+    // then a node answers calls UNAVAILABLE (fail closed), as it should.
+    const probe = newDevice("ivan-probe");
+    await activate(probe);
+    await waitFor("both nodes to serve calls again", async () => {
+      const outcomes = await Promise.all(
+        [first, second].map((node) => execute(node.grpc, probe, cleanup)),
+      );
+      return outcomes.every(({ status }) => status === "OK");
+    });
   });
 
   it("resume on the other node with every event missed, recovered", async () => {
